@@ -1,0 +1,136 @@
+/**
+ * Shared front halves of every backend, in the manner of abstract-level: the public
+ * method checks the handle is open, the signal is not already aborted and the
+ * arguments are valid (see validate.ts), then calls the backend's protected `_method`,
+ * which only has to speak to its storage.
+ */
+import type { BlobMetadata, Blob } from './blob.js';
+import type { CaSResult, Consensus, OpOptions, VersionedData } from './consensus.js';
+import { throwIfAborted } from './errors.js';
+import type { SegmentedBytes } from './segmented-bytes.js';
+import type { SeqNo } from './seqno.js';
+import {
+  validateCompareAndSet,
+  validateKey,
+  validatePrefix,
+  validateScan,
+  validateTruncate,
+  validateValue,
+} from './validate.js';
+
+/** Open/closed bookkeeping shared by both bases. */
+abstract class Handle {
+  #closing: Promise<void> | undefined;
+
+  /** Name used in messages, e.g. `SqliteConsensus(sqlite:/tmp/x.db)`. */
+  abstract readonly description: string;
+
+  protected get closed(): boolean {
+    return this.#closing !== undefined;
+  }
+
+  protected checkOpen(opts: OpOptions | undefined): void {
+    if (this.#closing !== undefined) throw new Error(`${this.description} is closed`);
+    throwIfAborted(opts?.signal);
+  }
+
+  /** Releases the handle; later calls return the first call's promise. */
+  close(): Promise<void> {
+    this.#closing ??= this._close();
+    return this.#closing;
+  }
+
+  [Symbol.asyncDispose](): Promise<void> {
+    return this.close();
+  }
+
+  protected abstract _close(): Promise<void>;
+}
+
+/** Base class of every Consensus backend. */
+export abstract class ConsensusBase extends Handle implements Consensus {
+  async *listKeys(opts?: OpOptions): AsyncGenerator<string> {
+    this.checkOpen(opts);
+    yield* this._listKeys(opts);
+  }
+
+  async head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
+    validateKey(key);
+    this.checkOpen(opts);
+    return this._head(key, opts);
+  }
+
+  async compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
+    validateCompareAndSet(key, expected, next);
+    this.checkOpen(opts);
+    return this._compareAndSet(key, expected, next, opts);
+  }
+
+  async scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
+    validateScan(key, from, limit);
+    this.checkOpen(opts);
+    return this._scan(key, from, limit, opts);
+  }
+
+  async truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
+    validateTruncate(key, seqno);
+    this.checkOpen(opts);
+    return this._truncate(key, seqno, opts);
+  }
+
+  protected abstract _listKeys(opts?: OpOptions): AsyncIterable<string>;
+  protected abstract _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined>;
+  protected abstract _compareAndSet(
+    key: string,
+    expected: SeqNo | undefined,
+    next: VersionedData,
+    opts?: OpOptions,
+  ): Promise<CaSResult>;
+  protected abstract _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]>;
+  protected abstract _truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number>;
+}
+
+/** Base class of every Blob backend. */
+export abstract class BlobBase extends Handle implements Blob {
+  async get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> {
+    validateKey(key, this.maxKeyBytes);
+    this.checkOpen(opts);
+    return this._get(key, opts);
+  }
+
+  async *list(prefix = '', opts?: OpOptions): AsyncGenerator<BlobMetadata> {
+    validatePrefix(prefix);
+    this.checkOpen(opts);
+    yield* this._list(prefix, opts);
+  }
+
+  async set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+    validateKey(key, this.maxKeyBytes);
+    validateValue(value);
+    this.checkOpen(opts);
+    return this._set(key, value, opts);
+  }
+
+  async delete(key: string, opts?: OpOptions): Promise<number | undefined> {
+    validateKey(key, this.maxKeyBytes);
+    this.checkOpen(opts);
+    return this._delete(key, opts);
+  }
+
+  async restore(key: string, opts?: OpOptions): Promise<void> {
+    validateKey(key, this.maxKeyBytes);
+    this.checkOpen(opts);
+    return this._restore(key, opts);
+  }
+
+  /** The longest key this backend stores, in UTF-8 bytes (SPEC's 1024 unless the store caps it). */
+  protected get maxKeyBytes(): number {
+    return 1024;
+  }
+
+  protected abstract _get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined>;
+  protected abstract _list(prefix: string, opts?: OpOptions): AsyncIterable<BlobMetadata>;
+  protected abstract _set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void>;
+  protected abstract _delete(key: string, opts?: OpOptions): Promise<number | undefined>;
+  protected abstract _restore(key: string, opts?: OpOptions): Promise<void>;
+}

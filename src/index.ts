@@ -1,0 +1,31 @@
+/**
+ * persist-location: durable storage primitives for distributed programs.
+ *
+ * - {@link Consensus}: per key, a linearizable, versioned log of byte states,
+ *   advanced by compare-and-set.
+ * - {@link Blob}: a durable, atomic key → bytes store.
+ */
+export { SeqNo } from './seqno.js';
+export {
+  ExternalError,
+  Determinate,
+  Indeterminate,
+  ErrorCode,
+  type ExternalErrorOptions,
+} from './errors.js';
+export {
+  CaSResult,
+  SCAN_ALL,
+  CONSENSUS_HEAD_LIVENESS_KEY,
+  type Consensus,
+  type VersionedData,
+  type OpOptions,
+} from './consensus.js';
+export { BLOB_GET_LIVENESS_KEY, type Blob, type BlobMetadata } from './blob.js';
+export { SegmentedBytes } from './segmented-bytes.js';
+export { MemConsensus, type MemConsensusOptions } from './mem/consensus.js';
+export { MemBlob, type MemBlobOptions } from './mem/blob.js';
+export { openBlob, openConsensus } from './location.js';
+export { ConsensusBase, BlobBase } from './base.js';
+export { MAX_KEY_BYTES, MAX_CONSENSUS_SEQNO } from './validate.js';
+export { redactUri } from './uri.js';
