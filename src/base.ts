@@ -54,27 +54,43 @@ export abstract class ConsensusBase extends Handle implements Consensus {
     yield* this._listKeys(opts);
   }
 
-  async head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
-    validateKey(key);
-    this.checkOpen(opts);
+  head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
+    try {
+      validateKey(key);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._head(key, opts);
   }
 
-  async compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
-    validateCompareAndSet(key, expected, next);
-    this.checkOpen(opts);
+  compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
+    try {
+      validateCompareAndSet(key, expected, next);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._compareAndSet(key, expected, next, opts);
   }
 
-  async scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
-    validateScan(key, from, limit);
-    this.checkOpen(opts);
+  scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
+    try {
+      validateScan(key, from, limit);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._scan(key, from, limit, opts);
   }
 
-  async truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
-    validateTruncate(key, seqno);
-    this.checkOpen(opts);
+  truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
+    try {
+      validateTruncate(key, seqno);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._truncate(key, seqno, opts);
   }
 
@@ -92,9 +108,13 @@ export abstract class ConsensusBase extends Handle implements Consensus {
 
 /** Base class of every Blob backend. */
 export abstract class BlobBase extends Handle implements Blob {
-  async get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> {
-    validateKey(key, this.maxKeyBytes);
-    this.checkOpen(opts);
+  get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> {
+    try {
+      validateKey(key, this.maxKeyBytes);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._get(key, opts);
   }
 
@@ -104,22 +124,34 @@ export abstract class BlobBase extends Handle implements Blob {
     yield* this._list(prefix, opts);
   }
 
-  async set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
-    validateKey(key, this.maxKeyBytes);
-    validateValue(value);
-    this.checkOpen(opts);
+  set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+    try {
+      validateKey(key, this.maxKeyBytes);
+      validateValue(value);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._set(key, value, opts);
   }
 
-  async delete(key: string, opts?: OpOptions): Promise<number | undefined> {
-    validateKey(key, this.maxKeyBytes);
-    this.checkOpen(opts);
+  delete(key: string, opts?: OpOptions): Promise<number | undefined> {
+    try {
+      validateKey(key, this.maxKeyBytes);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._delete(key, opts);
   }
 
-  async restore(key: string, opts?: OpOptions): Promise<void> {
-    validateKey(key, this.maxKeyBytes);
-    this.checkOpen(opts);
+  restore(key: string, opts?: OpOptions): Promise<void> {
+    try {
+      validateKey(key, this.maxKeyBytes);
+      this.checkOpen(opts);
+    } catch (err) {
+      return Promise.reject(err);
+    }
     return this._restore(key, opts);
   }
 

@@ -30,6 +30,8 @@ export function validateKey(key: unknown, maxBytes = MAX_KEY_BYTES): asserts key
   if (key.length === 0) throw invalidArgument('key must not be empty');
   if (key.includes('\u0000')) throw invalidArgument('key must not contain U+0000');
   if (!key.isWellFormed()) throw invalidArgument('key must be well-formed unicode (it contains a lone surrogate)');
+  // A UTF-16 code unit is at most 3 UTF-8 bytes: short keys need no counting.
+  if (key.length * 3 <= maxBytes) return;
   const bytes = utf8Length(key);
   if (bytes > maxBytes) throw invalidArgument(`key is ${bytes} UTF-8 bytes, more than the limit of ${maxBytes}`);
 }

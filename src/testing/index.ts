@@ -17,3 +17,4 @@ export {
 export { stressConsensus, type StressOptions, type StressReport } from './stress.js';
 export { ConformanceError } from './expect.js';
 export { hostileKeys } from './keys.js';
+export { FlakyConsensus, type FlakyOptions } from './flaky.js';

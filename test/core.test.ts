@@ -1,0 +1,135 @@
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import {
+  Determinate,
+  ExternalError,
+  Indeterminate,
+  MemConsensus,
+  SeqNo,
+  SegmentedBytes,
+  SCAN_ALL,
+  openBlob,
+  openConsensus,
+  redactUri,
+} from 'persist-location';
+
+describe('SeqNo', () => {
+  test('holds 64-bit values exactly', () => {
+    assert.equal(new SeqNo(5).value, 5n);
+    assert.equal(new SeqNo((1n << 64n) - 1n).value, 18446744073709551615n);
+    assert.equal(SeqNo.minimum().value, 0n);
+    assert.equal(new SeqNo(5).next().value, 6n);
+    assert.throws(() => new SeqNo((1n << 64n) - 1n).next(), RangeError);
+  });
+
+  test('rejects values outside [0, 2^64-1] and non-integers', () => {
+    for (const bad of [-1, -1n, 1n << 64n, 1.5, Number.NaN, Infinity, 2 ** 53]) {
+      assert.throws(() => new SeqNo(bad), RangeError, String(bad));
+    }
+  });
+
+  test('prints and parses v<N>', () => {
+    assert.equal(new SeqNo(5).toString(), 'v5');
+    assert.equal(`${new SeqNo(12345678901234567890n)}`, 'v12345678901234567890');
+    assert.deepStrictEqual(SeqNo.parse('v5'), new SeqNo(5));
+    assert.deepStrictEqual(SeqNo.parse('v18446744073709551615'), new SeqNo((1n << 64n) - 1n));
+    assert.throws(() => SeqNo.parse('5'), /invalid SeqNo 5: incorrect prefix/);
+    for (const bad of ['vx', 'v-1', 'v1.5', 'v', '', 'v 1', 'v18446744073709551616', 'v0x10']) {
+      assert.throws(() => SeqNo.parse(bad), /invalid SeqNo/, bad);
+    }
+  });
+
+  test('orders and compares by value', () => {
+    assert.ok(new SeqNo(3).equals(new SeqNo(3)));
+    assert.ok(!new SeqNo(3).equals(new SeqNo(4)));
+    assert.equal(SeqNo.compare(new SeqNo(3), new SeqNo(4)), -1);
+    assert.equal(SeqNo.compare(new SeqNo(4), new SeqNo(4)), 0);
+    assert.equal(SeqNo.compare(new SeqNo(1n << 63n), new SeqNo(4)), 1);
+    const sorted = [new SeqNo(10), new SeqNo(2), new SeqNo(1n << 60n)].sort(SeqNo.compare).map(String);
+    assert.deepEqual(sorted, ['v2', 'v10', `v${1n << 60n}`]);
+    assert.deepStrictEqual(new SeqNo(7), new SeqNo(7n));
+  });
+});
+
+describe('errors', () => {
+  test('Determinate and Indeterminate are ExternalErrors with a code and a cause', () => {
+    const cause = new Error('driver');
+    const d = new Determinate('InvalidArgument', 'bad', { cause });
+    const i = new Indeterminate('Unknown', 'lost');
+    for (const e of [d, i]) {
+      assert.ok(e instanceof ExternalError);
+      assert.ok(e instanceof Error);
+    }
+    assert.equal(d.determinate, true);
+    assert.equal(i.determinate, false);
+    assert.equal(d.code, 'InvalidArgument');
+    assert.equal(d.cause, cause);
+    assert.equal(d.name, 'Determinate');
+    assert.equal(i.name, 'Indeterminate');
+  });
+
+  test('isTimeout is decided by the code, never the message', () => {
+    const t = ExternalError.timeout(250);
+    assert.ok(t instanceof Indeterminate);
+    assert.equal(t.isTimeout(), true);
+    assert.equal(t.code, 'Timeout');
+    assert.match(t.message, /250 ms/);
+    assert.equal(ExternalError.timeout(new Date(0)).isTimeout(), true);
+    assert.equal(new Indeterminate('Unknown', 'connection timeout while reading').isTimeout(), false);
+    assert.equal(new Determinate('Unavailable', 'timeout').isTimeout(), false);
+  });
+});
+
+describe('SegmentedBytes', () => {
+  test('joins segments only when asked, and not for one segment', () => {
+    const one = new Uint8Array([1, 2, 3]);
+    assert.equal(new SegmentedBytes(one).toContiguous(), one);
+    const many = new SegmentedBytes([new Uint8Array([1]), new Uint8Array([2, 3]), new Uint8Array(0)]);
+    assert.equal(many.length, 3);
+    assert.equal(many.segments.length, 3);
+    assert.deepEqual([...many.toContiguous()], [1, 2, 3]);
+    assert.equal(new SegmentedBytes([]).length, 0);
+  });
+});
+
+describe('validation runs before storage is touched', () => {
+  test('a closed handle throws a plain Error, but bad arguments are still InvalidArgument', async () => {
+    const c = new MemConsensus();
+    await c.close();
+    await c.close();
+    await assert.rejects(c.head('k'), (e: Error) => !(e instanceof ExternalError) && /closed/.test(e.message));
+    await assert.rejects(c.head(''), { code: 'InvalidArgument' });
+  });
+
+  test('scan accepts SCAN_ALL', async () => {
+    assert.equal(SCAN_ALL, Number.MAX_SAFE_INTEGER);
+    assert.deepEqual(await new MemConsensus().scan('k', SeqNo.minimum(), SCAN_ALL), []);
+  });
+});
+
+describe('openBlob / openConsensus', () => {
+  test('mem:// handles with one name share data', async () => {
+    const a = await openConsensus('mem://shared-name');
+    const b = await openConsensus('mem://shared-name');
+    await a.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: new Uint8Array([1]) });
+    assert.equal((await b.head('k'))?.seqno.value, 1n);
+    const other = await openConsensus('mem://other-name');
+    assert.equal(await other.head('k'), undefined);
+  });
+
+  test('unknown schemes and parameters reject with the accepted ones listed', async () => {
+    await assert.rejects(openConsensus('redis://localhost'), (e: Error) => e instanceof Determinate && /unknown Consensus URI scheme 'redis:'.*sqlite:.*postgres:.*etcd:/.test(e.message));
+    await assert.rejects(openBlob('gs://bucket'), (e: Error) => e instanceof Determinate && /accepted: mem:, file:, s3:, azure:/.test(e.message));
+    await assert.rejects(openBlob('mem://x?bogus=1'), /unknown parameter 'bogus'.*accepts: keepDeleted/);
+    await assert.rejects(openBlob('mem://x?keepDeleted=maybe'), /must be true or false/);
+    await assert.rejects(openConsensus('mem://'), /expected mem:\/\/NAME/);
+    await assert.rejects(openConsensus('no scheme here'), /no scheme/);
+  });
+
+  test('credentials are redacted from messages', async () => {
+    assert.equal(redactUri('postgres://alice:s3cret@db:5432/x?schema=a'), 'postgres://alice:***@db:5432/x?schema=a');
+    assert.equal(redactUri('s3://b/p?endpoint=http://h&secretAccessKey=abc'), 's3://b/p?endpoint=http://h&secretAccessKey=***');
+    assert.equal(redactUri('azure://c?sig=xyz&sv=1'), 'azure://c?sig=***&sv=1');
+    await assert.rejects(openConsensus('redis://alice:s3cret@host'), (e: Error) => !e.message.includes('s3cret'));
+  });
+});
