@@ -9,6 +9,11 @@
  * the history is split per key and each part searched on its own, which keeps the
  * search small.
  *
+ * The memo is keyed by 64-bit Zobrist hashes of the set and the state, which keeps
+ * each step O(1). A hash collision could only prune a branch that was still open,
+ * i.e. turn an `ok` into a `violation`, never the reverse; so every `violation` is
+ * confirmed by searching again with exact memo keys before it is reported.
+ *
  * Outcomes: an operation that failed Determinate did not happen and is ignored. An
  * Indeterminate write may or may not have taken effect, at any time after its call
  * (even after it returned an error), so it is never required and may be linearized
@@ -113,18 +118,36 @@ export function checkLinearizable(history: Iterable<HistoryOp>, options: CheckOp
 /** The model state of one key: the versions present, ascending, each with the op that wrote it. */
 interface State {
   versions: readonly { seqno: bigint; data: string; id: number }[];
-  /** Canonical encoding of `versions` for memoization (writer ids suffice: they fix seqno and data). */
-  sig: string;
+  /**
+   * Zobrist hash of the set of writer ids present (the set fixes the versions: a
+   * writer id fixes seqno and data, and commits are in seqno order).
+   */
+  h1: number;
+  h2: number;
 }
 
-const EMPTY: State = { versions: [], sig: '' };
+const EMPTY: State = { versions: [], h1: 0, h2: 0 };
 
-function idChars(id: number): string {
-  return String.fromCharCode(id & 0xffff, id >>> 16);
+/** Random 32-bit words per op id, for Zobrist hashing of sets of ops. */
+class Zobrist {
+  readonly a: Int32Array;
+  readonly b: Int32Array;
+  constructor(n: number) {
+    // A fixed-seed xorshift generator keeps runs reproducible.
+    let x = 0x9e3779b9 | 0;
+    const next = () => {
+      x ^= x << 13;
+      x ^= x >>> 17;
+      x ^= x << 5;
+      return x | 0;
+    };
+    this.a = Int32Array.from({ length: n }, next);
+    this.b = Int32Array.from({ length: n }, next);
+  }
 }
 
 /** Applies `op` to `state`: the new state, or undefined if the op's observed result is impossible there. */
-function step(state: State, op: HistoryOp, id: number): State | undefined {
+function step(state: State, op: HistoryOp, id: number, z: Zobrist): State | undefined {
   const head = state.versions[state.versions.length - 1];
   switch (op.op) {
     case 'head': {
@@ -140,7 +163,8 @@ function step(state: State, op: HistoryOp, id: number): State | undefined {
       if (!matches) return undefined;
       return {
         versions: [...state.versions, { seqno: op.seqno, data: op.data, id }],
-        sig: state.sig + idChars(id),
+        h1: state.h1 ^ z.a[id]!,
+        h2: state.h2 ^ z.b[id]!,
       };
     }
     case 'scan': {
@@ -164,8 +188,12 @@ function step(state: State, op: HistoryOp, id: number): State | undefined {
       while (n < state.versions.length && state.versions[n]!.seqno < op.seqno) n++;
       if (outcome !== undefined && outcome !== n) return undefined;
       if (n === 0) return state;
-      const versions = state.versions.slice(n);
-      return { versions, sig: versions.map((v) => idChars(v.id)).join('') };
+      let { h1, h2 } = state;
+      for (let i = 0; i < n; i++) {
+        h1 ^= z.a[state.versions[i]!.id]!;
+        h2 ^= z.b[state.versions[i]!.id]!;
+      }
+      return { versions: state.versions.slice(n), h1, h2 };
     }
   }
 }
@@ -188,6 +216,13 @@ interface KeyResult {
 }
 
 function checkKey(ops: HistoryOp[], maxSteps: number): KeyResult {
+  const fast = search(ops, maxSteps, false);
+  if (fast.verdict !== 'violation') return fast;
+  const exact = search(ops, maxSteps, true);
+  return { ...exact, steps: fast.steps + exact.steps };
+}
+
+function search(ops: HistoryOp[], maxSteps: number, exact: boolean): KeyResult {
   // Events in time order; at equal times calls go first, so touching ops count as concurrent.
   const events: { time: number; isCall: boolean; id: number }[] = [];
   let required = 0;
@@ -230,10 +265,30 @@ function checkKey(ops: HistoryOp[], maxSteps: number): KeyResult {
     if (call.next) call.next.prev = call;
   };
 
+  const z = new Zobrist(ops.length);
   const words = new Uint16Array(Math.ceil(ops.length / 16));
-  const memoKey = (sig: string): string => String.fromCharCode(...words) + '|' + sig;
+  let lin1 = 0;
+  let lin2 = 0;
+  const memoKey = (next: State): string => {
+    if (exact) {
+      const present = next.versions.map((v) => String.fromCharCode(v.id & 0xffff, v.id >>> 16)).join('');
+      return String.fromCharCode(...words) + '|' + present;
+    }
+    return String.fromCharCode(
+      lin1 & 0xffff,
+      lin1 >>> 16,
+      lin2 & 0xffff,
+      lin2 >>> 16,
+      next.h1 & 0xffff,
+      next.h1 >>> 16,
+      next.h2 & 0xffff,
+      next.h2 >>> 16,
+    );
+  };
   const seen = new Set<string>();
-  const stack: { call: Entry; state: State }[] = [];
+  /** Each frame: the call linearized, the state before it, and the calls it found dead. */
+  const stack: { call: Entry; state: State; dead: Entry[] }[] = [];
+  const rootDead: Entry[] = [];
   let state = EMPTY;
   let done = 0;
   let steps = 0;
@@ -246,13 +301,26 @@ function checkKey(ops: HistoryOp[], maxSteps: number): KeyResult {
     if (entry === undefined) break; // cannot happen while a return remains; defensive
     if (entry.isCall) {
       const id = entry.id;
-      const next = step(state, ops[id]!, id);
-      if (next !== undefined) {
+      const op = ops[id]!;
+      const unknownOutcome = op.result.type !== 'ok';
+      if (unknownOutcome && isDead(op, state)) {
+        // Heads only grow along a branch: this write can never apply below here.
+        const following = entry.next;
+        lift(entry);
+        (stack[stack.length - 1]?.dead ?? rootDead).push(entry);
+        entry = following;
+        continue;
+      }
+      const next = step(state, op, id, z);
+      // Applying an unknown write that changes nothing is the same as skipping it.
+      if (next !== undefined && !(unknownOutcome && next === state)) {
         words[id >>> 4]! |= 1 << (id & 15);
-        const k = memoKey(next.sig);
+        lin1 ^= z.a[id]!;
+        lin2 ^= z.b[id]!;
+        const k = memoKey(next);
         if (!seen.has(k)) {
           seen.add(k);
-          stack.push({ call: entry, state });
+          stack.push({ call: entry, state, dead: [] });
           state = next;
           if (ops[id]!.result.type === 'ok') done++;
           lift(entry);
@@ -260,6 +328,8 @@ function checkKey(ops: HistoryOp[], maxSteps: number): KeyResult {
           continue;
         }
         words[id >>> 4]! &= ~(1 << (id & 15));
+        lin1 ^= z.a[id]!;
+        lin2 ^= z.b[id]!;
       }
       entry = entry.next;
     } else {
@@ -280,12 +350,22 @@ function checkKey(ops: HistoryOp[], maxSteps: number): KeyResult {
       const id = top.call.id;
       if (ops[id]!.result.type === 'ok') done--;
       words[id >>> 4]! &= ~(1 << (id & 15));
+      lin1 ^= z.a[id]!;
+      lin2 ^= z.b[id]!;
       state = top.state;
+      for (let i = top.dead.length - 1; i >= 0; i--) unlift(top.dead[i]!);
       unlift(top.call);
       entry = top.call.next;
     }
   }
   return { verdict: 'ok', steps, linearized: [], unordered: [] };
+}
+
+/** An unknown compareAndSet whose expectation can no longer hold in `state` or any later state. */
+function isDead(op: HistoryOp, state: State): boolean {
+  if (op.op !== 'compareAndSet') return false;
+  const head = state.versions[state.versions.length - 1];
+  return head !== undefined && (op.expected === undefined || op.expected < head.seqno);
 }
 
 /** Ids of the calls still in the list up to (and including the op of) return entry `stop`. */
