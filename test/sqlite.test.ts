@@ -1,0 +1,496 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import Database from 'better-sqlite3';
+import { Determinate, ErrorCode, ExternalError, Indeterminate, SCAN_ALL, SeqNo, openConsensus } from 'persist-location';
+import { SqliteConsensus, sqliteError } from 'persist-location/sqlite';
+import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
+import { crashValue } from './fixtures/sqlite-crash-value.js';
+
+let dir: string;
+let n = 0;
+const fresh = (name = 'db') => join(dir, `${name}-${n++}.db`);
+const bytes = (s: string) => Buffer.from(s, 'latin1');
+const text = (b: Uint8Array | undefined) => (b === undefined ? undefined : Buffer.from(b).toString('latin1'));
+
+before(() => {
+  dir = mkdtempSync(join(tmpdir(), 'persist-sqlite-'));
+});
+after(() => {
+  rmSync(dir, { recursive: true, force: true });
+});
+
+/** Rows of the consensus table, read through a separate plain connection. */
+function rows(path: string): { key: string; seqno: bigint; data: Buffer }[] {
+  const db = new Database(path, { readonly: true });
+  try {
+    db.defaultSafeIntegers(true);
+    return db.prepare('SELECT key, seqno, data FROM consensus ORDER BY key, seqno').all() as { key: string; seqno: bigint; data: Buffer }[];
+  } finally {
+    db.close();
+  }
+}
+
+describe('conformance', () => {
+  for (const worker of [false, true]) {
+    test(`SqliteConsensus (worker: ${worker}) passes the conformance suite`, async () => {
+      await consensusImplTest(() => SqliteConsensus.open(fresh(), { worker }));
+    });
+  }
+
+  test('sqlite: URIs pass the conformance suite, with parameters', async () => {
+    await consensusImplTest(() => openConsensus(`sqlite://${fresh()}?synchronous=normal&busyTimeoutMs=2000`));
+    await consensusImplTest(() => openConsensus(`sqlite:${fresh()}?worker=false`));
+  });
+});
+
+describe('URIs and opening', () => {
+  test('sqlite:///abs, sqlite:/abs and sqlite:rel open the same file, creating it and its directories', async () => {
+    const abs = join(dir, 'uri', 'nested', 'deeper', 'file.db');
+    assert.equal(existsSync(join(dir, 'uri')), false);
+    const a = await openConsensus(`sqlite://${abs}`);
+    assert.ok(existsSync(abs), 'the file and its parent directories are created');
+    assert.equal(await a.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('one') }), 'Committed');
+    const b = await openConsensus(`sqlite:${abs}`);
+    assert.equal(text((await b.head('k'))?.data), 'one');
+    const cwd = process.cwd();
+    process.chdir(join(dir, 'uri'));
+    let c;
+    try {
+      c = await openConsensus('sqlite:nested/deeper/file.db');
+    } finally {
+      process.chdir(cwd);
+    }
+    assert.equal(text((await c.head('k'))?.data), 'one', 'a relative path resolves against the working directory');
+    assert.equal((c as SqliteConsensus).path, abs);
+    // Percent-encoded characters in the path are decoded.
+    const spaced = await openConsensus(`sqlite://${join(dir, 'with%20space.db')}`);
+    assert.ok(existsSync(join(dir, 'with space.db')));
+    await Promise.all([a.close(), b.close(), c.close(), spaced.close()]);
+  });
+
+  test('unknown or bad parameters, a host, or no path reject with Determinate InvalidArgument', async () => {
+    const path = fresh();
+    const cases: [string, RegExp][] = [
+      [`sqlite://${path}?cache=shared`, /unknown parameter 'cache'.*accepts: synchronous, busyTimeoutMs, worker/],
+      [`sqlite://${path}?synchronous=off`, /synchronous.*full, normal, extra/],
+      [`sqlite://${path}?busyTimeoutMs=-1`, /busyTimeoutMs.*positive integer/],
+      [`sqlite://${path}?worker=maybe`, /worker.*true or false/],
+      [`sqlite://somehost${path}`, /not a host/],
+      ['sqlite:', /database file path/],
+      [`sqlite://${dir}/`, /database file path/],
+    ];
+    for (const [uri, message] of cases) {
+      await assert.rejects(openConsensus(uri), (err: unknown) => {
+        assert.ok(err instanceof Determinate, uri);
+        assert.equal(err.code, ErrorCode.InvalidArgument);
+        assert.match(err.message, message);
+        return true;
+      });
+    }
+    assert.equal(existsSync(path), false, 'a rejected URI creates no file');
+  });
+
+  test('synchronous is applied to the connection and can be read back', async () => {
+    for (const level of ['normal', 'full', 'extra'] as const) {
+      const c = (await openConsensus(`sqlite:${fresh()}?synchronous=${level}`)) as SqliteConsensus;
+      assert.equal(c.synchronous, level);
+      await c.close();
+    }
+    const d = await SqliteConsensus.open(fresh());
+    assert.equal(d.synchronous, 'full', 'durable against power loss by default');
+    await d.close();
+  });
+
+  test('opening a file that is not a database, or a directory, rejects Determinate', async () => {
+    const garbage = fresh('garbage');
+    writeFileSync(garbage, Buffer.alloc(8192, 0x5a));
+    await assert.rejects(SqliteConsensus.open(garbage), (err: unknown) => {
+      assert.ok(err instanceof Determinate);
+      assert.equal(err.code, ErrorCode.DataLoss);
+      assert.match(err.message, /SQLITE_NOTADB/);
+      return true;
+    });
+    const directory = join(dir, 'a-directory.db');
+    mkdirSync(directory);
+    await assert.rejects(SqliteConsensus.open(directory), (err: unknown) => {
+      assert.ok(err instanceof Determinate, String(err));
+      assert.equal(err.code, ErrorCode.Unavailable);
+      return true;
+    });
+  });
+});
+
+describe('behaviour', () => {
+  test('invalid keys, seqnos and limits reject Determinate InvalidArgument and write nothing', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path);
+    const walBefore = statSync(`${path}-wal`).size;
+    const v = { seqno: new SeqNo(1), data: bytes('x') };
+    const calls: Promise<unknown>[] = [
+      c.compareAndSet('', undefined, v),
+      c.compareAndSet('a\u0000b', undefined, v),
+      c.compareAndSet('x'.repeat(1025), undefined, v),
+      c.compareAndSet('k', undefined, { seqno: new SeqNo(1n << 63n), data: bytes('x') }),
+      c.compareAndSet('k', new SeqNo(5), { seqno: new SeqNo(5), data: bytes('x') }),
+      c.compareAndSet('k', undefined, { seqno: 1 as unknown as SeqNo, data: bytes('x') }),
+      c.scan('k', new SeqNo(0), 0),
+      c.scan('k', new SeqNo(0), 1.5),
+      c.truncate('', new SeqNo(0)),
+      c.head('\ud800'),
+    ];
+    for (const call of calls) {
+      await assert.rejects(call, (err: unknown) => err instanceof Determinate && err.code === ErrorCode.InvalidArgument);
+    }
+    assert.equal(statSync(`${path}-wal`).size, walBefore, 'nothing was written to the WAL');
+    await c.close();
+    assert.deepEqual(rows(path), []);
+  });
+
+  test('seqnos above 2^53 are exact, up to 2^63-1', async () => {
+    const c = await SqliteConsensus.open(fresh(), { worker: true });
+    const big = (1n << 53n) + 1n;
+    assert.equal(await c.compareAndSet('k', undefined, { seqno: new SeqNo(big), data: bytes('a') }), 'Committed');
+    assert.equal(await c.compareAndSet('k', new SeqNo(big - 1n), { seqno: new SeqNo(big + 1n), data: bytes('b') }), 'ExpectationMismatch');
+    const max = (1n << 63n) - 1n;
+    assert.equal(await c.compareAndSet('k', new SeqNo(big), { seqno: new SeqNo(max), data: bytes('c') }), 'Committed');
+    assert.equal((await c.head('k'))?.seqno.value, max);
+    assert.deepEqual((await c.scan('k', new SeqNo(big), SCAN_ALL)).map((x) => x.seqno.value), [big, max]);
+    assert.deepEqual(await c.scan('k', new SeqNo((1n << 64n) - 1n), 1), []);
+    await assert.rejects(c.truncate('k', new SeqNo((1n << 64n) - 1n)), { code: ErrorCode.FailedPrecondition });
+    assert.equal(await c.compareAndSet('k', new SeqNo((1n << 64n) - 2n), { seqno: new SeqNo((1n << 64n) - 1n), data: bytes('d') }).catch((e: Error) => e.name), 'Determinate');
+    assert.equal(await c.truncate('k', new SeqNo(max)), 1);
+    await c.close();
+  });
+
+  for (const worker of [false, true]) {
+    test(`16 MiB values round-trip whole (worker: ${worker})`, async () => {
+      const path = fresh();
+      const c = await SqliteConsensus.open(path, { worker });
+      const big = Buffer.alloc(16 * 1024 * 1024 + 7);
+      for (let i = 0; i < big.length; i += 4093) big[i] = i % 251;
+      assert.equal(await c.compareAndSet('big', undefined, { seqno: new SeqNo(1), data: big }), 'Committed');
+      big.fill(1); // the stored value was copied, the caller may reuse its buffer
+      const head = await c.head('big');
+      assert.equal(head?.data.byteLength, 16 * 1024 * 1024 + 7);
+      assert.equal(head?.data[4093], 4093 % 251);
+      assert.equal(head?.data[4094], 0);
+      await c.close();
+      const d = await SqliteConsensus.open(path);
+      const [again] = await d.scan('big', new SeqNo(0), 1);
+      assert.equal(again?.data.byteLength, 16 * 1024 * 1024 + 7);
+      assert.equal(again?.data[4093 * 100], (4093 * 100) % 251);
+      await d.close();
+    });
+  }
+
+  for (const worker of [false, true]) {
+    test(`writes of one tick form one batch, each checked against the heads left by earlier members (worker: ${worker})`, async () => {
+      const c = await SqliteConsensus.open(fresh(), { worker });
+      const v = (s: number, d: string) => ({ seqno: new SeqNo(s), data: bytes(d) });
+      const results = await Promise.all([
+        c.compareAndSet('k', undefined, v(1, 'first')),
+        c.compareAndSet('k', undefined, v(2, 'second')), // same expectation: mismatches
+        c.compareAndSet('k', new SeqNo(1), v(3, 'third')), // sees the first member's head
+        c.truncate('k', new SeqNo(3)),
+        c.truncate('k', new SeqNo(4)).catch((e: ExternalError) => e.code),
+        c.truncate('other', new SeqNo(0)).catch((e: ExternalError) => e.code),
+        c.compareAndSet('other', undefined, v(7, 'x')),
+      ]);
+      assert.deepEqual(results, ['Committed', 'ExpectationMismatch', 'Committed', 1, 'FailedPrecondition', 'FailedPrecondition', 'Committed']);
+      assert.deepEqual((await c.scan('k', new SeqNo(0), SCAN_ALL)).map((x) => [x.seqno.value, text(x.data)]), [[3n, 'third']]);
+      await c.close();
+    });
+  }
+
+  test('listKeys streams every key in pages, and stops cleanly when the loop breaks', async () => {
+    const c = await SqliteConsensus.open(fresh());
+    const keys = Array.from({ length: 600 }, (_, i) => `key/${i}/${'é'.repeat(i % 3)}`);
+    await Promise.all(keys.map((k, i) => c.compareAndSet(k, undefined, { seqno: new SeqNo(i), data: bytes('') })));
+    const listed: string[] = [];
+    for await (const k of c.listKeys()) listed.push(k);
+    assert.deepEqual([...listed].sort(), [...keys].sort());
+    let seen = 0;
+    for await (const _ of c.listKeys()) if (++seen === 300) break;
+    assert.equal(seen, 300);
+    // The handle is still usable after the early break.
+    assert.equal(await c.compareAndSet('late', undefined, { seqno: new SeqNo(1), data: bytes('') }), 'Committed');
+    await c.close();
+  });
+
+  test('an abort before the batch runs is Determinate and writes nothing; close waits for pending writes', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path);
+    const ac = new AbortController();
+    const pending = c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('no') }, { signal: ac.signal });
+    ac.abort();
+    await assert.rejects(pending, (err: unknown) => err instanceof Determinate && err.code === ErrorCode.Cancelled);
+    const last = c.compareAndSet('k', undefined, { seqno: new SeqNo(2), data: bytes('yes') });
+    await c.close();
+    await c.close();
+    assert.equal(await last, 'Committed');
+    assert.deepEqual(rows(path).map((r) => [r.key, r.seqno, text(r.data)]), [['k', 2n, 'yes']]);
+    await assert.rejects(c.head('k'), /closed/);
+  });
+
+  test('a write blocked by another connection\'s lock retries, then fails Determinate Aborted; an abort while it waits is Indeterminate', async () => {
+    const path = fresh();
+    const impatient = await SqliteConsensus.open(path, { busyTimeoutMs: 300, worker: false });
+    const patient = await SqliteConsensus.open(path, { busyTimeoutMs: 20_000, worker: true });
+    const blocker = new Database(path);
+    blocker.exec('BEGIN IMMEDIATE');
+    try {
+      // Readers are not blocked by a writer in WAL mode.
+      assert.equal(await impatient.head('k'), undefined);
+      await assert.rejects(impatient.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('a') }), (err: unknown) => {
+        assert.ok(err instanceof Determinate, String(err));
+        assert.equal(err.code, ErrorCode.Aborted);
+        assert.match(err.message, /SQLITE_BUSY/);
+        return true;
+      });
+      const ac = new AbortController();
+      const waiting = patient.compareAndSet('k', undefined, { seqno: new SeqNo(2), data: bytes('b') }, { signal: ac.signal });
+      setTimeout(() => ac.abort(), 50);
+      await assert.rejects(waiting, (err: unknown) => err instanceof Indeterminate && err.code === ErrorCode.Cancelled);
+      // Why Indeterminate: the aborted write was already in a batch, which commits
+      // once the lock is released; the next write, queued behind it, sees it.
+      const later = patient.compareAndSet('k', new SeqNo(2), { seqno: new SeqNo(3), data: bytes('c') });
+      setTimeout(() => blocker.exec('COMMIT'), 100);
+      assert.equal(await later, 'Committed');
+    } finally {
+      if (blocker.inTransaction) blocker.exec('ROLLBACK');
+      blocker.close();
+    }
+    assert.deepEqual((await impatient.scan('k', new SeqNo(0), SCAN_ALL)).map((x) => text(x.data)), ['b', 'c']);
+    await Promise.all([impatient.close(), patient.close()]);
+  });
+});
+
+describe('batch failures', () => {
+  for (const worker of [false, true]) {
+    test(`a batch that fails before COMMIT applies none of its members, and each is Determinate (worker: ${worker})`, async () => {
+      const path = fresh();
+      const c = await SqliteConsensus.open(path, { worker });
+      // A real SQLite error in the middle of a batch: a trigger refusing one key.
+      const raw = new Database(path);
+      raw.exec("CREATE TRIGGER poison BEFORE INSERT ON consensus WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
+      raw.close();
+      const v = { seqno: new SeqNo(1), data: bytes('x') };
+      const results = await Promise.allSettled([c.compareAndSet('innocent', undefined, v), c.compareAndSet('poison', undefined, v)]);
+      for (const r of results) {
+        assert.equal(r.status, 'rejected');
+        assert.ok(r.reason instanceof Determinate, String(r.reason));
+        assert.match(String(r.reason.message), /SQLITE_CONSTRAINT.*before COMMIT.*poisoned/);
+      }
+      assert.deepEqual(rows(path), []);
+      // The next batch without the poisoned key commits.
+      assert.equal(await c.compareAndSet('innocent', undefined, v), 'Committed');
+      await c.close();
+    });
+  }
+
+  test('a batch runner that fails (the worker died) leaves every member Indeterminate', async () => {
+    const { GroupCommit } = await import('../src/sqlite/group-commit.js');
+    const runs: number[] = [];
+    let fail: 'throw' | 'before-commit' = 'throw';
+    const gc = new GroupCommit(
+      async (members) => {
+        runs.push(members.length);
+        if (fail === 'throw') throw new Error('worker exited');
+        return { type: 'error', phase: 'before-commit', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
+      },
+      (error, phase) => sqliteError(error, phase, 'test'),
+    );
+    const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
+    const first = await Promise.allSettled([gc.submit(op, undefined), gc.submit(op, undefined)]);
+    assert.deepEqual(runs, [2], 'two writes of one tick run as one batch');
+    for (const r of first) assert.ok(r.status === 'rejected' && r.reason instanceof Indeterminate);
+    fail = 'before-commit';
+    await assert.rejects(gc.submit(op, undefined), (err: unknown) => err instanceof Determinate);
+    await gc.drain();
+  });
+});
+
+describe('sqliteError maps driver errors', () => {
+  const cases: [string, 'open' | 'read' | 'before-commit' | 'commit', boolean, string][] = [
+    ['SQLITE_BUSY', 'before-commit', true, ErrorCode.Aborted],
+    ['SQLITE_BUSY_RECOVERY', 'read', true, ErrorCode.Aborted],
+    ['SQLITE_LOCKED_SHAREDCACHE', 'before-commit', true, ErrorCode.Aborted],
+    ['SQLITE_BUSY', 'commit', false, ErrorCode.Aborted],
+    ['SQLITE_FULL', 'before-commit', true, ErrorCode.ResourceExhausted],
+    ['SQLITE_FULL', 'commit', false, ErrorCode.ResourceExhausted],
+    ['SQLITE_TOOBIG', 'before-commit', true, ErrorCode.ResourceExhausted],
+    ['SQLITE_READONLY', 'before-commit', true, ErrorCode.PermissionDenied],
+    ['SQLITE_READONLY_DBMOVED', 'before-commit', true, ErrorCode.PermissionDenied],
+    ['SQLITE_CANTOPEN', 'open', true, ErrorCode.Unavailable],
+    ['EACCES', 'open', true, ErrorCode.PermissionDenied],
+    ['SQLITE_IOERR_READ', 'read', true, ErrorCode.Unavailable],
+    ['SQLITE_IOERR_WRITE', 'before-commit', true, ErrorCode.Unavailable],
+    ['SQLITE_IOERR_FSYNC', 'commit', false, ErrorCode.Unavailable],
+    ['SQLITE_CORRUPT', 'read', false, ErrorCode.DataLoss],
+    ['SQLITE_CORRUPT_INDEX', 'before-commit', false, ErrorCode.DataLoss],
+    ['SQLITE_NOTADB', 'open', true, ErrorCode.DataLoss],
+    ['SQLITE_INTERRUPT', 'before-commit', true, ErrorCode.Cancelled],
+    ['SQLITE_CONSTRAINT_PRIMARYKEY', 'before-commit', true, ErrorCode.Unknown],
+    ['SQLITE_ERROR', 'commit', false, ErrorCode.Unknown],
+  ];
+  for (const [code, phase, determinate, expected] of cases) {
+    test(`${code} ${phase} → ${determinate ? 'Determinate' : 'Indeterminate'} ${expected}`, () => {
+      const cause = Object.assign(new Error(`synthetic ${code}`), { code });
+      const err = sqliteError(cause, phase, 'SqliteConsensus(test)');
+      assert.ok(err instanceof ExternalError);
+      assert.equal(err.determinate, determinate);
+      assert.equal(err instanceof Determinate, determinate);
+      assert.equal(err.code, expected);
+      assert.equal(err.cause, cause);
+      assert.match(err.message, /^SqliteConsensus\(test\): /);
+      assert.match(err.message, new RegExp(code));
+    });
+  }
+  test('an error that is not from SQLite is Unknown, and Indeterminate at COMMIT', () => {
+    assert.equal(sqliteError(new TypeError('boom'), 'before-commit', 'x').determinate, true);
+    const atCommit = sqliteError('worker died', 'commit', 'x');
+    assert.equal(atCommit.determinate, false);
+    assert.equal(atCommit.code, ErrorCode.Unknown);
+  });
+});
+
+describe('concurrency', () => {
+  test('stress: several handles (inline and worker) in one process are linearizable', async () => {
+    const path = fresh();
+    let i = 0;
+    const report = await stressConsensus(() => SqliteConsensus.open(path, { worker: i++ % 2 === 1 }), { ops: 3000, keys: 4, clients: 16, handles: 4 });
+    assert.equal(report.verdict, 'ok', JSON.stringify(report.violations.slice(0, 1), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+    assert.ok(report.ok, report.errors.join('; '));
+    assert.ok(report.committed > 100, `only ${report.committed} commits`);
+    assert.ok(report.mismatches > 0, 'the run had no contention');
+  });
+
+  test('stress: clients in several processes on one file are linearizable', async () => {
+    const path = fresh();
+    const prefix = `mp-${n}-`;
+    const child = new URL('./fixtures/sqlite-stress-child.js', import.meta.url).pathname;
+    const runs = [0, 1, 2].map((p) => run(child, [path, String(p * 100), '6', '700', prefix, '3', p === 1 ? '1' : '0']));
+    const outputs = await Promise.all(runs);
+    const history: HistoryOp[] = [];
+    for (const out of outputs) {
+      assert.equal(out.code, 0, out.stderr);
+      const ops = JSON.parse(out.stdout, (_k, v: unknown) => (isBig(v) ? BigInt(v.$big) : v)) as HistoryOp[];
+      // Each process's clock is performance.timeOrigin + performance.now(): the
+      // same wall-clock origin, read at start with sub-millisecond error. Widening
+      // every interval by a millisecond keeps that error from faking a violation.
+      for (const op of ops) history.push({ ...op, start: op.start - 1, end: op.end + 1 });
+    }
+    // Final reads from this process, after every child exited.
+    const reader = await SqliteConsensus.open(path);
+    const now = () => performance.timeOrigin + performance.now();
+    for (let k = 0; k < 3; k++) {
+      const key = `${prefix}${k}`;
+      const start = now();
+      const all = await reader.scan(key, new SeqNo(0), SCAN_ALL);
+      history.push({
+        op: 'scan',
+        key,
+        client: -1,
+        start,
+        end: now(),
+        from: 0n,
+        limit: SCAN_ALL,
+        result: { type: 'ok', value: all.map((x) => ({ seqno: x.seqno.value, data: text(x.data)! })) },
+      });
+    }
+    await reader.close();
+    const check = checkLinearizable(history);
+    const committed = history.filter((h) => h.op === 'compareAndSet' && h.result.type === 'ok' && h.result.value === 'Committed').length;
+    const processes = new Set(history.filter((h) => h.op === 'compareAndSet' && h.result.type === 'ok' && h.result.value === 'Committed').map((h) => Math.floor((h.client ?? 0) / 100)));
+    assert.equal(check.verdict, 'ok', JSON.stringify(check.violations.slice(0, 1), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+    assert.ok(committed > 100, `only ${committed} commits`);
+    assert.equal(processes.size, 3, 'every process committed writes');
+  });
+
+  test('crash: writers SIGKILLed at random moments lose no acknowledged write, and the file stays sound', async () => {
+    const path = fresh('crash');
+    const child = new URL('./fixtures/sqlite-crash-child.js', import.meta.url).pathname;
+    const acked = new Map<string, bigint>();
+    let kills = 0;
+    for (let round = 0; round < 16; round++) {
+      // Two writers at once (one with the worker thread), on keys of their own.
+      const writers = [0, 1].map((w) => {
+        const proc = spawn(process.execPath, [child, path, `w${w}`, '3', String((round + w) % 2)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        const readyAt = new Promise<void>((resolve) => {
+          proc.stdout.on('data', (d: Buffer) => {
+            out += d.toString();
+            if (out.startsWith('ready\n')) resolve();
+          });
+        });
+        proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.on('exit', (_code, signal) => resolve(signal)));
+        return { proc, readyAt, exited, out: () => out, err: () => err };
+      });
+      await Promise.all(writers.map((w) => Promise.race([w.readyAt, w.exited])));
+      await Promise.all(
+        writers.map(async (w) => {
+          await new Promise((r) => setTimeout(r, Math.random() * 250));
+          w.proc.kill('SIGKILL');
+          const signal = await w.exited;
+          assert.equal(signal, 'SIGKILL', `the writer died on its own: ${w.err()}`);
+          kills++;
+          for (const line of w.out().split('\n')) {
+            const m = /^ack (\S+) (\d+)$/.exec(line);
+            if (m !== null && BigInt(m[2]!) > (acked.get(m[1]!) ?? 0n)) acked.set(m[1]!, BigInt(m[2]!));
+          }
+        }),
+      );
+      if (round % 5 === 4) checkAcked(path, acked);
+    }
+    assert.ok(kills >= 30, `${kills} kills`);
+    assert.ok(acked.size === 6, 'every writer acknowledged writes');
+    checkAcked(path, acked);
+    const db = new Database(path);
+    assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    db.close();
+    // And the backend opens it and carries on.
+    const c = await SqliteConsensus.open(path);
+    const head = await c.head('w0-0');
+    assert.equal(await c.compareAndSet('w0-0', head?.seqno, { seqno: new SeqNo((head?.seqno.value ?? 0n) + 1n), data: bytes('after') }), 'Committed');
+    await c.close();
+  });
+});
+
+/** Every acknowledged version, and every version below it, is present and whole. */
+function checkAcked(path: string, acked: Map<string, bigint>): void {
+  const db = new Database(path);
+  try {
+    db.defaultSafeIntegers(true);
+    const get = db.prepare('SELECT data FROM consensus WHERE key = ? AND seqno = ?').pluck();
+    for (const [key, last] of acked) {
+      for (let s = 1n; s <= last; s++) {
+        const data = get.get(key, s) as Buffer | undefined;
+        assert.ok(data !== undefined, `acknowledged ${key} v${s} is missing`);
+        assert.ok(Buffer.from(crashValue(key, s)).equals(data), `${key} v${s} is not whole`);
+      }
+    }
+  } finally {
+    db.close();
+  }
+}
+
+function isBig(v: unknown): v is { $big: string } {
+  return typeof v === 'object' && v !== null && typeof (v as { $big?: unknown }).$big === 'string';
+}
+
+function run(script: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('exit', (code) => resolve({ code, stdout, stderr }));
+  });
+}
