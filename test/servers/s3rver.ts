@@ -1,0 +1,196 @@
+/**
+ * Runs s3rver (a fake S3 on the local filesystem) in a child process on a free
+ * loopback port, so that a test can SIGKILL it mid-request and restart it on the
+ * same port and directory.
+ *
+ * The child is this same file, started with `--serve PORT DIR BUCKET...`.
+ *
+ * Known limits of s3rver 3.7 that the tests work around or avoid:
+ * - it encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 only
+ *   has in its legacy provider: the child runs with `--openssl-legacy-provider`;
+ * - it lacks AbortMultipartUpload and ListMultipartUploads: {@link multipartShim}
+ *   adds them;
+ * - it ignores If-Match on GET and writes a PUT in place (a reader can see a torn
+ *   value), so atomicity of S3Blob.get under overwrites is tested with a stand-in
+ *   client instead;
+ * - it lists by walking directories, so when names have `/` (S3Blob cuts encoded
+ *   keys longer than 200 characters into chunks) pages are not in key order and
+ *   a listing of more than one page can miss such keys. The tests list fewer keys
+ *   than a page, or short keys only.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { existsSync } from 'node:fs';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { freePort } from './ports.js';
+
+/** The credentials s3rver accepts. */
+export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
+
+/** A running s3rver child process. */
+export class S3rverProcess {
+  #child: ChildProcess | undefined;
+  #removeDir: boolean;
+
+  private constructor(
+    readonly port: number,
+    readonly directory: string,
+    readonly buckets: readonly string[],
+    removeDir: boolean,
+  ) {
+    this.#removeDir = removeDir;
+  }
+
+  /** `http://127.0.0.1:PORT`. */
+  get endpoint(): string {
+    return `http://127.0.0.1:${this.port}`;
+  }
+
+  /** Starts s3rver with the given buckets in a fresh temporary directory. */
+  static async start(buckets: readonly string[]): Promise<S3rverProcess> {
+    const directory = await mkdtemp(join(tmpdir(), 'persist-s3rver-'));
+    const server = new S3rverProcess(await freePort(), directory, buckets, true);
+    try {
+      await server.restart();
+    } catch (err) {
+      await server.stop();
+      throw err;
+    }
+    return server;
+  }
+
+  /** (Re)starts the child on the same port and directory; resolves once it listens. */
+  async restart(): Promise<void> {
+    if (this.#child !== undefined) throw new Error('s3rver is already running');
+    // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 keeps in its legacy provider.
+    const child = spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', String(this.port), this.directory, ...this.buckets], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
+    this.#child = child;
+    let stderr = '';
+    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    await new Promise<void>((resolve, reject) => {
+      const timer = setTimeout(() => reject(new Error(`s3rver did not start in 30 s: ${stderr}`)), 30_000);
+      let out = '';
+      child.stdout!.on('data', (d: Buffer) => {
+        out += d.toString();
+        if (out.includes('READY')) {
+          clearTimeout(timer);
+          resolve();
+        }
+      });
+      child.once('exit', (code, signal) => {
+        clearTimeout(timer);
+        reject(new Error(`s3rver exited during startup (code ${code}, signal ${signal}): ${stderr}`));
+      });
+    }).catch(async (err: unknown) => {
+      await this.kill();
+      throw err;
+    });
+  }
+
+  /** SIGKILLs the child (no clean shutdown) and waits for it to exit. */
+  async kill(): Promise<void> {
+    const child = this.#child;
+    this.#child = undefined;
+    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
+    const exited = new Promise((r) => child.once('exit', r));
+    child.kill('SIGKILL');
+    await exited;
+  }
+
+  /** Kills the child and removes its directory. Safe to call more than once. */
+  async stop(): Promise<void> {
+    await this.kill();
+    if (this.#removeDir) {
+      this.#removeDir = false;
+      await rm(this.directory, { recursive: true, force: true });
+    }
+  }
+}
+
+interface KoaContext {
+  method: string;
+  path: string;
+  query: Record<string, string | string[] | undefined>;
+  status: number;
+  body: unknown;
+  type: string;
+}
+type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
+interface S3rverInstance {
+  middleware: KoaMiddleware[];
+  run(): Promise<unknown>;
+}
+type S3rverConstructor = new (options: Record<string, unknown>) => S3rverInstance;
+
+const xmlEscape = (s: string): string => s.replace(/[<>&'"\r]/g, (c) => `&#${c.charCodeAt(0)};`);
+
+/**
+ * s3rver 3.7 has no AbortMultipartUpload and no ListMultipartUploads. This adds
+ * both, over its own layout (`BUCKET/._S3rver_uploads/UPLOAD_ID/` holding the
+ * target `key`, `metadata` and the parts), answering the way S3 does, so tests can
+ * check that a failed upload leaves no parts behind. No signature check: test only.
+ */
+function multipartShim(directory: string): KoaMiddleware {
+  return async (ctx, next) => {
+    const [, bucket, ...rest] = ctx.path.split('/');
+    if (bucket === undefined || bucket === '') return next();
+    const uploads = join(directory, bucket, '._S3rver_uploads');
+    const uploadId = ctx.query.uploadId;
+    const onObject = rest.join('/') !== '';
+    if (ctx.method === 'DELETE' && onObject && typeof uploadId === 'string') {
+      const dir = join(uploads, uploadId.replace(/[^0-9a-f]/g, ''));
+      if (!existsSync(dir)) {
+        ctx.status = 404;
+        ctx.type = 'application/xml';
+        ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NoSuchUpload</Code><Message>The specified upload does not exist.</Message><UploadId>${xmlEscape(uploadId)}</UploadId></Error>`;
+        return;
+      }
+      await rm(dir, { recursive: true, force: true });
+      ctx.status = 204;
+      return;
+    }
+    if (ctx.method === 'GET' && !onObject && 'uploads' in ctx.query) {
+      const ids = existsSync(uploads) ? await readdir(uploads) : [];
+      const entries = await Promise.all(
+        ids.map(async (id) => `<Upload><Key>${xmlEscape(await readFile(join(uploads, id, 'key'), 'utf8'))}</Key><UploadId>${id}</UploadId></Upload>`),
+      );
+      ctx.status = 200;
+      ctx.type = 'application/xml';
+      ctx.body =
+        `<?xml version="1.0" encoding="UTF-8"?>\n<ListMultipartUploadsResult xmlns="http://s3.amazonaws.com/doc/2006-03-01/">` +
+        `<Bucket>${xmlEscape(bucket)}</Bucket><IsTruncated>false</IsTruncated>${entries.join('')}</ListMultipartUploadsResult>`;
+      return;
+    }
+    return next();
+  };
+}
+
+async function serve(port: number, directory: string, buckets: string[]): Promise<void> {
+  const S3rver = createRequire(import.meta.url)('s3rver') as S3rverConstructor;
+  const server = new S3rver({
+    port,
+    address: '127.0.0.1',
+    directory,
+    silent: true,
+    configureBuckets: buckets.map((name) => ({ name, configs: [] })),
+  });
+  server.middleware.unshift(multipartShim(directory));
+  await server.run();
+  process.stdout.write('READY\n');
+  // The parent holds our stdin open; when it dies, so do we (no orphaned servers).
+  process.stdin.on('close', () => process.exit(0));
+  process.stdin.resume();
+}
+
+if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--serve') {
+  const [port, directory, ...buckets] = process.argv.slice(3);
+  serve(Number(port), directory!, buckets).catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}
