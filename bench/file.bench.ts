@@ -1,0 +1,137 @@
+// FileBlob against raw node:fs doing the same durable work, same disk, same run.
+//
+//   npx tsc -p . && node dist/bench/file.bench.js [--quick]
+//
+// Baselines (same directory depth as FileBlob's keys `bench/k<client>-<n>`, i.e. one
+// directory below the root):
+//   set 4 KiB, 16 concurrent callers: node:fs/promises open(tmp, 'wx') + write +
+//     fsync + close + rename over the target + open/fsync/close of the directory,
+//     every call on its own (no grouping).
+//   get 4 KiB, one caller: readFileSync of the file.
+// Rounds alternate baseline / ours so that drift on a busy machine hits both alike.
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { open, rename } from 'node:fs/promises';
+import { constants } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { FileBlob } from 'persist-location/file';
+import { fmtLatency, measure, report, type Measured } from './util.js';
+
+const quick = process.argv.includes('--quick');
+const ROUNDS = quick ? 1 : 3;
+const MS = quick ? 1000 : 2500;
+const KEYS_PER_CLIENT = 16;
+const value = Buffer.alloc(4096, 7);
+
+async function rounds(clients: number, baseline: (c: number, i: number) => Promise<unknown>, ours: (c: number, i: number) => Promise<unknown>) {
+  const b: Measured[] = [];
+  const o: Measured[] = [];
+  for (let r = 0; r < ROUNDS; r++) {
+    b.push(await measure(clients, MS, baseline));
+    o.push(await measure(clients, MS, ours));
+  }
+  const pool = (ms: Measured[]) => ({ opsPerSec: ms.reduce((s, m) => s + m.ops, 0) / ms.reduce((s, m) => s + m.seconds, 0), last: ms[ms.length - 1]! });
+  return { baseline: pool(b), ours: pool(o) };
+}
+
+async function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
+  const tmp = join(dir, `.tmp-${tag}`);
+  const fh = await open(tmp, 'wx');
+  try {
+    await fh.write(bytes, 0, bytes.length, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, name));
+  const d = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
+const root = mkdtempSync(join(tmpdir(), 'file-bench-'));
+try {
+  const rawDir = join(root, 'raw', 'bench');
+  mkdirSync(rawDir, { recursive: true });
+  const blob = new FileBlob(join(root, 'blob'));
+  let unique = 0;
+
+  console.log(`FileBlob vs raw node:fs (${ROUNDS} alternating rounds of ${MS} ms; disk of ${root})`);
+
+  // set 4 KiB, 16 concurrent callers
+  const set16 = await rounds(
+    16,
+    (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`),
+    (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value),
+  );
+  report('set 4 KiB x16 callers, raw write+fsync+rename+dir fsync', set16.baseline.opsPerSec, 'ops/s');
+  report('set 4 KiB x16 callers, FileBlob', set16.ours.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
+  console.log(`  raw:      ${fmtLatency(set16.baseline.last)}`);
+  console.log(`  FileBlob: ${fmtLatency(set16.ours.last)}`);
+
+  // set 4 KiB, one caller (no grouping possible: the price of one durable set)
+  const set1 = await rounds(
+    1,
+    (_c, i) => rawSet(rawDir, `k0-${i % KEYS_PER_CLIENT}`, value, `s-${unique++}`),
+    (_c, i) => blob.set(`bench/k0-${i % KEYS_PER_CLIENT}`, value),
+  );
+  report('set 4 KiB x1 caller, raw', set1.baseline.opsPerSec, 'ops/s');
+  report('set 4 KiB x1 caller, FileBlob', set1.ours.opsPerSec, 'ops/s', set1.baseline.opsPerSec);
+
+  // get 4 KiB
+  for (let c = 0; c < 16; c++) {
+    for (let k = 0; k < KEYS_PER_CLIENT; k++) {
+      writeFileSync(join(rawDir, `k${c}-${k}`), value);
+      await blob.set(`bench/k${c}-${k}`, value);
+    }
+  }
+  const get1 = await rounds(
+    1,
+    async (_c, i) => readFileSync(join(rawDir, `k0-${i % KEYS_PER_CLIENT}`)),
+    (_c, i) => blob.get(`bench/k0-${i % KEYS_PER_CLIENT}`),
+  );
+  report('get 4 KiB x1 caller, raw readFileSync', get1.baseline.opsPerSec, 'ops/s');
+  report('get 4 KiB x1 caller, FileBlob', get1.ours.opsPerSec, 'ops/s', get1.baseline.opsPerSec);
+  const get16 = await rounds(
+    16,
+    async (c, i) => readFileSync(join(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`)),
+    (c, i) => blob.get(`bench/k${c}-${i % KEYS_PER_CLIENT}`),
+  );
+  report('get 4 KiB x16 callers, raw readFileSync', get16.baseline.opsPerSec, 'ops/s');
+  report('get 4 KiB x16 callers, FileBlob', get16.ours.opsPerSec, 'ops/s', get16.baseline.opsPerSec);
+
+  // 8 MiB values (informational): FileBlob reads them in parallel 1 MiB parts.
+  const big = Buffer.alloc(8 * 1024 * 1024, 3);
+  writeFileSync(join(rawDir, 'big'), big);
+  await blob.set('bench/big', big);
+  let tRaw = 0;
+  let tOurs = 0;
+  const reps = quick ? 2 : 6;
+  for (let r = 0; r < reps; r++) {
+    let t = performance.now();
+    readFileSync(join(rawDir, 'big'));
+    tRaw += performance.now() - t;
+    t = performance.now();
+    await blob.get('bench/big');
+    tOurs += performance.now() - t;
+  }
+  const mibs = (ms: number) => (8 * reps) / (ms / 1000);
+  report('get 8 MiB, raw readFileSync', mibs(tRaw), 'MiB/s');
+  report('get 8 MiB, FileBlob', mibs(tOurs), 'MiB/s', mibs(tRaw));
+
+  // list of 1000 keys under a prefix, in a store of 11000 keys (informational)
+  const keys = [...Array.from({ length: 1000 }, (_, i) => `list/wanted/k${i}`), ...Array.from({ length: 10000 }, (_, i) => `list/other${i % 10}/k${i}`)];
+  for (let i = 0; i < keys.length; i += 64) await Promise.all(keys.slice(i, i + 64).map((k) => blob.set(k, value.subarray(0, 16))));
+  const t = performance.now();
+  let listed = 0;
+  for await (const _ of blob.list('list/wanted/')) listed++;
+  report(`list 1000 of 11000 keys by prefix`, performance.now() - t, 'ms');
+  if (listed !== 1000) throw new Error(`listed ${listed}`);
+  await blob.close();
+} finally {
+  rmSync(root, { recursive: true, force: true });
+}

@@ -1,0 +1,511 @@
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createHash } from 'node:crypto';
+import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import { hostname, tmpdir } from 'node:os';
+import { join, relative } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { Determinate, ErrorCode, ExternalError, Indeterminate, openBlob, type Blob } from 'persist-location';
+import { FileBlob, fsError } from 'persist-location/file';
+import { blobImplTest, hostileKeys } from 'persist-location/testing';
+import { checkValue, churnKeys, crashKeys, makeValue } from './fixtures/file-value.js';
+
+const WRITER = new URL('./fixtures/file-writer.js', import.meta.url).pathname;
+const text = (s: string): Buffer => Buffer.from(s, 'utf8');
+const str = async (b: Blob, key: string): Promise<string | undefined> => {
+  const got = await b.get(key);
+  return got === undefined ? undefined : Buffer.from(got.toContiguous()).toString('utf8');
+};
+const keysOf = async (b: Blob, prefix?: string): Promise<string[]> => {
+  const out: string[] = [];
+  for await (const m of b.list(prefix)) out.push(m.key);
+  return out.sort();
+};
+
+/** Every path under `dir` (relative), directories with a trailing `/`. */
+function walk(dir: string, rel = ''): string[] {
+  const out: string[] = [];
+  for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    const p = rel === '' ? e.name : `${rel}/${e.name}`;
+    if (e.isDirectory()) out.push(`${p}/`, ...walk(dir, p));
+    else out.push(p);
+  }
+  return out.sort();
+}
+
+let tmp: string;
+let n = 0;
+const fresh = (): string => join(tmp, `loc-${++n}`);
+
+before(() => {
+  tmp = mkdtempSync(join(tmpdir(), 'file-blob-test-'));
+});
+after(() => {
+  rmSync(tmp, { recursive: true, force: true });
+});
+
+describe('conformance', () => {
+  test('FileBlob passes blobImplTest, with and without keepDeleted', async () => {
+    for (const keepDeleted of [false, true]) {
+      const root = fresh();
+      await blobImplTest(async (path) => new FileBlob(join(root, path), { keepDeleted }));
+    }
+  });
+
+  test('file: URIs pass blobImplTest, with and without ?keepDeleted=true', async () => {
+    for (const query of ['', '?keepDeleted=true']) {
+      const root = fresh();
+      await blobImplTest(async (path) => openBlob(`file://${join(root, path)}${query}`));
+    }
+  });
+});
+
+describe('file: URIs', () => {
+  test('file:///abs, file:/abs, file:rel and file://localhost name the same directory, created if missing', async () => {
+    const root = join(fresh(), 'not', 'yet');
+    const rel = relative(process.cwd(), root);
+    assert.ok(!rel.startsWith('/'), 'the relative form is relative');
+    const forms = [`file://${root}`, `file:${root}`, `file:${rel}`, `file://localhost${root}`];
+    const handles = [];
+    for (const uri of forms) handles.push(await openBlob(uri));
+    assert.ok(lstatSync(root).isDirectory(), 'the directory was created');
+    await handles[0]!.set('k', text('shared'));
+    for (const [i, h] of handles.entries()) assert.equal(await str(h, 'k'), 'shared', forms[i]);
+    for (const h of handles) await h.close();
+  });
+
+  test('percent-escapes in the path are decoded', async () => {
+    const root = join(fresh(), 'with space');
+    const b = await openBlob(`file://${root.replaceAll(' ', '%20')}`);
+    await b.set('k', text('v'));
+    assert.ok(existsSync(join(root, 'vk')));
+    await b.close();
+  });
+
+  test('keepDeleted=true keeps deleted values; false and absent do not', async () => {
+    const root = fresh();
+    const keep = await openBlob(`file://${root}?keepDeleted=true`);
+    const plain = await openBlob(`file://${root}?keepDeleted=false`);
+    await keep.set('k', text('data'));
+    assert.equal(await keep.delete('k'), 4);
+    await keep.restore('k');
+    assert.equal(await str(plain, 'k'), 'data');
+    assert.equal(await plain.delete('k'), 4);
+    await assert.rejects(plain.restore('k'), { name: 'Determinate', code: ErrorCode.NotFound });
+    await keep.close();
+    await plain.close();
+  });
+
+  test('bad file: URIs reject Determinate InvalidArgument with a clear message', async () => {
+    const root = fresh();
+    const cases: [string, RegExp][] = [
+      [`file://${root}?keepDeleted=maybe`, /keepDeleted.*true or false/],
+      [`file://${root}?bogus=1`, /unknown parameter 'bogus'.*accepts: keepDeleted/],
+      [`file://otherhost${root}`, /names the host 'otherhost'/],
+      ['file:', /names no directory/],
+    ];
+    for (const [uri, message] of cases) {
+      await assert.rejects(openBlob(uri), (err: unknown) => {
+        assert.ok(err instanceof Determinate, `${uri}: ${String(err)}`);
+        assert.equal(err.code, ErrorCode.InvalidArgument);
+        assert.match(err.message, message);
+        return true;
+      });
+    }
+    assert.ok(!existsSync(root), 'a rejected URI creates nothing');
+  });
+});
+
+describe('layout', () => {
+  test('every hostile key maps to short, case-exact, escaped names inside the root, and back', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const keys = [...hostileKeys(), 'Dir/Sub', 'dir/sub', 'DIR/SUB', `${'A'.repeat(1024)}`, `${'/'.repeat(1024)}`];
+    for (const [i, key] of keys.entries()) await b.set(key, text(`v${i}`));
+    const paths = walk(root);
+    for (const p of paths) {
+      for (const name of p.split('/').filter((x) => x !== '')) {
+        assert.ok(Buffer.byteLength(name) <= 255, `name of ${Buffer.byteLength(name)} bytes: ${name.slice(0, 40)}...`);
+        assert.match(name, /^[vdcx](?:[a-z0-9._-]|%[0-9a-f]{2})*$/, `name ${name.slice(0, 60)} is escaped, lower-case and marked`);
+      }
+    }
+    // Case-exact on case-insensitive file systems: no two names in one directory differ only in case.
+    const byDir = new Map<string, string[]>();
+    for (const p of paths) {
+      const trimmed = p.endsWith('/') ? p.slice(0, -1) : p;
+      const cut = trimmed.lastIndexOf('/');
+      const dir = cut < 0 ? '' : trimmed.slice(0, cut);
+      byDir.set(dir, [...(byDir.get(dir) ?? []), trimmed.slice(cut + 1).toLowerCase()]);
+    }
+    for (const [dir, names] of byDir) assert.equal(new Set(names).size, names.length, `names in ${dir || 'the root'} are distinct ignoring case`);
+    assert.deepEqual(await keysOf(b), [...keys].sort(), 'every key is listed back exactly');
+    for (const [i, key] of keys.entries()) assert.equal(await str(b, key), `v${i}`);
+    assert.ok(existsSync(join(root, 'vdir')) && existsSync(join(root, 'ddir', 'vchild')), 'dir and dir/child live side by side');
+    await b.close();
+  });
+
+  test('list(prefix) matches at every cut of a long multi-chunk key', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const long = `seg/${'Ab€'.repeat(150)}/tail`; // the middle segment spans several file names
+    const other = `seg/${'Ab€'.repeat(149)}AbX`;
+    await b.set(long, text('1'));
+    await b.set(other, text('2'));
+    const chars = [...long];
+    for (let cut = 0; cut <= chars.length; cut += 7) {
+      const prefix = chars.slice(0, cut).join('');
+      const want = [long, other].filter((k) => k.startsWith(prefix)).sort();
+      assert.deepEqual(await keysOf(b, prefix), want, `list of a prefix of ${cut} characters`);
+    }
+    assert.deepEqual(await keysOf(b, long), [long]);
+    assert.deepEqual(await keysOf(b, `${long}x`), []);
+    await b.close();
+  });
+
+  test('a delete removes the directories it left empty; a kept deleted value keeps its directory', async () => {
+    const root = fresh();
+    const plain = new FileBlob(root, { sweepOnOpen: false });
+    await plain.set('a/b/c', text('1'));
+    await plain.set('a/x', text('2'));
+    assert.equal(await plain.delete('a/b/c'), 1);
+    assert.deepEqual(walk(root), ['da/', 'da/vx']);
+    assert.equal(await plain.delete('a/x'), 1);
+    assert.deepEqual(walk(root), []);
+    await plain.set('a/b/c', text('again'), {});
+    assert.equal(await str(plain, 'a/b/c'), 'again', 'a pruned directory is re-created by a later set on the same handle');
+    const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    assert.equal(await keep.delete('a/b/c'), 5);
+    assert.deepEqual(walk(root), ['da/', 'da/db/', 'da/db/xc']);
+    await keep.restore('a/b/c');
+    assert.equal(await str(plain, 'a/b/c'), 'again');
+    await plain.close();
+    await keep.close();
+  });
+});
+
+describe('keepDeleted', () => {
+  test('restore brings back the latest deleted value, never clobbers a newer one, and fails NotFound otherwise', async () => {
+    const root = fresh();
+    const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const plain = new FileBlob(root, { sweepOnOpen: false });
+    await keep.set('k', text('one'));
+    assert.equal(await keep.delete('k'), 3);
+    await keep.set('k', text('two'));
+    await keep.restore('k'); // exists: nothing to do
+    assert.equal(await str(keep, 'k'), 'two', 'restore does not replace a value set after the delete');
+    assert.equal(await keep.delete('k'), 3);
+    await keep.restore('k');
+    assert.equal(await str(keep, 'k'), 'two', 'restore brings back the latest deleted value');
+    assert.deepEqual(await keysOf(keep), ['k'], 'kept deleted values are not listed');
+    await keep.restore('k'); // repeated restore succeeds
+    // A plain handle's delete drops the kept value, so nothing older can come back.
+    await keep.delete('k');
+    await keep.set('k', text('three'));
+    assert.equal(await plain.delete('k'), 5);
+    await assert.rejects(keep.restore('k'), { name: 'Determinate', code: ErrorCode.NotFound });
+    assert.equal(await keep.get('k'), undefined);
+    await assert.rejects(keep.restore('never/was'), { name: 'Determinate', code: ErrorCode.NotFound });
+    assert.deepEqual(walk(root), [], 'a failed restore of a nested key creates no directory');
+    await keep.close();
+    await plain.close();
+  });
+});
+
+describe('safety', () => {
+  test('invalid keys reject InvalidArgument before the root is touched', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const bad = ['', 'a\u0000b', 'x'.repeat(1025), '\udc00x'];
+    for (const key of bad) {
+      for (const op of [() => b.get(key), () => b.set(key, text('x')), () => b.delete(key), () => b.restore(key)]) {
+        await assert.rejects(op(), { name: 'Determinate', code: ErrorCode.InvalidArgument });
+      }
+    }
+    await assert.rejects(b.set('../a', 'str' as unknown as Uint8Array), { code: ErrorCode.InvalidArgument });
+    assert.deepEqual(readdirSync(root), [], 'no directory entry was created');
+    await b.close();
+  });
+
+  test('symbolic links planted inside the root are never followed out of it', async () => {
+    const root = fresh();
+    const outside = fresh();
+    mkdirSync(root, { recursive: true });
+    mkdirSync(outside, { recursive: true });
+    writeFileSync(join(outside, 'vsecret'), 'secret');
+    writeFileSync(join(outside, 'target'), 'untouched');
+    symlinkSync(outside, join(root, 'dfoo'));
+    symlinkSync(join(outside, 'target'), join(root, 'vlink'));
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const dataLoss = { name: 'Determinate', code: ErrorCode.DataLoss };
+    await assert.rejects(b.get('foo/secret'), dataLoss);
+    await assert.rejects(b.set('foo/new', text('x')), dataLoss);
+    await assert.rejects(b.delete('foo/secret'), dataLoss);
+    await assert.rejects(b.restore('foo/secret'), dataLoss);
+    await assert.rejects(b.get('link'), dataLoss);
+    assert.deepEqual(await keysOf(b), [], 'links are not listed');
+    await assert.rejects(keysOf(b, 'foo/'), dataLoss);
+    await b.set('link', text('replaced'));
+    assert.equal(await str(b, 'link'), 'replaced', 'set replaces the link itself');
+    assert.deepEqual(readdirSync(outside).sort(), ['target', 'vsecret']);
+    assert.equal(readFileSync(join(outside, 'target'), 'utf8'), 'untouched');
+    assert.equal(readFileSync(join(outside, 'vsecret'), 'utf8'), 'secret');
+    await b.close();
+  });
+
+  test('a file where the layout expects a directory rejects Determinate DataLoss and stores nothing', async () => {
+    const root = fresh();
+    mkdirSync(root);
+    writeFileSync(join(root, 'dfoo'), 'not a directory');
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await assert.rejects(b.set('foo/bar', text('x')), { name: 'Determinate', code: ErrorCode.DataLoss });
+    await assert.rejects(b.get('foo/bar'), { name: 'Determinate', code: ErrorCode.DataLoss });
+    assert.deepEqual(await keysOf(b), []);
+    await b.close();
+  });
+
+  test('a path too long for the system rejects Determinate InvalidArgument (real ENAMETOOLONG)', async () => {
+    let root = fresh();
+    while (root.length < 3600) root = join(root, 'r'.repeat(200));
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const key = `${'€'.repeat(300)}/k`; // 2700 escaped characters: over PATH_MAX with this root
+    const err = await b.set(key, text('x')).then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    assert.ok(err instanceof Determinate, String(err));
+    assert.equal(err.code, ErrorCode.InvalidArgument);
+    assert.match(err.message, /ENAMETOOLONG.*shorter path/);
+    await b.set('short', text('fine'));
+    assert.equal(await str(b, 'short'), 'fine');
+    await b.close();
+  });
+});
+
+describe('temporary files', () => {
+  const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+
+  test('a sweep removes stale temporary files and empty directories, and nothing else', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await b.set('d/k', text('value'));
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const deadTemp = join(root, 'dd', `.pl-tmp.${hostTag}.${dead}.abc1`);
+    const liveTemp = join(root, `.pl-tmp.${hostTag}.${process.ppid}.abc2`);
+    const oldTemp = join(root, 'dd', `.pl-tmp.${hostTag}.${process.ppid}.abc3`);
+    const otherHost = join(root, `.pl-tmp.0badc0de.${dead}.abc4`);
+    for (const p of [deadTemp, liveTemp, oldTemp, otherHost]) writeFileSync(p, 'partial');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    utimesSync(oldTemp, hourAgo, hourAgo);
+    writeFileSync(join(root, 'notes.txt'), 'foreign file');
+    mkdirSync(join(root, 'dempty', 'dnested'), { recursive: true });
+    assert.deepEqual(await keysOf(b), ['d/k'], 'temporary and foreign files are never listed');
+    const report = await b.sweep();
+    assert.deepEqual(report, { tempFiles: 2, directories: 2 });
+    assert.deepEqual(walk(root).sort(), [`.pl-tmp.0badc0de.${dead}.abc4`, `.pl-tmp.${hostTag}.${process.ppid}.abc2`, 'dd/', 'dd/vk', 'notes.txt'].sort());
+    assert.equal(await str(b, 'd/k'), 'value');
+    await b.close();
+  });
+
+  test('a new handle sweeps in the background when it opens', async () => {
+    const root = fresh();
+    mkdirSync(root);
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    writeFileSync(join(root, `.pl-tmp.${hostTag}.${dead}.z`), 'partial');
+    const b = new FileBlob(root);
+    for (let i = 0; i < 200 && readdirSync(root).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(readdirSync(root), []);
+    await b.close();
+  });
+});
+
+describe('error mapping (fsError)', () => {
+  const errno = (code: string): NodeJS.ErrnoException => Object.assign(new Error(`${code}: synthetic`), { code });
+  const ctx = { description: 'FileBlob(/x)', action: 'set "k"' };
+
+  test('before the commit point: known errno codes are Determinate, the rest Indeterminate', () => {
+    const table: [string, boolean, ErrorCode][] = [
+      ['EACCES', true, ErrorCode.PermissionDenied],
+      ['EPERM', true, ErrorCode.PermissionDenied],
+      ['EROFS', true, ErrorCode.PermissionDenied],
+      ['ENOSPC', true, ErrorCode.ResourceExhausted],
+      ['EDQUOT', true, ErrorCode.ResourceExhausted],
+      ['EFBIG', true, ErrorCode.ResourceExhausted],
+      ['ENAMETOOLONG', true, ErrorCode.InvalidArgument],
+      ['EMFILE', true, ErrorCode.Unavailable],
+      ['ENOENT', true, ErrorCode.NotFound],
+      ['ELOOP', true, ErrorCode.DataLoss],
+      ['ENOTDIR', true, ErrorCode.DataLoss],
+      ['EIO', false, ErrorCode.Unknown],
+      ['EBUSY', false, ErrorCode.Unknown],
+      ['ETIMEDOUT', false, ErrorCode.Timeout],
+      ['EWHATEVER', false, ErrorCode.Unknown],
+    ];
+    for (const [code, determinate, mapped] of table) {
+      const cause = errno(code);
+      const err = fsError(cause, { ...ctx, committed: false });
+      assert.equal(err.determinate, determinate, code);
+      assert.ok(err instanceof (determinate ? Determinate : Indeterminate), code);
+      assert.equal(err.code, mapped, code);
+      assert.equal(err.cause, cause, `${code} keeps its cause`);
+      assert.match(err.message, new RegExp(`^FileBlob\\(/x\\): set "k" failed: ${code}`));
+    }
+    assert.equal(fsError(errno('ETIMEDOUT'), { ...ctx, committed: false }).isTimeout(), true);
+  });
+
+  test('after the commit point everything is Indeterminate; non-errno errors are Indeterminate Unknown', () => {
+    for (const code of ['ENOSPC', 'EACCES', 'EIO', 'ENOENT']) {
+      const err = fsError(errno(code), { ...ctx, committed: true });
+      assert.ok(err instanceof Indeterminate, code);
+      assert.match(err.message, /may have taken effect/);
+    }
+    const odd = fsError(new Error('odd'), { ...ctx, committed: false });
+    assert.ok(odd instanceof Indeterminate);
+    assert.equal(odd.code, ErrorCode.Unknown);
+    const already = new Determinate(ErrorCode.DataLoss, 'x');
+    assert.equal(fsError(already, { ...ctx, committed: true }), already, 'an ExternalError passes through');
+  });
+});
+
+describe('concurrency', () => {
+  test('concurrent sets and deletes in one process: every set lands whole, the last writer wins', async () => {
+    const root = fresh();
+    const a = new FileBlob(root, { sweepOnOpen: false });
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await Promise.all(Array.from({ length: 40 }, (_, i) => (i % 2 ? a : b).set(`dir/k${i % 8}`, makeValue(`dir/k${i % 8}`, BigInt(i), 1000 + i))));
+    for (let k = 0; k < 8; k++) checkValue(`dir/k${k}`, (await a.get(`dir/k${k}`))!.toContiguous());
+    const sizes = await Promise.all(Array.from({ length: 8 }, (_, k) => Promise.all([a.delete(`dir/k${k}`), b.delete(`dir/k${k}`)])));
+    for (const pair of sizes) assert.equal(pair.filter((s) => s !== undefined).length, 1, 'exactly one of two racing deletes returns the size');
+    assert.deepEqual(walk(root), []);
+    await a.close();
+    await b.close();
+  });
+
+  test('aborting a set mid-way: Determinate leaves the old value, success or Indeterminate leave one whole value', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await b.set('k', makeValue('k', 0n, 100));
+    let determinate = 0;
+    for (let i = 1; i <= 40; i++) {
+      const before = checkValue('k', (await b.get('k'))!.toContiguous());
+      const ctl = new AbortController();
+      const ticks = i % 8;
+      const abortSoon = (left: number): void => {
+        if (left === 0) ctl.abort(new Error('stop'));
+        else setImmediate(() => abortSoon(left - 1));
+      };
+      abortSoon(ticks);
+      const outcome = await b.set('k', makeValue('k', BigInt(i), 5000), { signal: ctl.signal }).then(
+        () => 'ok',
+        (err: unknown) => {
+          assert.ok(err instanceof ExternalError, String(err));
+          return err.determinate ? 'determinate' : 'indeterminate';
+        },
+      );
+      const now = checkValue('k', (await b.get('k'))!.toContiguous());
+      if (outcome === 'ok') assert.equal(now, BigInt(i));
+      if (outcome === 'determinate') {
+        determinate++;
+        assert.equal(now, before, 'a Determinate abort changed nothing');
+      }
+      if (outcome === 'indeterminate') assert.ok(now === before || now === BigInt(i));
+    }
+    assert.ok(determinate > 0, 'some aborts happened before the rename');
+    assert.deepEqual(walk(root), ['vk'], 'aborted sets leave no temporary file behind');
+    await b.close();
+  });
+
+  test('several processes setting, deleting and reading the same nested keys all succeed', async () => {
+    const root = fresh();
+    const children = Array.from({ length: 3 }, (_, i) => run(WRITER, [root, 'churn', String((i + 1) * 1_000_000), '400']));
+    const results = await Promise.all(children);
+    for (const r of results) assert.equal(r.code, 0, `a churn child failed: ${r.stderr}`);
+    for (const r of results) assert.match(r.stdout, /done 400/);
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    for (const key of churnKeys) {
+      const got = await b.get(key);
+      if (got !== undefined) checkValue(key, got.toContiguous());
+    }
+    for (const key of await keysOf(b)) assert.ok(churnKeys.includes(key), key);
+    assert.ok(!walk(root).some((p) => p.includes('.pl-tmp.')), 'no temporary file is left behind');
+    await b.close();
+  });
+});
+
+describe('crash safety', () => {
+  test('writers killed with SIGKILL at random moments never lose an acknowledged write nor leave a torn value', { timeout: 110_000 }, async (t) => {
+    const root = fresh();
+    type Op = { op: 's' | 'd'; seq: bigint };
+    // Per key: the last acknowledged operation, and operations begun but never acknowledged after it.
+    const acked = new Map<string, Op | undefined>(crashKeys.map((k) => [k, undefined]));
+    const inFlight = new Map<string, Op[]>(crashKeys.map((k) => [k, []]));
+    const started = Date.now();
+    let kills = 0;
+    let acks = 0;
+    for (let round = 1; kills < 30 || (kills < 60 && Date.now() - started < 30_000); round++) {
+      const child = spawn(process.execPath, [WRITER, root, 'crash', String(round * 1_000_000)], { stdio: ['ignore', 'pipe', 'pipe'] });
+      let out = '';
+      let err = '';
+      child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+      // 'close', not 'exit': only then has all of the child's output been read.
+      const exited = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+      await new Promise<void>((resolve, reject) => {
+        child.stdout.on('data', (d: Buffer) => {
+          out += d.toString();
+          if (out.startsWith('ready\n')) resolve();
+        });
+        child.on('exit', () => reject(new Error(`writer exited before it was ready: ${err}`)));
+      });
+      await new Promise((r) => setTimeout(r, Math.random() * 150));
+      child.kill('SIGKILL');
+      await exited;
+      kills++;
+      assert.equal(err, '', 'the writer reported no error');
+      for (const line of out.split('\n')) {
+        const m = /^([AB]) ([sd]) (\d+) (\d+)$/.exec(line);
+        if (m === null) continue;
+        const key = crashKeys[Number(m[3])]!;
+        const op: Op = { op: m[2] as 's' | 'd', seq: BigInt(m[4]!) };
+        if (m[1] === 'B') inFlight.get(key)!.push(op);
+        else {
+          acks++;
+          acked.set(key, op);
+          inFlight.set(key, inFlight.get(key)!.filter((o) => o.seq > op.seq));
+        }
+      }
+      // After every crash: each key holds its last acknowledged state or a later in-flight one, whole.
+      const b = new FileBlob(root, { sweepOnOpen: false });
+      for (const key of crashKeys) {
+        const got = await b.get(key);
+        const allowed = [acked.get(key), ...inFlight.get(key)!];
+        if (got === undefined) {
+          assert.ok(allowed.some((o) => o === undefined || o.op === 'd'), `${key} vanished: last acked ${acked.get(key)?.op}${acked.get(key)?.seq}`);
+        } else {
+          const seq = checkValue(key, got.toContiguous()); // throws on a torn value
+          assert.ok(allowed.some((o) => o !== undefined && o.op === 's' && o.seq === seq), `${key} holds seq ${seq}, not an allowed one (acked ${acked.get(key)?.seq})`);
+        }
+      }
+      const listed = await keysOf(b);
+      for (const key of listed) assert.ok(crashKeys.includes(key), `unexpected key listed: ${key}`);
+      await b.close();
+    }
+    t.diagnostic(`${kills} writers killed, ${acks} acknowledged operations checked`);
+    assert.ok(kills >= 30, `${kills} kills`);
+    assert.ok(acks > kills, `only ${acks} acknowledged writes`);
+    // A later open sweeps the dead writers' temporary files.
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await b.sweep();
+    assert.deepEqual(walk(root).filter((p) => p.includes('.pl-tmp.')), [], 'no temporary file is left after the sweep');
+    await b.close();
+  });
+});
+
+function run(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve) => {
+    const child = spawn(process.execPath, [file, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.on('close', (code) => resolve({ code, stdout, stderr }));
+  });
+}
