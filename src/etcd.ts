@@ -1,0 +1,419 @@
+/**
+ * `persist-location/etcd`: {@link EtcdConsensus}, Consensus on an etcd v3 cluster
+ * through the `etcd3` client.
+ *
+ * URI: `etcd://[user:password@]host:port[,host:port...][/prefix][?timeoutMs=N&maxRequestBytes=N]`
+ * - every endpoint of the cluster may be listed; the client spreads requests over
+ *   them and skips one that keeps failing (a per-endpoint breaker, etcd/policies.ts);
+ * - `/prefix` (percent-decoded, default `/`): all data lives under this etcd key
+ *   prefix, always ending with `/`, so `/app` and `/app2` never overlap (nor do
+ *   `/app` and `/app/sub`: see etcd/layout.ts);
+ * - `timeoutMs` (default 10000): the deadline of one operation, retries included;
+ * - `maxRequestBytes` (default 1572864, etcd's default `--max-request-bytes`): set it
+ *   to the cluster's value. A compareAndSet whose request would exceed it rejects
+ *   with Determinate `ResourceExhausted` naming the limit, before anything is sent
+ *   (values are not chunked: one version is one etcd key).
+ *
+ * Layout (see etcd/layout.ts): `P\0h/<hex key>` holds the head's seqno (16 hex
+ * digits); `P\0v/<hex key>/<16 hex digits>` holds each version's data.
+ *
+ * - compareAndSet: one Txn. It compares the head record (its value equals the
+ *   expected seqno's text, or its create_revision is 0 when nothing is expected) and
+ *   puts the version record and the new head record together.
+ * - head: the head record, then that version's record. A version's bytes never
+ *   change while it exists, so the pair is the head as of the first read. A handle
+ *   remembers the last head it saw per key and first reads the versions from that
+ *   one on (limit 1): when it is the only one it is the head, in one round trip.
+ * - scan: ranges over the version records with a limit, pages pinned to the first
+ *   page's revision so a long scan is still one snapshot.
+ * - truncate: one Txn that compares the head record's value is >= the truncation
+ *   point and range-deletes the versions below it; the deleted count is etcd's. The
+ *   head only grows, so this guard is exactly "the head is not deleted".
+ * - listKeys: pages of keys-only ranges over the head records.
+ * Every read is linearizable (etcd's default); never serializable.
+ *
+ * Retries. etcd3 by default retries a failed call up to three times on another host.
+ * That would be wrong for compareAndSet: the retried Txn could not apply twice (its
+ * comparison fails once the head moved past `expected`), but a retry of a Txn that
+ * did commit would report ExpectationMismatch, a false "nothing changed". So this
+ * backend turns etcd3's retries off (etcd/policies.ts) and retries itself: reads on
+ * any Unavailable error, writes only when the error proves nothing was sent
+ * (Determinate Unavailable: no connection, endpoint skipped, refused stream), each
+ * retry on an endpoint picked afresh. Everything stays within `timeoutMs`.
+ *
+ * Errors: see etcd/errors.ts for the table (gRPC status -> Determinate/Indeterminate).
+ * Aborting through `opts.signal` after a request was sent is Indeterminate; the
+ * request is left to finish or hit its deadline in the background.
+ */
+import * as etcd3 from 'etcd3';
+import { ConsensusBase } from './base.js';
+import { copyBytes } from './bytes.js';
+import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
+import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
+import { GrpcCode, grpcStatusOf, mapEtcdError } from './etcd/errors.js';
+import { Layout, parseSeqno, seqnoText } from './etcd/layout.js';
+import { EndpointBreakers, RUN_ONCE } from './etcd/policies.js';
+import { SeqNo } from './seqno.js';
+import { checkParams, intParam, parseLocationUri, type LocationUri } from './uri.js';
+
+export { mapEtcdError } from './etcd/errors.js';
+
+/** etcd's default `--max-request-bytes`: 1.5 MiB. */
+export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
+/** Default deadline of one operation. */
+export const DEFAULT_TIMEOUT_MS = 10_000;
+/**
+ * Bytes a compareAndSet request takes besides the value, its keys and seqnos:
+ * protobuf framing of the Txn and of etcd's internal raft request (well under 200
+ * bytes). Generous on purpose: the check must never let through what the server
+ * refuses (a test probes the boundary with the longest key).
+ */
+const REQUEST_OVERHEAD_BYTES = 512;
+/** Versions per scan page, and keys per listKeys page. */
+const PAGE = 1000;
+/** Last-seen heads remembered per handle. */
+const HEAD_CACHE_ENTRIES = 10_000;
+
+/** Options of {@link EtcdConsensus}. */
+export interface EtcdConsensusOptions {
+  /** `host:port` (or `http://host:port`) of one or more members of the cluster. */
+  endpoints: string[];
+  /** etcd key prefix of the location (default `/`); a trailing `/` is added if missing. */
+  prefix?: string;
+  /** Deadline of one operation, retries included, in ms (default 10000). */
+  timeoutMs?: number;
+  /** The cluster's `--max-request-bytes` (default 1.5 MiB). */
+  maxRequestBytes?: number;
+  /** etcd user and password, when the cluster has auth enabled. */
+  auth?: { username: string; password: string };
+}
+
+type CallOptions = { deadline: number };
+/** Consensus on etcd v3 (see the module comment for layout, errors and retries). */
+export class EtcdConsensus extends ConsensusBase {
+  readonly description: string;
+  readonly #client: etcd3.Etcd3;
+  readonly #layout: Layout;
+  readonly #timeoutMs: number;
+  readonly #maxRequestBytes: number;
+  /** Last head seqno seen per key: a guess that lets head() read in one round trip. */
+  readonly #seen = new Map<string, bigint>();
+
+  /**
+   * Creates the client; nothing is sent until the first operation, so a cluster that
+   * is down shows as operations failing Determinate Unavailable, not as `new` throwing.
+   * @param display how the location appears in messages (`openConsensus` passes the
+   *   URI with its credentials redacted)
+   */
+  constructor(options: EtcdConsensusOptions, display?: string) {
+    super();
+    const { endpoints, timeoutMs, maxRequestBytes } = options;
+    if (!Array.isArray(endpoints) || endpoints.length === 0) throw invalidArgument('EtcdConsensus needs at least one endpoint');
+    for (const [name, value] of Object.entries({ timeoutMs, maxRequestBytes })) {
+      if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
+        throw invalidArgument(`EtcdConsensus option ${name} must be a positive integer, got ${String(value)}`);
+      }
+    }
+    this.#layout = new Layout(options.prefix ?? '/');
+    this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
+    this.#maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    this.description = `EtcdConsensus(${display ?? `etcd://${endpoints.join(',')}${this.#layout.prefix}`})`;
+    const breakers = new EndpointBreakers();
+    this.#client = new etcd3.Etcd3({
+      hosts: endpoints,
+      ...(options.auth === undefined ? {} : { auth: options.auth }),
+      faultHandling: { global: RUN_ONCE, host: (host) => breakers.policy(host) },
+      grpcOptions: {
+        // A scan may return many large versions; the server sends up to 2 GiB.
+        'grpc.max_receive_message_length': -1,
+        // Notice a silently dead connection (partition) rather than wait for the deadline.
+        'grpc.keepalive_time_ms': 30_000,
+        'grpc.keepalive_timeout_ms': 10_000,
+      },
+    });
+  }
+
+  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
+    const [start, end] = this.#layout.headRange();
+    let from = start;
+    for (;;) {
+      const deadline = Date.now() + this.#timeoutMs;
+      const page = await this.#call('listKeys', 'read', opts, deadline, (o) =>
+        this.#client.kv.range({ key: from, range_end: end, limit: PAGE, keys_only: true }, o),
+      );
+      for (const kv of page.kvs) yield this.#layout.keyOfHead(kv.key);
+      const last = page.kvs[page.kvs.length - 1];
+      if (!page.more || last === undefined) return;
+      from = Buffer.concat([last.key, Buffer.alloc(1)]);
+    }
+  }
+
+  protected async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
+    const deadline = Date.now() + this.#timeoutMs;
+    const headKey = this.#layout.headKey(key);
+    const guess = this.#seen.get(key);
+    if (guess !== undefined) {
+      // The versions from the remembered head on: if it is the only one, it is still the head.
+      const [start, end] = this.#layout.versionsFrom(key, guess);
+      const res = await this.#call('head', 'read', opts, deadline, (o) => this.#client.kv.range({ key: start, range_end: end, limit: 1 }, o));
+      const version = res.kvs[0];
+      if (version !== undefined && !res.more && version.key.equals(start)) return this.#version(key, guess, version.value);
+    }
+    for (;;) {
+      const res = await this.#call('head', 'read', opts, deadline, (o) => this.#client.kv.range({ key: headKey }, o));
+      const record = res.kvs[0];
+      if (record === undefined) return undefined;
+      const seqno = parseSeqno(record.value.toString('latin1'), this.description);
+      const versionKey = this.#layout.versionKey(key, seqno);
+      const found = await this.#call('head', 'read', opts, deadline, (o) => this.#client.kv.range({ key: versionKey }, o));
+      const version = found.kvs[0];
+      if (version !== undefined) return this.#version(key, seqno, version.value);
+      // The head moved on and this version was truncated in between: read again.
+    }
+  }
+
+  protected async _compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
+    const headKey = this.#layout.headKey(key);
+    const versionKey = this.#layout.versionKey(key, next.seqno.value);
+    const nextText = Buffer.from(seqnoText(next.seqno.value), 'latin1');
+    // The head key appears three times: compared, put, and read on failure.
+    const bytes = next.data.byteLength + versionKey.length + 3 * headKey.length + 2 * nextText.length + REQUEST_OVERHEAD_BYTES;
+    if (bytes > this.#maxRequestBytes) {
+      throw new Determinate(
+        ErrorCode.ResourceExhausted,
+        `${this.description}: cannot write ${next.data.byteLength} bytes to ${key}: the request would be about ${bytes} bytes, ` +
+          `more than the etcd request limit of ${this.#maxRequestBytes} bytes (maxRequestBytes, etcd --max-request-bytes); nothing was sent`,
+      );
+    }
+    const compare: etcd3.ICompare =
+      expected === undefined
+        ? { key: headKey, target: etcd3.CompareTarget.Create, result: etcd3.CompareResult.Equal, create_revision: 0 }
+        : {
+            key: headKey,
+            target: etcd3.CompareTarget.Value,
+            result: etcd3.CompareResult.Equal,
+            value: Buffer.from(seqnoText(expected.value), 'latin1'),
+          };
+    // A copy: the request is serialized later, and the caller may reuse its array.
+    const data = Buffer.from(next.data);
+    const res = await this.#call('compareAndSet', 'write', opts, Date.now() + this.#timeoutMs, (o) =>
+      this.#client.kv.txn(
+        {
+          compare: [compare],
+          success: [{ request_put: { key: versionKey, value: data } }, { request_put: { key: headKey, value: nextText } }],
+          failure: [{ request_range: { key: headKey } }],
+        },
+        o,
+      ),
+    );
+    if (res.succeeded) {
+      this.#remember(key, next.seqno.value);
+      return CaSResult.Committed;
+    }
+    const record = res.responses[0]?.response_range.kvs[0];
+    if (record !== undefined) this.#remember(key, parseSeqno(record.value.toString('latin1'), this.description));
+    return CaSResult.ExpectationMismatch;
+  }
+
+  protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
+    const deadline = Date.now() + this.#timeoutMs;
+    const [, end] = this.#layout.versionsFrom(key, from.value);
+    for (;;) {
+      const out: VersionedData[] = [];
+      let start = this.#layout.versionKey(key, from.value);
+      let revision: string | undefined;
+      try {
+        for (;;) {
+          const want = Math.min(PAGE, limit - out.length);
+          const page = await this.#call('scan', 'read', opts, deadline, (o) =>
+            this.#client.kv.range({ key: start, range_end: end, limit: want, ...(revision === undefined ? {} : { revision }) }, o),
+          );
+          revision ??= page.header.revision;
+          for (const kv of page.kvs) out.push(this.#version(key, this.#layout.seqnoOfVersion(kv.key, this.description), kv.value));
+          const last = page.kvs[page.kvs.length - 1];
+          if (!page.more || last === undefined || out.length >= limit) return out;
+          start = Buffer.concat([last.key, Buffer.alloc(1)]);
+        }
+      } catch (err) {
+        // A later page's pinned revision was compacted away: start the snapshot over.
+        if (revision === undefined || !(err instanceof ExternalError) || grpcStatusOf(err.cause)?.code !== GrpcCode.OUT_OF_RANGE) throw err;
+      }
+    }
+  }
+
+  protected async _truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
+    const headKey = this.#layout.headKey(key);
+    // head >= seqno; for seqno 0 that is "the key has data", and nothing is below it.
+    const guard: etcd3.ICompare =
+      seqno.value === 0n
+        ? { key: headKey, target: etcd3.CompareTarget.Create, result: etcd3.CompareResult.Greater, create_revision: 0 }
+        : {
+            key: headKey,
+            target: etcd3.CompareTarget.Value,
+            result: etcd3.CompareResult.Greater,
+            value: Buffer.from(seqnoText(seqno.value - 1n), 'latin1'),
+          };
+    const [start, end] = this.#layout.versionsBelow(key, seqno.value);
+    const res = await this.#call('truncate', 'write', opts, Date.now() + this.#timeoutMs, (o) =>
+      this.#client.kv.txn(
+        {
+          compare: [guard],
+          success: seqno.value === 0n ? [] : [{ request_delete_range: { key: start, range_end: end } }],
+          failure: [{ request_range: { key: headKey } }],
+        },
+        o,
+      ),
+    );
+    if (res.succeeded) return seqno.value === 0n ? 0 : Number(res.responses[0]?.response_delete_range.deleted ?? 0);
+    const record = res.responses[0]?.response_range.kvs[0];
+    if (record === undefined) {
+      throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key}: it has no data`);
+    }
+    const head = parseSeqno(record.value.toString('latin1'), this.description);
+    throw new Determinate(
+      ErrorCode.FailedPrecondition,
+      `${this.description}: cannot truncate ${key} to ${seqno}: it is past the head v${head}`,
+    );
+  }
+
+  protected async _close(): Promise<void> {
+    this.#client.close();
+  }
+
+  /**
+   * One etcd request with retries until `deadline`: reads retry on any Unavailable
+   * error, writes only on one that proves nothing was sent. Errors go through
+   * {@link mapEtcdError}; an abort rejects at once (Indeterminate once sent).
+   */
+  async #call<T>(
+    op: string,
+    kind: 'read' | 'write',
+    opts: OpOptions | undefined,
+    deadline: number,
+    request: (options: CallOptions) => Promise<T>,
+  ): Promise<T> {
+    const signal = opts?.signal;
+    const what = `${this.description} ${op}`;
+    let maybeSent = false;
+    let error: ExternalError | undefined;
+    for (let attempt = 0; ; attempt++) {
+      if (signal?.aborted) throw aborted(signal, maybeSent);
+      // Only a later step of a multi-request read can start past its deadline.
+      if (Date.now() >= deadline) throw error ?? this.#timedOut(what);
+      try {
+        return await abortable(request({ deadline }), signal);
+      } catch (err) {
+        error = mapEtcdError(err, what);
+      }
+      if (!error.determinate) maybeSent = true;
+      const retry =
+        error.code === ErrorCode.Unavailable && (kind === 'read' || (error.determinate && !maybeSent));
+      const pause = Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2);
+      if (!retry || Date.now() + pause >= deadline) throw error;
+      await sleep(pause, signal).catch(() => {
+        throw aborted(signal!, maybeSent);
+      });
+    }
+  }
+
+  #timedOut(what: string): ExternalError {
+    const err = ExternalError.timeout(this.#timeoutMs);
+    err.message = `${what}: ${err.message}`;
+    return err;
+  }
+
+  #version(key: string, seqno: bigint, value: Buffer): VersionedData {
+    this.#remember(key, seqno, false);
+    return { seqno: new SeqNo(seqno), data: copyBytes(value) };
+  }
+
+  /** Notes a head seen for `key` (`isHead` false: maybe older, keep a newer guess). */
+  #remember(key: string, seqno: bigint, isHead = true): void {
+    const known = this.#seen.get(key);
+    if (!isHead && known !== undefined && known >= seqno) return;
+    if (known === undefined && this.#seen.size >= HEAD_CACHE_ENTRIES) this.#seen.clear();
+    this.#seen.set(key, seqno);
+  }
+}
+
+/** Settles like `promise`, or rejects with the Indeterminate abort error first. */
+function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
+  if (signal === undefined) return promise;
+  return new Promise<T>((resolve, reject) => {
+    const onAbort = () => {
+      // The request carries on to its deadline; its outcome is no longer wanted.
+      promise.catch(() => {});
+      reject(aborted(signal, true));
+    };
+    signal.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => {
+        signal.removeEventListener('abort', onAbort);
+        resolve(value);
+      },
+      (err: unknown) => {
+        signal.removeEventListener('abort', onAbort);
+        reject(err);
+      },
+    );
+  });
+}
+
+function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
+  return new Promise((resolve, reject) => {
+    const timer = setTimeout(() => {
+      signal?.removeEventListener('abort', onAbort);
+      resolve();
+    }, ms);
+    const onAbort = () => {
+      clearTimeout(timer);
+      reject(new Error('aborted'));
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
+  });
+}
+
+/** The options an `etcd://` URI stands for (see the module comment). */
+export function etcdOptionsFromUri(uri: string | LocationUri): EtcdConsensusOptions {
+  const loc = typeof uri === 'string' ? parseLocationUri(uri) : uri;
+  if (loc.scheme !== 'etcd') throw invalidArgument(`not an etcd: URI: ${loc.display}`);
+  const params = checkParams(loc, ['timeoutMs', 'maxRequestBytes']);
+  if (loc.authority === undefined || loc.authority === '') {
+    throw invalidArgument(`expected etcd://host:port[,host:port...][/prefix], got ${loc.display}`);
+  }
+  let hosts = loc.authority;
+  let auth: EtcdConsensusOptions['auth'];
+  const at = hosts.lastIndexOf('@');
+  if (at >= 0) {
+    const userinfo = hosts.slice(0, at);
+    hosts = hosts.slice(at + 1);
+    const colon = userinfo.indexOf(':');
+    const decode = (s: string) => {
+      try {
+        return decodeURIComponent(s);
+      } catch {
+        throw invalidArgument(`malformed percent-encoding in the credentials of ${loc.display}`);
+      }
+    };
+    auth = { username: decode(colon < 0 ? userinfo : userinfo.slice(0, colon)), password: decode(colon < 0 ? '' : userinfo.slice(colon + 1)) };
+  }
+  const endpoints = hosts.split(',').map((host) => {
+    if (!/^(\[[0-9a-fA-F:.]+\]|[A-Za-z0-9.-]+)(:[0-9]{1,5})?$/.test(host)) {
+      throw invalidArgument(`bad etcd endpoint '${host}' in ${loc.display}: expected host:port`);
+    }
+    return /:[0-9]{1,5}$/.test(host) ? host : `${host}:2379`;
+  });
+  if (loc.path.includes('\u0000')) throw invalidArgument(`the prefix of ${loc.display} must not contain %00`);
+  const options: EtcdConsensusOptions = { endpoints, prefix: loc.path === '' ? '/' : loc.path };
+  const timeoutMs = intParam(loc, params.timeoutMs, 'timeoutMs');
+  const maxRequestBytes = intParam(loc, params.maxRequestBytes, 'maxRequestBytes');
+  if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
+  if (maxRequestBytes !== undefined) options.maxRequestBytes = maxRequestBytes;
+  if (auth !== undefined) options.auth = auth;
+  return options;
+}
+
+/** `openConsensus('etcd://...')`. */
+export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
+  return new EtcdConsensus(etcdOptionsFromUri(loc), loc.display);
+}

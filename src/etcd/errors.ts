@@ -1,0 +1,168 @@
+/**
+ * The one mapping from what the `etcd3` client throws to {@link ExternalError}.
+ *
+ * etcd3 turns every gRPC failure into a typed error (`GRPCUnavailableError`,
+ * `GRPCDeadlineExceededError`, ...) but drops the numeric status, keeping grpc-js's
+ * message `"<code> <NAME>: <details>"`. So the status code is read from a numeric
+ * `code` when present (a raw grpc-js error), else from that message prefix, else
+ * from the error class. The details then decide the few cases where the code alone
+ * cannot: whether an UNAVAILABLE happened before the request left this process, and
+ * whether a RESOURCE_EXHAUSTED came from the etcd server or from the local gRPC.
+ *
+ * | what was thrown                                               | result                                   |
+ * |---------------------------------------------------------------|------------------------------------------|
+ * | an ExternalError (e.g. from an AbortSignal)                   | unchanged                                |
+ * | a circuit-breaker refusal (`isBrokenCircuitError`)            | Determinate Unavailable (never sent)     |
+ * | etcd3 ClientClosedError                                       | Determinate Unavailable (never sent)     |
+ * | UNAVAILABLE, details "No connection established",             | Determinate Unavailable (never sent:     |
+ * |   "Channel closed before call started", "Stream refused"      |   no transport, or HTTP/2 REFUSED_STREAM)|
+ * | UNAVAILABLE otherwise (connection dropped, "etcdserver:       | Indeterminate Unavailable                |
+ * |   request timed out", "leader changed", "server stopped")     |                                          |
+ * | DEADLINE_EXCEEDED                                             | Indeterminate Timeout                    |
+ * | CANCELLED                                                     | Indeterminate Cancelled                  |
+ * | INVALID_ARGUMENT "etcdserver: request is too large"           | Determinate ResourceExhausted            |
+ * | INVALID_ARGUMENT otherwise                                    | Determinate InvalidArgument              |
+ * | RESOURCE_EXHAUSTED "etcdserver: ..." (no space, too many      | Determinate ResourceExhausted (refused   |
+ * |   requests)                                                   |   before the proposal)                   |
+ * | RESOURCE_EXHAUSTED otherwise (local gRPC message limits)      | Indeterminate ResourceExhausted          |
+ * | PERMISSION_DENIED, UNAUTHENTICATED, and the auth refusals     | Determinate PermissionDenied             |
+ * |   etcd sends as INVALID_ARGUMENT (bad password, no user name) |                                          |
+ * | NOT_FOUND                                                     | Determinate NotFound                     |
+ * | FAILED_PRECONDITION, ALREADY_EXISTS, OUT_OF_RANGE (compacted) | Determinate FailedPrecondition           |
+ * | UNIMPLEMENTED                                                 | Determinate Unknown                      |
+ * | ABORTED                                                       | Indeterminate Aborted                    |
+ * | DATA_LOSS                                                     | Indeterminate DataLoss                   |
+ * | UNKNOWN, INTERNAL, anything else                              | Indeterminate Unknown                    |
+ *
+ * Server-side UNAVAILABLE is Indeterminate on purpose: etcd answers "request timed
+ * out" or "leader changed" after a proposal was handed to raft, and it may still
+ * commit.
+ */
+import * as etcd3 from 'etcd3';
+import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
+
+/** gRPC status codes, https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
+export const GrpcCode = {
+  CANCELLED: 1,
+  UNKNOWN: 2,
+  INVALID_ARGUMENT: 3,
+  DEADLINE_EXCEEDED: 4,
+  NOT_FOUND: 5,
+  ALREADY_EXISTS: 6,
+  PERMISSION_DENIED: 7,
+  RESOURCE_EXHAUSTED: 8,
+  FAILED_PRECONDITION: 9,
+  ABORTED: 10,
+  OUT_OF_RANGE: 11,
+  UNIMPLEMENTED: 12,
+  INTERNAL: 13,
+  UNAVAILABLE: 14,
+  DATA_LOSS: 15,
+  UNAUTHENTICATED: 16,
+} as const;
+
+/** etcd3's error classes, for errors whose message lost the status prefix. */
+const CODE_OF_CLASS: [new (...args: never[]) => Error, number][] = [
+  [etcd3.GRPCCancelledError, GrpcCode.CANCELLED],
+  [etcd3.GRPCUnknownError, GrpcCode.UNKNOWN],
+  [etcd3.GRPCInvalidArgumentError, GrpcCode.INVALID_ARGUMENT],
+  [etcd3.GRPCDeadlineExceededError, GrpcCode.DEADLINE_EXCEEDED],
+  [etcd3.GRPCNotFoundError, GrpcCode.NOT_FOUND],
+  [etcd3.GRPCAlreadyExistsError, GrpcCode.ALREADY_EXISTS],
+  [etcd3.EtcdPermissionDeniedError, GrpcCode.PERMISSION_DENIED],
+  [etcd3.EtcdAuthenticationFailedError, GrpcCode.PERMISSION_DENIED],
+  [etcd3.EtcdInvalidAuthTokenError, GrpcCode.UNAUTHENTICATED],
+  [etcd3.GRPCResourceExhastedError, GrpcCode.RESOURCE_EXHAUSTED],
+  [etcd3.GRPCFailedPreconditionError, GrpcCode.FAILED_PRECONDITION],
+  [etcd3.GRPCAbortedError, GrpcCode.ABORTED],
+  [etcd3.GRPCOutOfRangeError, GrpcCode.OUT_OF_RANGE],
+  [etcd3.GRPCNotImplementedError, GrpcCode.UNIMPLEMENTED],
+  [etcd3.GRPCInternalError, GrpcCode.INTERNAL],
+  [etcd3.GRPCUnavailableError, GrpcCode.UNAVAILABLE],
+  [etcd3.GRPCDataLossError, GrpcCode.DATA_LOSS],
+  [etcd3.GRPCUnauthenticatedError, GrpcCode.UNAUTHENTICATED],
+];
+
+/** grpc-js details that mean the request never reached a transport. */
+const NOT_SENT_DETAILS = ['No connection established', 'Channel closed before call started', 'Stream refused by server'];
+
+/** The gRPC status of an error thrown by etcd3, if it is one. */
+export function grpcStatusOf(err: unknown): { code: number; details: string } | undefined {
+  if (!(err instanceof Error)) return undefined;
+  const m = /^(\d+) [A-Z_]+: ([\s\S]*)$/.exec(err.message);
+  const raw = (err as { code?: unknown; details?: unknown }).code;
+  if (typeof raw === 'number') {
+    const details = (err as { details?: unknown }).details;
+    return { code: raw, details: typeof details === 'string' ? details : (m?.[2] ?? err.message) };
+  }
+  if (m !== null) return { code: Number(m[1]), details: m[2]! };
+  const byClass = CODE_OF_CLASS.find(([cls]) => err instanceof cls);
+  return byClass === undefined ? undefined : { code: byClass[1], details: err.message };
+}
+
+/**
+ * Maps anything an etcd3 call rejected with to an ExternalError (see the table
+ * above). `what` names the backend and operation, for the message.
+ */
+export function mapEtcdError(err: unknown, what: string): ExternalError {
+  if (err instanceof ExternalError) return err;
+  const message = err instanceof Error ? err.message : String(err);
+  const say = (text: string) => `${what}: ${text}: ${message}`;
+  const determinate = (code: ErrorCode, text: string) => new Determinate(code, say(text), { cause: err });
+  const indeterminate = (code: ErrorCode, text: string) => new Indeterminate(code, say(text), { cause: err });
+
+  if ((err as { isBrokenCircuitError?: unknown } | null)?.isBrokenCircuitError === true) {
+    return determinate(ErrorCode.Unavailable, 'the etcd endpoint is marked down by the client, nothing was sent');
+  }
+  if (err instanceof etcd3.ClientClosedError) {
+    return determinate(ErrorCode.Unavailable, 'the etcd client is closed, nothing was sent');
+  }
+  const status = grpcStatusOf(err);
+  if (status === undefined) return indeterminate(ErrorCode.Unknown, 'unexpected error from the etcd client');
+  const { code, details } = status;
+  const fromServer = details.includes('etcdserver:');
+  if (
+    err instanceof etcd3.EtcdAuthenticationFailedError ||
+    err instanceof etcd3.EtcdPermissionDeniedError ||
+    err instanceof etcd3.EtcdInvalidAuthTokenError ||
+    details.includes('etcdserver: user name is empty')
+  ) {
+    // etcd sends some of these as INVALID_ARGUMENT; they are refusals of the credentials.
+    return determinate(ErrorCode.PermissionDenied, 'etcd refused the credentials');
+  }
+  switch (code) {
+    case GrpcCode.UNAVAILABLE:
+      return NOT_SENT_DETAILS.some((d) => details.includes(d))
+        ? determinate(ErrorCode.Unavailable, 'etcd is unreachable, nothing was sent')
+        : indeterminate(ErrorCode.Unavailable, 'etcd became unavailable during the request');
+    case GrpcCode.DEADLINE_EXCEEDED:
+      return new Indeterminate(ErrorCode.Timeout, say('operation timed out (gRPC deadline exceeded)'), { cause: err });
+    case GrpcCode.CANCELLED:
+      return indeterminate(ErrorCode.Cancelled, 'request cancelled');
+    case GrpcCode.INVALID_ARGUMENT:
+      return details.includes('request is too large')
+        ? determinate(ErrorCode.ResourceExhausted, 'request refused by etcd as larger than its --max-request-bytes')
+        : determinate(ErrorCode.InvalidArgument, 'request refused by etcd');
+    case GrpcCode.RESOURCE_EXHAUSTED:
+      return fromServer
+        ? determinate(ErrorCode.ResourceExhausted, 'request refused by etcd')
+        : indeterminate(ErrorCode.ResourceExhausted, 'gRPC message limit hit');
+    case GrpcCode.PERMISSION_DENIED:
+    case GrpcCode.UNAUTHENTICATED:
+      return determinate(ErrorCode.PermissionDenied, 'etcd refused the credentials');
+    case GrpcCode.NOT_FOUND:
+      return determinate(ErrorCode.NotFound, 'not found');
+    case GrpcCode.FAILED_PRECONDITION:
+    case GrpcCode.ALREADY_EXISTS:
+    case GrpcCode.OUT_OF_RANGE:
+      return determinate(ErrorCode.FailedPrecondition, 'request refused by etcd');
+    case GrpcCode.UNIMPLEMENTED:
+      return determinate(ErrorCode.Unknown, 'etcd does not implement the request');
+    case GrpcCode.ABORTED:
+      return indeterminate(ErrorCode.Aborted, 'request aborted');
+    case GrpcCode.DATA_LOSS:
+      return indeterminate(ErrorCode.DataLoss, 'etcd reports data loss');
+    default:
+      return indeterminate(ErrorCode.Unknown, 'etcd request failed');
+  }
+}

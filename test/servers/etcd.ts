@@ -1,0 +1,207 @@
+/**
+ * Real etcd for tests and benchmarks: Debian's `etcd-server` (`/usr/bin/etcd`, v3.4)
+ * started as a cluster of one or more members on free loopback ports, each in its
+ * own directory under one fresh `os.tmpdir()` directory. Elections are made fast
+ * (50 ms heartbeat, 500 ms election timeout) so a killed leader is replaced quickly.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { createWriteStream, readdirSync, readFileSync, type WriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { Etcd3 } from 'etcd3';
+import { freePort, waitFor } from './ports.js';
+
+const ETCD = process.env.PERSIST_TEST_ETCD_BIN ?? '/usr/bin/etcd';
+
+export interface EtcdMember {
+  readonly name: string;
+  /** `127.0.0.1:port` of its client URL. */
+  readonly endpoint: string;
+  /** The running process, or undefined while killed. */
+  readonly process: ChildProcess | undefined;
+}
+
+export interface EtcdCluster {
+  readonly members: readonly EtcdMember[];
+  /** Every member's `127.0.0.1:port`. */
+  readonly endpoints: string[];
+  /** `etcd://` URI of every endpoint with a fresh unique prefix, and `query` (`a=1&b=2`) if given. */
+  uri(query?: string): string;
+  /** Index of the current leader (asks each running member; waits for one). */
+  leader(): Promise<number>;
+  /** SIGKILLs member `i` and waits until it has exited. */
+  kill(i: number, signal?: NodeJS.Signals): Promise<void>;
+  /** SIGSTOPs member `i` (a hung server) and waits until the kernel reports it stopped. */
+  pause(i: number): Promise<void>;
+  /** SIGCONTs member `i`. */
+  resume(i: number): void;
+  /** Starts member `i` again on its data directory and waits until it serves. */
+  restart(i: number): Promise<void>;
+  /** Kills every member and removes the directory. */
+  stop(): Promise<void>;
+  /** The last lines of member `i`'s log. */
+  log(i: number): string;
+}
+
+interface Member extends EtcdMember {
+  process: ChildProcess | undefined;
+  args: string[];
+  logPath: string;
+  logStream: WriteStream | undefined;
+}
+
+/** Starts an n-member cluster and waits until it has a leader; fails loudly if it cannot. */
+export async function startEtcd(n = 1): Promise<EtcdCluster> {
+  const dir = await mkdtemp(join(tmpdir(), 'persist-etcd-'));
+  const token = `persist-${randomUUID()}`;
+  const ports: { client: number; peer: number }[] = [];
+  for (let i = 0; i < n; i++) ports.push({ client: await freePort(), peer: await freePort() });
+  const initialCluster = ports.map((p, i) => `m${i}=http://127.0.0.1:${p.peer}`).join(',');
+  const members: Member[] = ports.map((p, i) => ({
+    name: `m${i}`,
+    endpoint: `127.0.0.1:${p.client}`,
+    process: undefined,
+    logPath: join(dir, `m${i}.log`),
+    logStream: undefined,
+    args: [
+      `--name=m${i}`,
+      `--data-dir=${join(dir, `m${i}`)}`,
+      `--listen-client-urls=http://127.0.0.1:${p.client}`,
+      `--advertise-client-urls=http://127.0.0.1:${p.client}`,
+      `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
+      `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
+      `--initial-cluster=${initialCluster}`,
+      `--initial-cluster-token=${token}`,
+      '--initial-cluster-state=new',
+      '--heartbeat-interval=50',
+      '--election-timeout=500',
+      '--logger=zap',
+      '--log-level=warn',
+    ],
+  }));
+
+  const log = (i: number) => {
+    try {
+      return readFileSync(members[i]!.logPath, 'utf8').split('\n').slice(-30).join('\n');
+    } catch {
+      return '(no log)';
+    }
+  };
+
+  const launch = (m: Member) => {
+    m.logStream = createWriteStream(m.logPath, { flags: 'a' });
+    const child = spawn(ETCD, m.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stdout!.pipe(m.logStream, { end: false });
+    child.stderr!.pipe(m.logStream, { end: false });
+    child.on('error', (err) => m.logStream?.write(`spawn error: ${err.message}\n`));
+    m.process = child;
+  };
+
+  const status = async (m: Member) => {
+    const client = new Etcd3({ hosts: m.endpoint, dialTimeout: 1000 });
+    try {
+      return await client.maintenance.status({ deadline: Date.now() + 1000 });
+    } finally {
+      client.close();
+    }
+  };
+
+  const serving = async (i: number) => {
+    const m = members[i]!;
+    await waitFor(`etcd member ${m.name} on ${m.endpoint}`, async () => {
+      if (m.process === undefined || m.process.exitCode !== null || m.process.signalCode !== null) {
+        throw new Error(`etcd member ${m.name} exited:\n${log(i)}`);
+      }
+      const s = await status(m);
+      if (s.leader === '0') throw new Error('no leader yet');
+      // A linearizable read succeeds only once the member has caught up with a leader.
+      const client = new Etcd3({ hosts: m.endpoint });
+      try {
+        await client.get('/persist-location-probe').options({ deadline: Date.now() + 1000 });
+      } finally {
+        client.close();
+      }
+    }, 30_000);
+  };
+
+  const kill = async (i: number, signal: NodeJS.Signals = 'SIGKILL') => {
+    const m = members[i]!;
+    const child = m.process;
+    if (child === undefined) return;
+    m.process = undefined;
+    if (child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((resolve) => child.once('exit', resolve));
+      child.kill(signal);
+      await exited;
+    }
+    m.logStream?.end();
+  };
+
+  const cluster: EtcdCluster = {
+    members,
+    endpoints: members.map((m) => m.endpoint),
+    uri(query) {
+      return `etcd://${members.map((m) => m.endpoint).join(',')}/test-${randomUUID()}${query ? `?${query}` : ''}`;
+    },
+    async leader() {
+      let found = -1;
+      await waitFor('an etcd leader', async () => {
+        for (const [i, m] of members.entries()) {
+          if (m.process === undefined) continue;
+          try {
+            const s = await status(m);
+            if (s.leader !== '0' && s.leader === s.header.member_id) {
+              found = i;
+              return;
+            }
+          } catch {
+            // a member that is down or electing: ask the next one
+          }
+        }
+        throw new Error('no member reports itself leader');
+      }, 30_000);
+      return found;
+    },
+    kill,
+    async pause(i) {
+      const child = members[i]!.process;
+      if (child?.pid === undefined) throw new Error(`etcd member m${i} is not running`);
+      child.kill('SIGSTOP');
+      // Every thread must have stopped, or a request sent now may still be served.
+      await waitFor(`etcd member m${i} to stop`, async () => {
+        for (const task of readdirSync(`/proc/${child.pid}/task`)) {
+          const state = readFileSync(`/proc/${child.pid}/task/${task}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
+          if (state !== 'T') throw new Error(`thread ${task} is in state ${state}`);
+        }
+      }, 10_000, 10);
+    },
+    resume(i) {
+      members[i]!.process?.kill('SIGCONT');
+    },
+    async restart(i) {
+      const m = members[i]!;
+      if (m.process !== undefined) throw new Error(`etcd member ${m.name} is running`);
+      launch(m);
+      await serving(i);
+    },
+    async stop() {
+      for (const [i, m] of members.entries()) {
+        m.process?.kill('SIGCONT');
+        await kill(i);
+      }
+      await rm(dir, { recursive: true, force: true });
+    },
+    log,
+  };
+
+  try {
+    for (const m of members) launch(m);
+    for (let i = 0; i < n; i++) await serving(i);
+  } catch (err) {
+    await cluster.stop();
+    throw err;
+  }
+  return cluster;
+}
