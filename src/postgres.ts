@@ -1,0 +1,396 @@
+/**
+ * `persist-location/postgres`: Consensus in a PostgreSQL schema, through the `pg`
+ * driver and a connection pool.
+ *
+ * Layout (schema `consensus` unless `?schema=` says otherwise, created if missing):
+ *
+ *     heads    (key text COLLATE "C" PRIMARY KEY, seqno bigint)        -- one row per key ever written
+ *     versions (key text COLLATE "C", seqno bigint, data bytea,
+ *               PRIMARY KEY (key, seqno))                              -- every retained version
+ *
+ * Every operation is one statement (an implicit transaction, READ COMMITTED), so it
+ * takes one round trip. compareAndSet updates the key's head row `WHERE seqno =
+ * expected` and inserts the version in the same statement: concurrent writers with
+ * the same expectation queue on that row lock and all but the first find it changed
+ * (see src/postgres/sql.ts). Concurrent compareAndSets on one handle are group
+ * committed: while `casConcurrency` CaS statements are in flight, new calls queue
+ * and leave together as one multi-key statement of the same shape, each call keeping
+ * its own outcome (src/postgres/batcher.ts); a lone call is sent at once. truncate
+ * checks the head and deletes in one snapshot. listKeys pages through `heads` by key
+ * (keyset paging), never holding more than a page.
+ *
+ * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
+ * Determinate once a statement was sent unless the server's SQLSTATE proves it was
+ * rolled back (40001, 40P01, 22/23/42 classes); failing to connect is Determinate
+ * Unavailable (PermissionDenied for 28P01/28000); a lost connection or an unknown
+ * error after sending is Indeterminate; the statement timeout is Indeterminate
+ * Timeout. An operation takes at most `connectTimeoutMs` to get a connection plus
+ * `statementTimeoutMs` for its statement: the client enforces the latter itself
+ * (and sets the server's `statement_timeout` to it), so a dead server cannot hang a
+ * caller.
+ *
+ * URI: `postgres://user:password@host:port/database?schema=NAME&poolSize=N&
+ * connectTimeoutMs=MS&statementTimeoutMs=MS&casBatchSize=N&casConcurrency=N` (also
+ * `postgresql://`; see {@link PostgresConsensusOptions} for each). Our own
+ * parameters are removed and the rest is handed to `pg` as a libpq-style
+ * connection string; of libpq's parameters `sslmode`, `sslcert`, `sslkey`,
+ * `sslrootcert`, `application_name`, `options`, `host`, `port`, `user`, `password`
+ * and `connect_timeout` (seconds, an alternative to `connectTimeoutMs`) are accepted.
+ *
+ * Durability relies on the server's `synchronous_commit` (on by default). The
+ * database must be UTF-8 encoded (keys are arbitrary Unicode).
+ *
+ * CockroachDB: the SQL sticks to what CockroachDB documents as supported (CTEs with
+ * INSERT/UPDATE/DELETE, UPDATE ... FROM, multi-array unnest, ON CONFLICT DO
+ * NOTHING, information_schema); the key columns get COLLATE "C" only on PostgreSQL
+ * (CockroachDB compares bytewise and refuses "C" columns). Its 40001 retry errors
+ * are Determinate Aborted (compareAndSet retries them a few times first) and
+ * anything unknown (40003 "statement completion unknown") Indeterminate. None of
+ * this has been run against CockroachDB.
+ */
+import { performance } from 'node:perf_hooks';
+import pg from 'pg';
+import { ConsensusBase } from './base.js';
+import { copyBytes, asBuffer } from './bytes.js';
+import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
+import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
+import { CasBatcher, type CasCall } from './postgres/batcher.js';
+import { mapPostgresError } from './postgres/errors.js';
+import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './postgres/sql.js';
+import { SeqNo } from './seqno.js';
+import { checkParams, intParam, redactUri, type LocationUri } from './uri.js';
+import { MAX_CONSENSUS_SEQNO } from './validate.js';
+
+export { mapPostgresError, type PgErrorContext, type PgPhase } from './postgres/errors.js';
+export { DEFAULT_SCHEMA, validateSchemaName } from './postgres/sql.js';
+
+/** Options of {@link PostgresConsensus.open}. */
+export interface PostgresConsensusOptions {
+  /** A libpq-style URI or `pg` connection string (credentials are never printed). */
+  connectionString: string;
+  /** Schema holding the location's tables (default `consensus`); created if missing. */
+  schema?: string;
+  /** Connections in the pool (default 10). Calls beyond it queue for a connection. */
+  poolSize?: number;
+  /** Budget to get a connection, including waiting for a free one (default 10 000 ms). */
+  connectTimeoutMs?: number;
+  /** Budget of one statement once sent (default 30 000 ms); also the server's `statement_timeout`. */
+  statementTimeoutMs?: number;
+  /**
+   * Most compareAndSets sent as one statement (default 64; 1 sends each on its own).
+   * Concurrent calls are grouped only while `casConcurrency` batches are in flight.
+   */
+  casBatchSize?: number;
+  /** compareAndSet statements in flight at once (default min(poolSize, 4)). */
+  casConcurrency?: number;
+  /** How the handle names itself in messages (default the redacted connection string). */
+  display?: string;
+}
+
+/** Keys fetched per listKeys page. */
+const LIST_PAGE = 1000;
+
+/**
+ * Catalog races while many processes create the same schema at once: unique_violation
+ * on a catalog index, duplicate_schema, duplicate_table, duplicate_object (the
+ * table's row type), and contention.
+ */
+const CREATION_RACES = new Set(['23505', '42P06', '42P07', '42710', '40001', '40P01']);
+
+/** PostgreSQL-backed Consensus; see the module comment for layout, errors and URI. */
+export class PostgresConsensus extends ConsensusBase {
+  readonly description: string;
+  /** The schema holding this location. */
+  readonly schema: string;
+  readonly #pool: pg.Pool;
+  readonly #sql: Statements;
+  readonly #statementTimeoutMs: number;
+  readonly #batcher: CasBatcher;
+
+  private constructor(options: Required<Omit<PostgresConsensusOptions, 'display'>> & { display: string }) {
+    super();
+    this.#batcher = new CasBatcher((calls) => this.#sendCas(calls), options.casConcurrency, options.casBatchSize);
+    this.schema = options.schema;
+    this.description = `PostgresConsensus(${options.display}, schema ${options.schema})`;
+    this.#sql = statements(options.schema);
+    this.#statementTimeoutMs = options.statementTimeoutMs;
+    this.#pool = new pg.Pool({
+      connectionString: options.connectionString,
+      max: options.poolSize,
+      connectionTimeoutMillis: options.connectTimeoutMs,
+      statement_timeout: options.statementTimeoutMs,
+      keepAlive: true,
+      idleTimeoutMillis: 30_000,
+    });
+    // A connection that dies (server restart) reports it to its running query, or
+    // the pool drops it when idle; an 'error' event without a listener would crash
+    // the process, e.g. on a connection being discarded after an abandoned statement.
+    this.#pool.on('error', () => {});
+    this.#pool.on('connect', (client) => client.on('error', () => {}));
+  }
+
+  /** Connects, creates the schema and tables if missing, and returns a ready handle. */
+  static async open(options: PostgresConsensusOptions): Promise<PostgresConsensus> {
+    const schema = options.schema ?? DEFAULT_SCHEMA;
+    validateSchemaName(schema);
+    const poolSize = positive(options.poolSize ?? 10, 'poolSize');
+    const handle = new PostgresConsensus({
+      connectionString: options.connectionString,
+      schema,
+      poolSize,
+      casBatchSize: positive(options.casBatchSize ?? 64, 'casBatchSize'),
+      casConcurrency: positive(options.casConcurrency ?? Math.min(poolSize, 4), 'casConcurrency'),
+      connectTimeoutMs: positive(options.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'),
+      statementTimeoutMs: positive(options.statementTimeoutMs ?? 30_000, 'statementTimeoutMs'),
+      display: options.display ?? redactUri(options.connectionString),
+    });
+    try {
+      await handle.#createSchema();
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return handle;
+  }
+
+  /**
+   * Idempotent and safe when many processes open a fresh schema at once: `IF NOT
+   * EXISTS` can still lose a race on the catalog's unique indexes, so those
+   * errors are retried (the retry then finds the object).
+   */
+  async #createSchema(): Promise<void> {
+    const exists = await this.#run('open', undefined, (c) => c.query(this.#sql.tablesExist, [this.schema]));
+    if (Number(exists.rows[0]?.n) === 2) return;
+    const server = await this.#run('open', undefined, (c) => c.query<{ cockroach: boolean }>(this.#sql.isCockroach));
+    const ddls = statements(this.schema, server.rows[0]?.cockroach === true);
+    for (const ddl of [ddls.createSchema, ddls.createHeads, ddls.createVersions]) {
+      for (let attempt = 1; ; attempt++) {
+        try {
+          await this.#run('create schema', undefined, (c) => c.query(ddl));
+          break;
+        } catch (err) {
+          const code = (err as { cause?: { code?: unknown } }).cause?.code;
+          if (attempt >= 5 || typeof code !== 'string' || !CREATION_RACES.has(code)) throw err;
+          await new Promise((r) => setTimeout(r, 10 * attempt * Math.random()));
+        }
+      }
+    }
+  }
+
+  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
+    let after = '';
+    for (;;) {
+      const { rows } = await this.#run('listKeys', opts, (c) =>
+        c.query<{ key: string }>({ ...this.#sql.listKeys, values: [after, LIST_PAGE] }),
+      );
+      for (const row of rows) yield row.key;
+      const last = rows[rows.length - 1];
+      if (last === undefined || rows.length < LIST_PAGE) return;
+      after = last.key;
+    }
+  }
+
+  protected async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
+    const { rows } = await this.#run('head', opts, (c) => c.query<Row>({ ...this.#sql.head, values: [key] }));
+    return rows[0] === undefined ? undefined : version(rows[0]);
+  }
+
+  protected async _compareAndSet(
+    key: string,
+    expected: SeqNo | undefined,
+    next: VersionedData,
+    opts?: OpOptions,
+  ): Promise<CaSResult> {
+    const call = {
+      key,
+      expected: expected === undefined ? null : expected.value.toString(),
+      seqno: next.seqno.value.toString(),
+      data: asBuffer(next.data),
+    };
+    return this.#batcher.submit(call, opts?.signal);
+  }
+
+  /** Sends a batch of compareAndSets (distinct keys); resolves to the keys that committed. */
+  async #sendCas(calls: readonly CasCall[]): Promise<ReadonlySet<string>> {
+    const one = calls.length === 1 ? calls[0] : undefined;
+    if (one !== undefined) {
+      const query =
+        one.expected === null
+          ? { ...this.#sql.casFirst, values: [one.key, one.seqno, one.data] }
+          : { ...this.#sql.casNext, values: [one.key, one.expected, one.seqno, one.data] };
+      const result = await this.#run('compareAndSet', undefined, (c) => c.query(query));
+      return new Set(result.rowCount === 1 ? [one.key] : []);
+    }
+    const values = [calls.map((c) => c.key), calls.map((c) => c.expected), calls.map((c) => c.seqno), calls.map((c) => c.data)];
+    const { rows } = await this.#run('compareAndSet', undefined, (c) => c.query<{ key: string }>({ ...this.#sql.casBatch, values }));
+    return new Set(rows.map((r) => r.key));
+  }
+
+  protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
+    // Nothing is stored above bigint's range, and the server would reject the parameter.
+    if (from.value > MAX_CONSENSUS_SEQNO) return [];
+    const { rows } = await this.#run('scan', opts, (c) =>
+      c.query<Row>({ ...this.#sql.scan, values: [key, from.value.toString(), String(limit)] }),
+    );
+    return rows.map(version);
+  }
+
+  protected async _truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
+    if (seqno.value > MAX_CONSENSUS_SEQNO) {
+      throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key} to ${seqno}: it is past any head`);
+    }
+    const { rows } = await this.#run('truncate', opts, (c) =>
+      c.query<{ head: string | null; deleted: string }>({ ...this.#sql.truncate, values: [key, seqno.value.toString()] }),
+    );
+    const row = rows[0];
+    if (row === undefined || row.head === null) {
+      throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key}: it has no data`);
+    }
+    if (seqno.value > BigInt(row.head)) {
+      throw new Determinate(
+        ErrorCode.FailedPrecondition,
+        `${this.description}: cannot truncate ${key} to ${seqno}: it is past the head v${row.head}`,
+      );
+    }
+    return Number(row.deleted);
+  }
+
+  protected async _close(): Promise<void> {
+    await this.#pool.end();
+  }
+
+  /**
+   * Runs one statement on a pooled connection under the handle's budgets and the
+   * caller's signal, and maps every failure (see src/postgres/errors.ts). A
+   * connection whose statement was abandoned (abort, client-side timeout, broken
+   * socket) is destroyed rather than returned to the pool.
+   */
+  async #run<T>(what: string, opts: OpOptions | undefined, statement: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+    const signal = opts?.signal;
+    const context = `${this.description}: ${what}`;
+    const connecting = this.#pool.connect();
+    const got = await settle(connecting, signal, undefined);
+    if (got.kind !== 'value') {
+      if (got.kind === 'error') throw mapPostgresError(got.error, { phase: 'connect', what: context });
+      connecting.then((c) => c.release(), () => {});
+      throw aborted(signal!, false);
+    }
+    const client = got.value;
+    const began = performance.now();
+    const running = statement(client);
+    const done = await settle(running, signal, this.#statementTimeoutMs);
+    switch (done.kind) {
+      case 'value':
+        client.release();
+        return done.value;
+      case 'error': {
+        // A server error leaves the connection usable; anything else does not.
+        client.release(isServerError(done.error) ? undefined : toError(done.error));
+        const pastStatementTimeout = performance.now() - began >= this.#statementTimeoutMs;
+        throw mapPostgresError(done.error, { phase: 'query', pastStatementTimeout, what: context });
+      }
+      case 'aborted':
+        running.catch(() => {});
+        client.release(new Error('abandoned statement'));
+        throw aborted(signal!, true);
+      case 'timeout':
+        running.catch(() => {});
+        client.release(new Error('abandoned statement'));
+        throw ExternalError.timeout(this.#statementTimeoutMs, {
+          cause: new Error(`${context}: no answer within the statement timeout`),
+        });
+    }
+  }
+}
+
+/** Opens the location at a `postgres://` or `postgresql://` URI (see the module comment). */
+export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
+  return PostgresConsensus.open(postgresOptionsFromUri(loc));
+}
+
+const OWN_PARAMS = ['schema', 'poolSize', 'connectTimeoutMs', 'statementTimeoutMs', 'casBatchSize', 'casConcurrency'] as const;
+const LIBPQ_PARAMS = [
+  'sslmode',
+  'sslcert',
+  'sslkey',
+  'sslrootcert',
+  'application_name',
+  'options',
+  'host',
+  'port',
+  'user',
+  'password',
+  'connect_timeout',
+] as const;
+
+/** Splits a location URI into our options and the connection string handed to `pg`. */
+export function postgresOptionsFromUri(loc: LocationUri): PostgresConsensusOptions {
+  const params = checkParams(loc, [...OWN_PARAMS, ...LIBPQ_PARAMS]);
+  const rest = new URLSearchParams();
+  for (const [name, value] of loc.params) {
+    if (!(OWN_PARAMS as readonly string[]).includes(name)) rest.append(name, value);
+  }
+  let connectTimeoutMs = intParam(loc, params.connectTimeoutMs, 'connectTimeoutMs');
+  const libpqSeconds = intParam(loc, params.connect_timeout, 'connect_timeout');
+  if (connectTimeoutMs === undefined && libpqSeconds !== undefined) connectTimeoutMs = libpqSeconds * 1000;
+  if (params.schema !== undefined) validateSchemaName(params.schema);
+  const database = loc.path.replace(/^\//, '');
+  const query = rest.toString();
+  const connectionString = `postgres://${loc.authority ?? ''}/${encodeURIComponent(database)}${query === '' ? '' : `?${query}`}`;
+  return {
+    connectionString,
+    schema: params.schema,
+    poolSize: intParam(loc, params.poolSize, 'poolSize'),
+    connectTimeoutMs,
+    statementTimeoutMs: intParam(loc, params.statementTimeoutMs, 'statementTimeoutMs'),
+    casBatchSize: intParam(loc, params.casBatchSize, 'casBatchSize'),
+    casConcurrency: intParam(loc, params.casConcurrency, 'casConcurrency'),
+    display: loc.display,
+  };
+}
+
+type Row = { seqno: string; data: Buffer };
+
+function version(row: Row): VersionedData {
+  // The driver may hand back a view into a shared pool slab; give callers their own bytes.
+  return { seqno: new SeqNo(BigInt(row.seqno)), data: copyBytes(row.data) };
+}
+
+function positive(n: number, name: string): number {
+  if (!Number.isSafeInteger(n) || n < 1) throw invalidArgument(`PostgresConsensus option ${name} must be a positive integer, got ${n}`);
+  return n;
+}
+
+function isServerError(err: unknown): boolean {
+  return err instanceof pg.DatabaseError && err.severity !== 'FATAL' && err.severity !== 'PANIC';
+}
+
+function toError(err: unknown): Error {
+  return err instanceof Error ? err : new Error(String(err));
+}
+
+type Settled<T> =
+  | { kind: 'value'; value: T }
+  | { kind: 'error'; error: unknown }
+  | { kind: 'aborted' }
+  | { kind: 'timeout' };
+
+/** Waits for `promise`, the signal or the timeout, whichever comes first. */
+function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, timeoutMs: number | undefined): Promise<Settled<T>> {
+  return new Promise((resolve) => {
+    let timer: NodeJS.Timeout | undefined;
+    const onAbort = () => finish({ kind: 'aborted' });
+    const finish = (s: Settled<T>) => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+      resolve(s);
+    };
+    if (timeoutMs !== undefined) timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
+    if (signal?.aborted) return finish({ kind: 'aborted' });
+    signal?.addEventListener('abort', onAbort, { once: true });
+    promise.then(
+      (value) => finish({ kind: 'value', value }),
+      (error: unknown) => finish({ kind: 'error', error }),
+    );
+  });
+}

@@ -1,0 +1,126 @@
+/**
+ * Group commit for compareAndSet: concurrent calls on one handle queue here and
+ * leave as one statement (one round trip, one transaction, one WAL flush) whenever
+ * fewer than `concurrency` batches are in flight. A lone call is sent at once, so
+ * batching adds no latency; under load it trades many small transactions for few
+ * larger ones.
+ *
+ * Each call keeps its own outcome: the batch statement reports which keys it
+ * committed. A batch never holds two calls on one key, and a key already in flight
+ * waits for the next batch, so the calls of one handle never wait on each other's
+ * row locks. A batch the server rolled back for contention (40001, 40P01: nothing
+ * applied) is sent again a few times before the callers see the error.
+ *
+ * Abort: a queued call is removed and rejects Determinate; a call already sent
+ * rejects Indeterminate at once, while its batch runs on for the others.
+ */
+import { CaSResult } from '../consensus.js';
+import { aborted, ErrorCode, ExternalError } from '../errors.js';
+
+/** One queued compareAndSet, parameters already in wire form. */
+export interface CasCall {
+  key: string;
+  /** Decimal seqno, or null for "the key has no data". */
+  expected: string | null;
+  seqno: string;
+  data: Buffer;
+}
+
+interface Pending extends CasCall {
+  resolve: (r: CaSResult) => void;
+  reject: (err: unknown) => void;
+  signal: AbortSignal | undefined;
+  onAbort: (() => void) | undefined;
+  sent: boolean;
+  done: boolean;
+}
+
+/** Sends a batch (distinct keys, sorted) and resolves to the keys it committed. */
+export type SendBatch = (calls: readonly CasCall[]) => Promise<ReadonlySet<string>>;
+
+const CONTENTION_RETRIES = 3;
+
+export class CasBatcher {
+  #queue: Pending[] = [];
+  readonly #inflightKeys = new Set<string>();
+  #inflight = 0;
+
+  constructor(
+    private readonly send: SendBatch,
+    private readonly concurrency: number,
+    private readonly maxBatch: number,
+  ) {}
+
+  submit(call: CasCall, signal: AbortSignal | undefined): Promise<CaSResult> {
+    return new Promise<CaSResult>((resolve, reject) => {
+      const p: Pending = { ...call, resolve, reject, signal, onAbort: undefined, sent: false, done: false };
+      if (signal !== undefined) {
+        p.onAbort = () => {
+          if (p.done) return;
+          if (!p.sent) this.#queue = this.#queue.filter((q) => q !== p);
+          this.#settle(p, () => reject(aborted(signal, p.sent)));
+        };
+        signal.addEventListener('abort', p.onAbort, { once: true });
+      }
+      this.#queue.push(p);
+      this.#pump();
+    });
+  }
+
+  #settle(p: Pending, fn: () => void): void {
+    if (p.done) return;
+    p.done = true;
+    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
+    fn();
+  }
+
+  #pump(): void {
+    while (this.#inflight < this.concurrency && this.#queue.length > 0) {
+      const batch: Pending[] = [];
+      const keys = new Set<string>();
+      const rest: Pending[] = [];
+      for (const p of this.#queue) {
+        if (batch.length < this.maxBatch && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
+          batch.push(p);
+          keys.add(p.key);
+        } else {
+          rest.push(p);
+        }
+      }
+      if (batch.length === 0) return;
+      this.#queue = rest;
+      void this.#dispatch(batch);
+    }
+  }
+
+  async #dispatch(batch: Pending[]): Promise<void> {
+    this.#inflight++;
+    for (const p of batch) {
+      p.sent = true;
+      this.#inflightKeys.add(p.key);
+    }
+    // One lock order for every handle keeps concurrent batches from deadlocking.
+    batch.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
+    try {
+      let committed: ReadonlySet<string>;
+      for (let attempt = 1; ; attempt++) {
+        try {
+          committed = await this.send(batch);
+          break;
+        } catch (err) {
+          const contention = err instanceof ExternalError && err.determinate && err.code === ErrorCode.Aborted;
+          if (!contention || attempt > CONTENTION_RETRIES || batch.every((p) => p.done)) throw err;
+        }
+      }
+      for (const p of batch) {
+        this.#settle(p, () => p.resolve(committed.has(p.key) ? CaSResult.Committed : CaSResult.ExpectationMismatch));
+      }
+    } catch (err) {
+      for (const p of batch) this.#settle(p, () => p.reject(err));
+    } finally {
+      for (const p of batch) this.#inflightKeys.delete(p.key);
+      this.#inflight--;
+      this.#pump();
+    }
+  }
+}

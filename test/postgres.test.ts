@@ -1,0 +1,449 @@
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { after, before, test } from 'node:test';
+import pg from 'pg';
+import {
+  CaSResult,
+  Determinate,
+  ErrorCode,
+  ExternalError,
+  Indeterminate,
+  openConsensus,
+  SCAN_ALL,
+  SeqNo,
+  type Consensus,
+} from 'persist-location';
+import { mapPostgresError, PostgresConsensus, postgresOptionsFromUri } from 'persist-location/postgres';
+import { checkLinearizable, consensusImplTest, hostileKeys, stressConsensus, type HistoryOp } from 'persist-location/testing';
+import { freePort } from './servers/ports.js';
+import { startPostgres, type PostgresServer } from './servers/postgres.js';
+
+let server: PostgresServer;
+const opened: Consensus[] = [];
+
+before(async () => {
+  server = await startPostgres();
+});
+
+after(async () => {
+  await Promise.all(opened.splice(0).map((c) => c.close().catch(() => {})));
+  await server?.stop();
+});
+
+async function open(options: Partial<Parameters<typeof PostgresConsensus.open>[0]> = {}): Promise<PostgresConsensus> {
+  const c = await PostgresConsensus.open({ connectionString: server.baseUrl, schema: server.schema(), ...options });
+  opened.push(c);
+  return c;
+}
+
+const bytes = (s: string) => Buffer.from(s);
+const text = (b: Uint8Array) => Buffer.from(b).toString();
+const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+
+/** A server error as pg reports it. */
+function dbError(code: string, severity = 'ERROR'): Error {
+  const err = new pg.DatabaseError(`synthetic ${code}`, 0, 'error');
+  err.code = code;
+  err.severity = severity;
+  return err;
+}
+
+function sysError(code: string, message = code): Error {
+  return Object.assign(new Error(message), { code });
+}
+
+test('mapPostgresError: the documented table, on synthetic driver errors', () => {
+  const cases: [unknown, Parameters<typeof mapPostgresError>[1], boolean, string][] = [
+    // Nothing was sent while connecting: always Determinate.
+    [sysError('ECONNREFUSED'), { phase: 'connect' }, true, ErrorCode.Unavailable],
+    [dbError('57P03', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
+    [new Error('timeout exceeded when trying to connect'), { phase: 'connect' }, true, ErrorCode.Unavailable],
+    [new Error('Connection terminated due to connection timeout'), { phase: 'connect' }, true, ErrorCode.Unavailable],
+    [dbError('53300', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
+    [dbError('28P01', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
+    [dbError('28000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
+    [dbError('3D000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.NotFound],
+    // After sending: Determinate only when the SQLSTATE proves a rollback.
+    [dbError('40001'), { phase: 'query' }, true, ErrorCode.Aborted],
+    [dbError('40P01'), { phase: 'query' }, true, ErrorCode.Aborted],
+    [dbError('28P01'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
+    [dbError('42501'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
+    [dbError('42P01'), { phase: 'query' }, true, ErrorCode.NotFound],
+    [dbError('3F000'), { phase: 'query' }, true, ErrorCode.NotFound],
+    [dbError('22021'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
+    [dbError('23505'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
+    [dbError('42601'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
+    [dbError('57014'), { phase: 'query', pastStatementTimeout: true }, false, ErrorCode.Timeout],
+    [dbError('57014'), { phase: 'query', pastStatementTimeout: false }, false, ErrorCode.Cancelled],
+    [dbError('57P01', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    [dbError('08006', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    [dbError('40003'), { phase: 'query' }, false, ErrorCode.Unknown],
+    [dbError('XX000'), { phase: 'query' }, false, ErrorCode.Unknown],
+    [dbError('53100'), { phase: 'query' }, false, ErrorCode.Unknown],
+    [new Error('Connection terminated unexpectedly'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    [sysError('ECONNRESET'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    // EPIPE is five capitals like a SQLSTATE, but it is an errno.
+    [sysError('EPIPE'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    ['a string', { phase: 'query' }, false, ErrorCode.Unavailable],
+  ];
+  for (const [err, ctx, determinate, code] of cases) {
+    const mapped = mapPostgresError(err, { ...ctx, what: 'PostgresConsensus(test): op' });
+    const label = `${String((err as { code?: unknown }).code ?? err)} in ${ctx.phase}`;
+    assert.ok(mapped instanceof (determinate ? Determinate : Indeterminate), `${label}: ${mapped.name}`);
+    assert.equal(mapped.code, code, label);
+    assert.equal(mapped.cause, err, label);
+    assert.equal(mapped.isTimeout(), code === ErrorCode.Timeout, label);
+    assert.match(mapped.message, /^PostgresConsensus\(test\): op: /);
+  }
+  const passthrough = new Indeterminate(ErrorCode.Timeout, 'x');
+  assert.equal(mapPostgresError(passthrough, { phase: 'query' }), passthrough);
+});
+
+test('URI: own parameters are removed from the driver string, others rejected, schema validated', async () => {
+  const loc = (uri: string) => {
+    const [, rest] = uri.split('://') as [string, string];
+    const [head, query = ''] = rest.split('?') as [string, string?];
+    const slash = head.indexOf('/');
+    return {
+      scheme: 'postgres',
+      authority: slash < 0 ? head : head.slice(0, slash),
+      path: slash < 0 ? '' : decodeURIComponent(head.slice(slash)),
+      params: new URLSearchParams(query),
+      display: 'postgres://redacted',
+    };
+  };
+  const o = postgresOptionsFromUri(
+    loc('postgres://u:pw@h:5/db?schema=s1&poolSize=3&connectTimeoutMs=7&statementTimeoutMs=9&sslmode=disable&application_name=a'),
+  );
+  assert.equal(o.connectionString, 'postgres://u:pw@h:5/db?sslmode=disable&application_name=a');
+  assert.deepEqual([o.schema, o.poolSize, o.connectTimeoutMs, o.statementTimeoutMs], ['s1', 3, 7, 9]);
+  const d = postgresOptionsFromUri(loc('postgres://h/db?connect_timeout=2'));
+  assert.equal(d.schema, undefined, 'no schema parameter: PostgresConsensus.open uses the default');
+  assert.equal(d.connectTimeoutMs, 2000);
+
+  const base = `postgres://u:secret@127.0.0.1:${await freePort()}/db`;
+  for (const bad of ['x";DROP SCHEMA public;--', 'a b', '1abc', 'pg_catalog', 'x'.repeat(64), '']) {
+    await assert.rejects(openConsensus(`${base}?schema=${encodeURIComponent(bad)}`), (err: unknown) => {
+      assert.ok(err instanceof Determinate, String(err));
+      assert.equal(err.code, ErrorCode.InvalidArgument);
+      assert.doesNotMatch(err.message, /secret/);
+      return true;
+    });
+  }
+  await assert.rejects(openConsensus(`${base}?bogus=1`), (err: unknown) => {
+    assert.ok(err instanceof Determinate && err.code === ErrorCode.InvalidArgument);
+    assert.match(err.message, /bogus.*schema/s);
+    assert.doesNotMatch(err.message, /secret/);
+    return true;
+  });
+  await assert.rejects(openConsensus(`${base}?poolSize=0`), { name: 'Determinate', code: ErrorCode.InvalidArgument });
+});
+
+test('PostgresConsensus passes the conformance suite (a fresh schema per open)', async () => {
+  await consensusImplTest(async () => openConsensus(server.url()));
+});
+
+test('postgresql:// opens the same location as postgres://, in the schema it names', async () => {
+  const url = server.url();
+  const a = await openConsensus(url);
+  const b = await openConsensus(url.replace(/^postgres:/, 'postgresql:'));
+  opened.push(a, b);
+  assert.equal(await a.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('one') }), CaSResult.Committed);
+  assert.equal(text((await b.head('k'))!.data), 'one');
+  const schema = new URL(url).searchParams.get('schema');
+  const { rows } = await server.sql(`SELECT key, seqno FROM "${schema}".versions`);
+  assert.deepEqual(rows, [{ key: 'k', seqno: '1' }]);
+  const columns = await server.sql(
+    `SELECT table_name, collation_name FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'key' ORDER BY 1`,
+    [schema],
+  );
+  assert.deepEqual(columns.rows, [
+    { table_name: 'heads', collation_name: 'C' },
+    { table_name: 'versions', collation_name: 'C' },
+  ]);
+});
+
+test('many handles creating the same schema at once all succeed', async () => {
+  const url = server.url();
+  const handles = await Promise.all(Array.from({ length: 12 }, () => openConsensus(url)));
+  opened.push(...handles);
+  const results = await Promise.all(
+    handles.map((h, i) => h.compareAndSet('race', undefined, { seqno: new SeqNo(i), data: bytes(`h${i}`) })),
+  );
+  assert.equal(results.filter((r) => r === CaSResult.Committed).length, 1);
+});
+
+test('concurrent writers expecting the same head: exactly one commits, whatever seqno each picks', async () => {
+  const schema = server.schema();
+  const handles = await Promise.all(Array.from({ length: 4 }, () => open({ schema, poolSize: 8 })));
+  const first = handles[0]!;
+  await first.compareAndSet('k', undefined, { seqno: new SeqNo(5), data: bytes('five') });
+  for (let round = 0; round < 20; round++) {
+    const head = (await first.head('k'))!.seqno;
+    const results = await Promise.all(
+      Array.from({ length: 16 }, (_, i) =>
+        handles[i % 4]!.compareAndSet('k', head, { seqno: new SeqNo(head.value + 1n + BigInt(i)), data: bytes(`r${round}w${i}`) }),
+      ),
+    );
+    assert.equal(results.filter((r) => r === CaSResult.Committed).length, 1, `round ${round}: ${results.join(' ')}`);
+  }
+  const versions = await first.scan('k', SeqNo.minimum(), SCAN_ALL);
+  assert.equal(versions.length, 21);
+});
+
+test('compareAndSets grouped into one statement each keep their own outcome', async () => {
+  // One CaS statement in flight: the first call goes alone, the other 59 queue and leave as one batch.
+  const c = await open({ poolSize: 1 });
+  for (let i = 0; i < 20; i++) await c.compareAndSet(`b${i}`, undefined, { seqno: new SeqNo(3), data: bytes('old') });
+  const calls = Array.from({ length: 60 }, (_, i) => {
+    const key = `b${i % 40}`;
+    const exists = i % 40 < 20;
+    // Existing keys: expect the head (even i) or a wrong seqno (odd i); new keys: expect nothing (i < 40) or something.
+    const expected = exists ? (i % 2 === 0 ? new SeqNo(3) : new SeqNo(2)) : i < 40 ? undefined : new SeqNo(1);
+    const want = exists ? (i % 2 === 0 && i < 40 ? CaSResult.Committed : CaSResult.ExpectationMismatch) : i < 40 ? CaSResult.Committed : CaSResult.ExpectationMismatch;
+    return { key, expected, want, data: `d${i}`, promise: c.compareAndSet(key, expected, { seqno: new SeqNo(5 + i), data: bytes(`d${i}`) }) };
+  });
+  const results = await Promise.all(calls.map((x) => x.promise));
+  const committed = new Map<string, string>();
+  calls.forEach((x, i) => {
+    // i >= 40 repeats a key of i - 40: it runs after that one, in a later batch.
+    const want = i >= 40 && x.expected !== undefined && x.expected.value === 3n ? CaSResult.ExpectationMismatch : x.want;
+    assert.equal(results[i], want, `call ${i} on ${x.key}`);
+    if (results[i] === CaSResult.Committed) committed.set(x.key, x.data);
+  });
+  for (let k = 0; k < 40; k++) {
+    const head = await c.head(`b${k}`);
+    const want = committed.get(`b${k}`) ?? 'old';
+    assert.equal(text(head!.data), want, `b${k}`);
+  }
+});
+
+test('linearizable under concurrent clients on several handles in one process (with group commit)', async () => {
+  // One CaS statement in flight per handle, so the handle's four clients' calls are grouped.
+  const url = server.url({ poolSize: '4', casConcurrency: '1' });
+  const report = await stressConsensus(() => openConsensus(url), { ops: 3000, keys: 4, clients: 16, handles: 4 });
+  assert.deepEqual(report.errors, []);
+  assert.equal(report.verdict, 'ok', JSON.stringify(report.violations.slice(0, 1), bigintJson));
+  assert.ok(report.ok);
+  assert.ok(report.committed > 100, `only ${report.committed} commits`);
+  assert.ok(report.mismatches > 0, 'the run had no contention');
+});
+
+test('linearizable across processes sharing one location (merged histories, common clock)', async () => {
+  // A fresh schema: the children also race to create it.
+  const url = server.url({ poolSize: '3' });
+  const prefix = `xproc-${randomUUID()}-`;
+  const child = new URL('./fixtures/postgres-stress-child.js', import.meta.url).pathname;
+  const runs = await Promise.all(
+    [0, 1, 2].map(
+      (i) =>
+        new Promise<{ errors: string[]; committed: number; history: HistoryOp[] }>((resolve, reject) => {
+          const proc = spawn(process.execPath, [child, url, prefix, '800', '6', '2', String(i)], { stdio: ['ignore', 'pipe', 'pipe'] });
+          let out = '';
+          let err = '';
+          proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+          proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+          proc.on('error', reject);
+          proc.on('close', (code) => {
+            if (code !== 0) return reject(new Error(`child ${i} exited with ${code}: ${err}`));
+            resolve(JSON.parse(out, (_k, v: unknown) => (isBigintBox(v) ? BigInt(v.$bigint) : v)));
+          });
+        }),
+    ),
+  );
+  for (const r of runs) assert.deepEqual(r.errors, []);
+  const history = runs.flatMap((r) => r.history);
+  const committed = runs.reduce((n, r) => n + r.committed, 0);
+  assert.ok(committed > 50, `only ${committed} commits`);
+  const committers = history
+    .filter((op) => op.op === 'compareAndSet' && op.result.type === 'ok' && op.result.value === 'Committed')
+    .map((op) => Math.floor(op.client! / 1000));
+  assert.equal(new Set(committers).size, 3, 'every process committed');
+  const check = checkLinearizable(history);
+  assert.equal(check.verdict, 'ok', JSON.stringify(check.violations.slice(0, 1), bigintJson));
+});
+
+test('listKeys streams every key once, in pages, and releases its connection when the loop breaks', async () => {
+  const c = await open({ poolSize: 1 });
+  const keys = [...hostileKeys(), ...Array.from({ length: 2500 }, (_, i) => `bulk/${i}`)];
+  // Bulk keys straight into the tables (fast); the hostile ones through the API.
+  const bulk = keys.filter((k) => k.startsWith('bulk/'));
+  await server.sql(`INSERT INTO "${c.schema}".heads (key, seqno) SELECT unnest($1::text[]), 1`, [bulk]);
+  await server.sql(`INSERT INTO "${c.schema}".versions (key, seqno, data) SELECT unnest($1::text[]), 1, '\\x00'`, [bulk]);
+  for (const k of keys.filter((k) => !k.startsWith('bulk/'))) {
+    assert.equal(await c.compareAndSet(k, undefined, { seqno: new SeqNo(1), data: bytes(k) }), CaSResult.Committed);
+  }
+  const listed: string[] = [];
+  for await (const k of c.listKeys()) listed.push(k);
+  assert.equal(listed.length, keys.length, 'each key exactly once');
+  assert.deepEqual(new Set(listed), new Set(keys));
+
+  let seen = 0;
+  for await (const _ of c.listKeys()) if (++seen === 5) break;
+  // With a pool of one, this hangs if the broken loop kept its connection.
+  assert.equal((await c.head('bulk/7'))!.seqno.value, 1n);
+
+  const ac = new AbortController();
+  ac.abort();
+  await assert.rejects(async () => {
+    for await (const _ of c.listKeys({ signal: ac.signal }));
+  }, { name: 'Determinate', code: ErrorCode.Cancelled });
+});
+
+test('server errors and timeouts map to the right kinds against the real server', async () => {
+  const refused = `postgres://postgres:x@127.0.0.1:${await freePort()}/postgres`;
+  await assert.rejects(PostgresConsensus.open({ connectionString: refused, connectTimeoutMs: 2000 }), {
+    name: 'Determinate',
+    code: ErrorCode.Unavailable,
+  });
+  const wrong = new URL(server.baseUrl);
+  wrong.password = 'wrong-password';
+  await assert.rejects(PostgresConsensus.open({ connectionString: wrong.toString(), schema: server.schema() }), (err: unknown) => {
+    assert.ok(err instanceof Determinate, String(err));
+    assert.equal(err.code, ErrorCode.PermissionDenied);
+    assert.doesNotMatch(err.message, /wrong-password/);
+    return true;
+  });
+
+  const c = await open({ poolSize: 1, statementTimeoutMs: 500 });
+  await c.compareAndSet('locked', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  const locker = new pg.Client({ connectionString: server.baseUrl });
+  let patient: PostgresConsensus | undefined;
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query(`SELECT * FROM "${c.schema}".heads WHERE key = 'locked' FOR UPDATE`);
+
+    // The statement waits on the lock until the statement timeout.
+    await assert.rejects(c.compareAndSet('locked', new SeqNo(1), { seqno: new SeqNo(2), data: bytes('two') }), (err: unknown) => {
+      assert.ok(err instanceof Indeterminate, String(err));
+      assert.ok(err.isTimeout());
+      return true;
+    });
+
+    // Aborted after it was sent: Indeterminate. The next call queues for the
+    // only connection, so aborting it is provably before sending. (A long statement
+    // timeout here, so a slow machine cannot turn the aborts into timeouts.)
+    patient = await open({ schema: c.schema, poolSize: 1, statementTimeoutMs: 60_000 });
+    const sent = new AbortController();
+    const waiting = new AbortController();
+    const first = patient.compareAndSet('locked', new SeqNo(1), { seqno: new SeqNo(3), data: bytes('three') }, { signal: sent.signal });
+    await sleep(100);
+    const second = patient.head('locked', { signal: waiting.signal });
+    await sleep(100);
+    waiting.abort();
+    await assert.rejects(second, { name: 'Determinate', code: ErrorCode.Cancelled });
+    sent.abort();
+    await assert.rejects(first, { name: 'Indeterminate', code: ErrorCode.Cancelled });
+  } finally {
+    await locker.query('ROLLBACK').catch(() => {});
+    await locker.end();
+  }
+  // Closing waits for the abandoned statement to finish, so the reads below see its outcome.
+  await patient?.close();
+  // The server cancelled the timed-out statement itself; the aborted one was only
+  // abandoned by its caller, so it may have committed once the lock was released.
+  const head = (await c.head('locked'))!.seqno;
+  assert.ok(head.value === 1n || head.value === 3n, `head ${head}`);
+  // The pool is healthy again.
+  assert.equal(await c.compareAndSet('locked', head, { seqno: new SeqNo(4), data: bytes('four') }), CaSResult.Committed);
+});
+
+test('a server restart under load: typed errors promptly, the pool recovers, no acknowledged commit is lost', async () => {
+  const faultServer = server.external ? await startPostgres({ embedded: true }) : server;
+  const connectTimeoutMs = 1500;
+  const statementTimeoutMs = 2000;
+  const c = await PostgresConsensus.open({
+    connectionString: faultServer.baseUrl,
+    schema: faultServer.schema('fault'),
+    poolSize: 8,
+    connectTimeoutMs,
+    statementTimeoutMs,
+  });
+  const acked: { key: string; seqno: bigint; data: string }[] = [];
+  const refused: { key: string; seqno: bigint; data: string }[] = [];
+  const errors: { err: unknown; ms: number }[] = [];
+  const committedAfterRestart = new Set<number>();
+  let restarted = false;
+  let stop = false;
+  const clients = Array.from({ length: 8 }, async (_, i) => {
+    const key = `fault-${i}`;
+    let known: bigint | undefined;
+    let reread = false;
+    while (!stop) {
+      const began = performance.now();
+      const seqno = (known ?? -1n) + 1n;
+      const data = `${key}@${seqno}-${randomUUID()}`;
+      try {
+        if (reread) {
+          known = (await c.head(key))?.seqno.value;
+          reread = false;
+          continue;
+        }
+        const r = await c.compareAndSet(key, known === undefined ? undefined : new SeqNo(known), { seqno: new SeqNo(seqno), data: bytes(data) });
+        if (r === CaSResult.Committed) {
+          acked.push({ key, seqno, data });
+          known = seqno;
+          if (restarted) committedAfterRestart.add(i);
+        } else {
+          reread = true;
+        }
+      } catch (err) {
+        errors.push({ err, ms: performance.now() - began });
+        if (err instanceof Determinate && !reread) refused.push({ key, seqno, data });
+        reread = true;
+        await sleep(25);
+      }
+    }
+  });
+  try {
+    await sleep(1500);
+    const before = acked.length;
+    await faultServer.halt();
+    await sleep(3000);
+    const outageErrors = errors.length;
+    await faultServer.resume();
+    restarted = true;
+    const deadline = Date.now() + 60_000;
+    while (committedAfterRestart.size < 8 && Date.now() < deadline) await sleep(100);
+    stop = true;
+    await Promise.all(clients);
+
+    assert.ok(before > 0, 'no commits before the outage');
+    assert.ok(outageErrors > 0, 'no operation failed while the server was down');
+    for (const { err, ms } of errors) {
+      assert.ok(err instanceof ExternalError, `not an ExternalError: ${String(err)}`);
+      // Not a speed assertion: a hung operation would take far longer than its budgets.
+      assert.ok(ms < connectTimeoutMs + statementTimeoutMs + 10_000, `an operation failed only after ${ms} ms: ${String(err)}`);
+    }
+    assert.equal(committedAfterRestart.size, 8, 'the pool did not recover after the restart');
+
+    const check = await PostgresConsensus.open({ connectionString: faultServer.baseUrl, schema: c.schema });
+    try {
+      for (let i = 0; i < 8; i++) {
+        const key = `fault-${i}`;
+        const stored = new Map((await check.scan(key, SeqNo.minimum(), SCAN_ALL)).map((v) => [v.seqno.value, text(v.data)]));
+        for (const a of acked.filter((a) => a.key === key)) assert.equal(stored.get(a.seqno), a.data, `acknowledged ${key}@${a.seqno} lost`);
+        for (const r of refused.filter((r) => r.key === key)) {
+          assert.notEqual(stored.get(r.seqno), r.data, `${key}@${r.seqno} failed Determinate but was written`);
+        }
+      }
+    } finally {
+      await check.close();
+    }
+  } finally {
+    stop = true;
+    await Promise.all(clients);
+    await c.close();
+    if (faultServer !== server) await faultServer.stop();
+  }
+});
+
+function bigintJson(_k: string, v: unknown): unknown {
+  return typeof v === 'bigint' ? v.toString() : v;
+}
+
+function isBigintBox(v: unknown): v is { $bigint: string } {
+  return typeof v === 'object' && v !== null && typeof (v as { $bigint?: unknown }).$bigint === 'string';
+}
