@@ -1,0 +1,112 @@
+/**
+ * Command-line options shared by every command, what a command receives, and the
+ * parsers of option values (seqnos, counts, durations).
+ */
+import { SeqNo } from '../seqno.js';
+import { UsageError, type Progress } from './output.js';
+
+/** The default locations: the embedded ones under `./.persist/`. */
+export const DEFAULT_CONSENSUS = 'sqlite:.persist/consensus.db';
+export const DEFAULT_BLOB = 'file:.persist/blob';
+
+/** Every option any command accepts, for `node:util` parseArgs. */
+export const OPTIONS = {
+  // global
+  consensus: { type: 'string' },
+  blob: { type: 'string' },
+  json: { type: 'boolean' },
+  verbose: { type: 'boolean', short: 'v' },
+  quiet: { type: 'boolean', short: 'q' },
+  help: { type: 'boolean', short: 'h' },
+  version: { type: 'boolean' },
+  // check and bench
+  ops: { type: 'string' },
+  clients: { type: 'string' },
+  keys: { type: 'string' },
+  only: { type: 'string' },
+  target: { type: 'string' },
+  'value-size': { type: 'string' },
+  duration: { type: 'string' },
+  mix: { type: 'string' },
+  // consensus
+  from: { type: 'string' },
+  limit: { type: 'string' },
+  'data-file': { type: 'string' },
+} as const;
+
+export type OptionName = keyof typeof OPTIONS;
+export type OptionValues = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
+
+/** Options every command accepts. */
+export const GLOBAL_OPTIONS: readonly OptionName[] = ['consensus', 'blob', 'json', 'verbose', 'quiet', 'help'];
+
+/** What a command's `run` receives. */
+export interface Context {
+  /** Positional arguments after the command words. */
+  args: string[];
+  values: OptionValues;
+  /** The Consensus location URI (raw: may hold credentials, print `redactUri` of it). */
+  consensusUri: string;
+  /** The Blob location URI (raw). */
+  blobUri: string;
+  progress: Progress;
+}
+
+/** A command or subcommand. */
+export interface Command {
+  /** The words that select it, e.g. `consensus scan`. */
+  name: string;
+  /** One line for the command list. */
+  summary: string;
+  /** The full `--help` text. */
+  help: string;
+  /** Options beyond the global ones. */
+  options: readonly OptionName[];
+  run(ctx: Context): Promise<number>;
+}
+
+/** Reads `v5` or `5`. */
+export function parseSeqNo(text: string, what: string): SeqNo {
+  try {
+    return SeqNo.parse(/^[0-9]/.test(text) ? `v${text}` : text);
+  } catch (err) {
+    throw new UsageError(`${what} must be a seqno like v5 or 5, got '${text}' (${(err as Error).message})`);
+  }
+}
+
+/** Reads a positive integer option, with its default. */
+export function parseCount(text: string | undefined, option: string, fallback: number, min = 1): number {
+  if (text === undefined) return fallback;
+  const n = Number(text.replace(/_/g, ''));
+  if (!/^[0-9][0-9_]*$/.test(text) || !Number.isSafeInteger(n) || n < min) {
+    throw new UsageError(`--${option} must be an integer >= ${min}, got '${text}'`);
+  }
+  return n;
+}
+
+/** Reads a duration: `500ms`, `10s`, `2m`, or a plain number of seconds. */
+export function parseDuration(text: string | undefined, option: string, fallbackMs: number): number {
+  if (text === undefined) return fallbackMs;
+  const m = /^([0-9]+(?:\.[0-9]+)?)(ms|s|m)?$/.exec(text.trim());
+  if (m === null) throw new UsageError(`--${option} must be a duration like 500ms, 10s or 2m, got '${text}'`);
+  const n = Number(m[1]);
+  const ms = m[2] === 'ms' ? n : m[2] === 'm' ? n * 60_000 : n * 1000;
+  if (ms <= 0) throw new UsageError(`--${option} must be longer than zero, got '${text}'`);
+  return ms;
+}
+
+/** Checks the number of positional arguments. */
+export function expectArgs(ctx: Context, names: readonly string[], optional = 0): void {
+  const min = names.length - optional;
+  if (ctx.args.length < min) {
+    throw new UsageError(`missing ${names.slice(ctx.args.length).filter((_, i) => ctx.args.length + i < min).join(' ')}`);
+  }
+  if (ctx.args.length > names.length) {
+    throw new UsageError(`unexpected argument '${ctx.args[names.length]}' (expected ${names.join(' ') || 'no arguments'})`);
+  }
+}
+
+/** Throws a {@link UsageError} when `condition` holds. */
+export function usageIf(condition: boolean, message: string): void {
+  if (condition) throw new UsageError(message);
+}

@@ -1,0 +1,280 @@
+/**
+ * `persist-location check`: runs the conformance suites and a concurrent
+ * linearizability run against scratch locations beside the user's (see scratch.ts),
+ * and reports pass/fail, operations, throughput and latency per check.
+ */
+import { mkdir } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+import type { Blob } from '../blob.js';
+import { openBlob, openConsensus } from '../location.js';
+import type { StressReport } from '../testing/index.js';
+import { redactUri } from '../uri.js';
+import { parseCount, usageIf, type Command, type Context } from './args.js';
+import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
+import { EXIT, formatDuration, formatRate, printJson, printLines, scrubSecrets, table, type Progress } from './output.js';
+import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
+
+/** One line of the report. */
+export interface CheckResult {
+  name: string;
+  target: LocationKind;
+  status: 'pass' | 'fail' | 'skip';
+  durationMs: number;
+  /** Operations, throughput and latency of the check (absent when skipped). */
+  stats?: LatencySummary;
+  /** Why it failed or was skipped. */
+  error?: string;
+  /** The linearizability run's counts. */
+  stress?: Omit<StressReport, 'history' | 'violations' | 'latencyMs' | 'opsPerSec' | 'durationMs' | 'ops'> & { violations: number; firstViolation?: unknown };
+}
+
+/** What `check --json` prints. */
+export interface CheckReport {
+  ok: boolean;
+  durationMs: number;
+  locations: Partial<Record<LocationKind, { location: string; scratch: string }>>;
+  checks: CheckResult[];
+  cleanup: { target: LocationKind; scratch: string; removed: boolean; note?: string }[];
+}
+
+export const check: Command = {
+  name: 'check',
+  summary: 'verify a location: conformance suites and a linearizability run',
+  options: ['ops', 'clients', 'keys', 'only'],
+  help: `Usage: persist-location check [--consensus URI] [--blob URI] [options]
+
+Verifies that the locations behave as persist-location requires: runs the Consensus
+and Blob conformance suites and a concurrent linearizability run (many clients on
+several handles doing head/compareAndSet/scan/truncate, the history then checked),
+and reports pass/fail per check with operations, throughput and p50/p99 latency.
+Progress is shown on stderr while it works.
+
+It works in a scratch namespace beside your location, never inside it, and removes
+it afterwards, so your keys are untouched and "consensus list" / "blob ls" show
+none of its keys:
+  sqlite:DIR/NAME.db      ->  sibling file DIR/NAME.check-ID.db (and -wal/-shm)
+  file:DIR/NAME           ->  sibling directory DIR/NAME.check-ID
+  postgres://...?schema=S ->  schema S_check_ID (dropped after, best effort)
+  etcd://.../P            ->  key prefix P.check-ID/ (deleted after, best effort)
+  s3://B/P, azure://C/P   ->  prefix P.check-ID (every key deleted after)
+  mem://NAME              ->  mem://NAME.check-ID
+If a scratch namespace cannot be removed, the report says what is left and how to
+remove it.
+
+Options:
+  --consensus URI         Consensus location (default sqlite:.persist/consensus.db)
+  --blob URI              Blob location (default file:.persist/blob)
+  --only consensus|blob   check only one of the two
+  --ops N                 operations of the linearizability run (default 2000)
+  --clients N             its concurrent clients (default 16)
+  --keys N                its keys; fewer keys, more contention (default 8)
+  --json                  print the report as JSON on stdout
+  --quiet                 no progress on stderr
+
+Exit code 0 only if every check passed, 1 otherwise.
+
+Examples:
+  persist-location check
+  persist-location check --ops 10000 --clients 32
+  persist-location check --only consensus --consensus postgres://app@db:5432/app
+  persist-location check --json > check-report.json`,
+  run: runCheck,
+};
+
+async function runCheck(ctx: Context): Promise<number> {
+  usageIf(ctx.args.length > 0, `unexpected argument '${ctx.args[0]}' (check takes options only)`);
+  const only = ctx.values.only;
+  usageIf(only !== undefined && only !== 'consensus' && only !== 'blob', `--only must be consensus or blob, got '${only}'`);
+  const stressOpts = {
+    ops: parseCount(ctx.values.ops, 'ops', 2000),
+    clients: parseCount(ctx.values.clients, 'clients', 16),
+    keys: parseCount(ctx.values.keys, 'keys', 8),
+  };
+  const targets: LocationKind[] = only === undefined ? ['consensus', 'blob'] : [only as LocationKind];
+  // Derive every scratch name first, so a URI that has none fails before any work.
+  const id = scratchId();
+  const scratches = new Map<LocationKind, ScratchLocation>();
+  for (const target of targets) scratches.set(target, deriveScratch(target === 'consensus' ? ctx.consensusUri : ctx.blobUri, id));
+
+  const began = performance.now();
+  const report: CheckReport = { ok: false, durationMs: 0, locations: {}, checks: [], cleanup: [] };
+  const stopWatching = removeOnInterrupt(
+    targets.map((t) => [scratches.get(t)!, t] as const),
+    () => ctx.progress.finish(),
+  );
+  try {
+    for (const target of targets) {
+      const scratch = scratches.get(target)!;
+      report.locations[target] = { location: redactUri(target === 'consensus' ? ctx.consensusUri : ctx.blobUri), scratch: scratch.display };
+      if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress)));
+      else report.checks.push(...(await checkBlob(scratch, ctx.progress)));
+    }
+  } finally {
+    stopWatching();
+    for (const target of targets) {
+      const scratch = scratches.get(target)!;
+      const open = report.checks.find((c) => c.target === target && c.name === `${target}: open location`);
+      // A server that could not be reached has nothing of ours, and would only fail again.
+      const unreachable = open?.status === 'fail' && scratch.localPath === undefined && scratch.scheme !== 'mem';
+      const done = unreachable ? { removed: true, note: 'nothing to remove: the location could not be opened' } : await removeScratch(scratch, target);
+      report.cleanup.push({ target, scratch: scratch.display, ...done });
+    }
+  }
+  report.durationMs = performance.now() - began;
+  report.ok = report.checks.every((c) => c.status === 'pass');
+  if (ctx.values.json) await printJson(report);
+  else await printLines(formatReport(report));
+  return report.ok ? EXIT.ok : EXIT.failed;
+}
+
+async function checkConsensus(
+  scratch: ScratchLocation,
+  stressOpts: { ops: number; clients: number; keys: number },
+  progress: Progress,
+): Promise<CheckResult[]> {
+  const opened = await step('consensus', 'open location', progress, async () => {
+    await makeParent(scratch);
+    const c = await openConsensus(scratch.uri);
+    await c.close();
+  });
+  if (opened.status === 'fail') {
+    return [opened, skipped('consensus', 'consensus conformance'), skipped('consensus', 'consensus linearizability')];
+  }
+
+  // Loaded here, so that the other commands never depend on the testing code.
+  const { consensusImplTest, stressConsensus } = await import('../testing/index.js');
+  const rec = new Recorder();
+  let suite = 0;
+  const conformance = await step('consensus', 'consensus conformance', progress, async () => {
+    rec.onRecord = (n) => progress.tick(n, undefined);
+    await consensusImplTest(async () => measuredConsensus(await openConsensus(scratch.child(`suite${++suite}`)), rec));
+  }, rec);
+
+  let stress: StressReport | undefined;
+  const linearizability = await step('consensus', 'consensus linearizability', progress, async () => {
+    stress = await stressConsensus(() => openConsensus(scratch.uri), {
+      ...stressOpts,
+      onProgress: (done, total) => progress.tick(done, total),
+    });
+    if (!stress.ok) throw new Error(stressFailure(stress));
+  });
+  if (stress !== undefined) {
+    const { history: _h, violations, latencyMs, opsPerSec, durationMs: _d, ops, ...counts } = stress;
+    linearizability.stats = { ops, opsPerSec, latencyMs };
+    linearizability.stress = { ...counts, violations: violations.length, ...(violations.length > 0 ? { firstViolation: violations[0] } : {}) };
+  }
+  return [opened, conformance, linearizability];
+}
+
+function stressFailure(r: StressReport): string {
+  if (r.errors.length > 0) return `${r.errors.length} operation(s) failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
+  if (r.verdict === 'violation') {
+    return `the history is NOT linearizable: ${r.violations.length} violation(s), first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
+  }
+  return `the history could not be checked (verdict ${r.verdict}; undecided keys: ${r.undecidedKeys.length}); try fewer --ops or more --keys`;
+}
+
+async function checkBlob(scratch: ScratchLocation, progress: Progress): Promise<CheckResult[]> {
+  let maxKeyBytes: number | undefined;
+  const opened = await step('blob', 'open location', progress, async () => {
+    await makeParent(scratch);
+    // Object stores may cap keys lower, less for a longer prefix: the suite checks the
+    // cap of the locations it runs in (its two paths have prefixes of the same length).
+    const b = await openBlob(scratch.child('path0'));
+    maxKeyBytes = (b as Blob & { maxKeyBytes?: number }).maxKeyBytes;
+    await b.close();
+  });
+  if (opened.status === 'fail') return [opened, skipped('blob', 'blob conformance')];
+  const { blobImplTest } = await import('../testing/index.js');
+  const rec = new Recorder();
+  const conformance = await step('blob', 'blob conformance', progress, async () => {
+    rec.onRecord = (n) => progress.tick(n, undefined);
+    await blobImplTest(async (path) => measuredBlob(await openBlob(scratch.child(path)), rec), maxKeyBytes === undefined ? {} : { maxKeyBytes });
+  }, rec);
+  return [opened, conformance];
+}
+
+/** Creates the folder a local scratch location goes in (`.persist/` on first use). */
+async function makeParent(scratch: ScratchLocation): Promise<void> {
+  const parent = localParent(scratch);
+  if (parent !== undefined) await mkdir(parent, { recursive: true });
+}
+
+/** Runs one check, timing it and turning a throw into a failed result. */
+async function step(target: LocationKind, name: string, progress: Progress, work: () => Promise<void>, rec?: Recorder): Promise<CheckResult> {
+  const label = name === 'open location' ? `${target}: open location` : name;
+  progress.start(label);
+  const began = performance.now();
+  let error: string | undefined;
+  try {
+    await work();
+  } catch (err) {
+    error = describe(err);
+  }
+  const durationMs = performance.now() - began;
+  const result: CheckResult = { name: label, target, status: error === undefined ? 'pass' : 'fail', durationMs };
+  if (rec !== undefined) result.stats = rec.summary(durationMs / 1000);
+  if (error !== undefined) result.error = error;
+  progress.finish(`${label}: ${error === undefined ? 'pass' : 'FAIL'} (${formatDuration(durationMs)})`);
+  return result;
+}
+
+function skipped(target: LocationKind, name: string): CheckResult {
+  return { name, target, status: 'skip', durationMs: 0, error: 'skipped: the location could not be opened' };
+}
+
+/** An error's message, with its causes' messages (a conformance failure's message spans lines). */
+function describe(err: unknown): string {
+  const parts: string[] = [];
+  let e: unknown = err;
+  for (let depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
+    const text = e instanceof Error ? `${e.name === 'Error' || e.name === 'ConformanceError' ? '' : `${e.name}: `}${e.message}` : String(e);
+    if (!parts.some((p) => p.includes(text))) parts.push(text);
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return scrubSecrets(parts.join('\n  caused by: '));
+}
+
+function bigintJson(_key: string, value: unknown): unknown {
+  return typeof value === 'bigint' ? value.toString() : value;
+}
+
+/** The report for people. */
+export function formatReport(r: CheckReport): string[] {
+  const lines: string[] = ['persist-location check', ''];
+  for (const [target, loc] of Object.entries(r.locations)) {
+    lines.push(`${target.padEnd(10)} ${loc.location}`, `${''.padEnd(10)} scratch: ${loc.scratch}`);
+  }
+  lines.push('');
+  const rows = r.checks.map((c) => {
+    const s = c.stats;
+    return [
+      c.status === 'pass' ? 'PASS' : c.status === 'fail' ? 'FAIL' : 'SKIP',
+      c.name,
+      s === undefined ? '' : `${s.ops} ops`,
+      c.status === 'skip' ? '' : formatDuration(c.durationMs),
+      s === undefined ? '' : formatRate(s.opsPerSec),
+      s === undefined ? '' : `p50 ${formatDuration(s.latencyMs.p50)}`,
+      s === undefined ? '' : `p99 ${formatDuration(s.latencyMs.p99)}`,
+    ];
+  });
+  const formatted = table(rows, ['l', 'l', 'r', 'r', 'r', 'r', 'r']);
+  r.checks.forEach((c, i) => {
+    lines.push(`  ${formatted[i]}`);
+    if (c.stress !== undefined) {
+      lines.push(`        ${c.stress.committed} committed, ${c.stress.mismatches} mismatched, ${c.stress.unknown} indeterminate, ${c.stress.failed} failed; verdict: ${c.stress.verdict}`);
+    }
+    if (c.status === 'fail' && c.error !== undefined) lines.push(...c.error.split('\n').map((l) => `        ${l}`));
+  });
+  lines.push('');
+  for (const c of r.cleanup) {
+    if (!c.removed) lines.push(`warning: ${c.note ?? `scratch ${c.scratch} was not removed`}`);
+  }
+  const passed = r.checks.filter((c) => c.status === 'pass').length;
+  lines.push(
+    r.ok
+      ? `All ${passed} checks passed in ${formatDuration(r.durationMs)}.`
+      : `${r.checks.length - passed} of ${r.checks.length} checks did not pass (${formatDuration(r.durationMs)}).`,
+  );
+  return lines;
+}

@@ -1,0 +1,213 @@
+/**
+ * The `persist-location` command line: finds the command, parses its options with
+ * `node:util` parseArgs, runs it, and turns any failure into one line on stderr
+ * (the stack and causes with --verbose) and an exit code. Credentials in location
+ * URIs are scrubbed from everything printed on failure.
+ */
+import { readFileSync } from 'node:fs';
+import { parseArgs } from 'node:util';
+import { ExternalError } from '../errors.js';
+import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, type Command, type OptionValues } from './args.js';
+import { bench } from './bench.js';
+import { blobCommands, blobGroupHelp } from './blob.js';
+import { check } from './check.js';
+import { consensusCommands, consensusGroupHelp } from './consensus.js';
+import { EXIT, Progress, UsageError, neverPrint, scrubSecrets, secretsOf, writeOut } from './output.js';
+
+const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench];
+const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
+
+export const HELP = `Usage: persist-location COMMAND [options]
+
+Verify, inspect and load the storage locations of persist-location: Consensus (per
+key, a linearizable versioned log advanced by compare-and-set) and Blob (durable
+atomic key -> bytes).
+
+Commands:
+  check                 verify a location: conformance suites and a linearizability run
+  consensus list        list every key that has data
+  consensus head KEY    show the latest version of a key
+  consensus scan KEY    show the versions of a key [--from SEQNO] [--limit N]
+  consensus cas KEY EXPECTED|none SEQNO DATA
+                        compare-and-set: write a new version if the head is as expected
+  consensus truncate KEY SEQNO
+                        delete the versions of a key below a seqno
+  blob ls [PREFIX]      list keys and sizes
+  blob get KEY          write a value to standard output
+  blob put KEY [FILE|-] store a file or standard input as a value
+  blob rm KEY           delete a key
+  blob restore KEY      bring back a deleted key, where the location keeps them
+  bench                 measure throughput and latency under a workload
+
+Options for every command:
+  --consensus URI   Consensus location (default ${DEFAULT_CONSENSUS})
+  --blob URI        Blob location (default ${DEFAULT_BLOB})
+  --json            JSON on stdout (check, bench, list, head, scan, ls)
+  -q, --quiet       no progress on stderr
+  -v, --verbose     on failure, show the stack trace and causes
+  -h, --help        help for any command, e.g. persist-location consensus cas --help
+  --version         print the version
+
+Locations: sqlite:FILE, file:DIR, postgres://user:pw@host:port/db?schema=NAME,
+etcd://host:port[/prefix], s3://bucket[/prefix]?endpoint=URL&region=R,
+azure://container[/prefix]?endpoint=URL, mem://NAME. Passwords in URIs are never
+printed. SeqNos are written v5 or 5.
+
+Exit codes:
+  0   success
+  1   failure: a check did not pass, a storage error, a missing key or file
+  2   consensus cas: ExpectationMismatch (the head was not EXPECTED; nothing written)
+  64  usage error: unknown command or option, bad argument
+  130 interrupted (Ctrl-C); check and bench remove their scratch location first
+
+Examples:
+  persist-location check
+  persist-location consensus cas shard-0 none v1 'hello'
+  persist-location consensus scan shard-0 --from v1 --json
+  persist-location blob put batch/0001 ./batch.bin
+  persist-location blob get batch/0001 > copy.bin
+  persist-location bench --duration 30s --mix cas=50,head=40,scan=10
+  persist-location check --consensus postgres://app:pw@db:5432/app?schema=app --only consensus`;
+
+/**
+ * Prints process warnings as one line each, except the AWS SDK's notice about future
+ * Node versions, which says nothing about the command the user ran.
+ */
+function quietWarnings(): void {
+  process.removeAllListeners('warning');
+  process.on('warning', (w) => {
+    const text = w.name === 'Warning' ? w.message : `${w.name}: ${w.message}`;
+    if (text.startsWith('NodeVersionSupportWarning')) return;
+    process.stderr.write(`persist-location: warning: ${firstLine(text)}\n`);
+  });
+}
+
+/** Runs the CLI on `argv` (without `node` and the script) and resolves to the exit code. */
+export async function main(argv: readonly string[]): Promise<number> {
+  quietWarnings();
+  neverPrint(secretsOf(rawUriOptions(argv)));
+  let verbose = argv.includes('--verbose') || argv.includes('-v');
+  const progress = new Progress({ enabled: !argv.includes('--quiet') && !argv.includes('-q') });
+  try {
+    let parsed;
+    try {
+      parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
+    } catch (err) {
+      throw new UsageError(cleanParseError(err));
+    }
+    const values = parsed.values as OptionValues;
+    verbose = values.verbose === true;
+    let positionals = parsed.positionals;
+    if (positionals[0] === 'help' && positionals.length > 1) {
+      // `persist-location help blob put` is `persist-location blob put --help`.
+      positionals = positionals.slice(1);
+      values.help = true;
+    }
+
+    if (values.version) {
+      await writeOut(`${version()}\n`);
+      return EXIT.ok;
+    }
+    const first = positionals[0];
+    if (first === undefined || first === 'help') {
+      await writeOut(`${HELP}\n`);
+      return EXIT.ok;
+    }
+    const group = Object.hasOwn(GROUPS, first) ? GROUPS[first] : undefined;
+    let command: Command | undefined;
+    let words = 1;
+    if (group !== undefined) {
+      const sub = positionals[1];
+      if (sub === undefined) {
+        await writeOut(`${group}\n`);
+        return EXIT.ok;
+      }
+      command = COMMANDS.find((c) => c.name === `${first} ${sub}`);
+      if (command === undefined) {
+        const subs = COMMANDS.filter((c) => c.name.startsWith(`${first} `)).map((c) => c.name.split(' ')[1]);
+        throw new UsageError(`unknown command '${first} ${sub}'; ${first} commands: ${subs.join(', ')}`);
+      }
+      words = 2;
+    } else {
+      command = COMMANDS.find((c) => c.name === first);
+      if (command === undefined) throw new UsageError(`unknown command '${first}'; commands: check, consensus, blob, bench`);
+    }
+    if (values.help) {
+      await writeOut(`${command.help}\n`);
+      return EXIT.ok;
+    }
+    const allowed = new Set<string>([...GLOBAL_OPTIONS, ...command.options]);
+    for (const token of parsed.tokens) {
+      if (token.kind === 'option' && !allowed.has(token.name)) {
+        throw new UsageError(`option --${token.name} does not apply to '${command.name}'`, { cause: command });
+      }
+    }
+    try {
+      return await command.run({
+        args: positionals.slice(words),
+        values,
+        consensusUri: values.consensus ?? DEFAULT_CONSENSUS,
+        blobUri: values.blob ?? DEFAULT_BLOB,
+        progress,
+      });
+    } catch (err) {
+      // Point a usage mistake at the help of the command it was made in.
+      if (err instanceof UsageError && err.cause === undefined) throw new UsageError(err.message, { cause: command });
+      throw err;
+    }
+  } catch (err) {
+    progress.finish();
+    process.stderr.write(scrubSecrets(failureText(err, verbose)));
+    return err instanceof UsageError ? EXIT.usage : EXIT.failed;
+  }
+}
+
+/** What a failure prints: one line, or with --verbose the stack and every cause. */
+function failureText(err: unknown, verbose: boolean): string {
+  if (err instanceof UsageError) {
+    const command = err.cause as Command | undefined;
+    const helpFor = command === undefined ? 'persist-location --help' : `persist-location ${command.name} --help`;
+    return `persist-location: ${err.message} (see ${helpFor})\n`;
+  }
+  const message = err instanceof Error ? err.message : String(err);
+  const kind = err instanceof ExternalError ? ` [${err.determinate ? 'Determinate' : 'Indeterminate'} ${err.code}]` : '';
+  let text = `persist-location: ${firstLine(message)}${kind}\n`;
+  if (verbose) {
+    let e: unknown = err;
+    for (let depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
+      text += depth === 0 ? '' : 'caused by: ';
+      text += e instanceof Error ? `${e.stack ?? `${e.name}: ${e.message}`}\n` : `${String(e)}\n`;
+      e = e instanceof Error ? e.cause : undefined;
+    }
+  }
+  return text;
+}
+
+function firstLine(message: string): string {
+  const line = message.split('\n').find((l) => l.trim() !== '') ?? message;
+  return line.trim() === '' ? 'unknown error' : line.trim();
+}
+
+function cleanParseError(err: unknown): string {
+  const message = err instanceof Error ? err.message : String(err);
+  const unknown = /^Unknown option '([^']+)'/.exec(message);
+  if (unknown !== null) return `unknown option '${unknown[1]}'`;
+  const missing = /^Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
+  if (missing !== null) return `option '${missing[1]}' needs a value`;
+  return firstLine(message);
+}
+
+/** The values of --consensus/--blob, found without parsing, so even a parse error is scrubbed. */
+function rawUriOptions(argv: readonly string[]): string[] {
+  const out: string[] = [];
+  argv.forEach((arg, i) => {
+    const m = /^--(?:consensus|blob)(?:=(.*))?$/s.exec(arg);
+    if (m !== null) out.push(m[1] ?? argv[i + 1] ?? '');
+  });
+  return out;
+}
+
+function version(): string {
+  const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+  return pkg.version;
+}

@@ -1,0 +1,282 @@
+/**
+ * What the CLI prints and how: the usage error, stdout writes that finish before
+ * exit, the live progress line on stderr, and the formatting of sizes, durations,
+ * keys and byte values for people.
+ */
+import { readFile } from 'node:fs/promises';
+import { performance } from 'node:perf_hooks';
+
+/** Exit codes, documented in `persist-location --help`. */
+export const EXIT = {
+  ok: 0,
+  /** A failure: storage error, failed check, missing key, unreadable file. */
+  failed: 1,
+  /** `consensus cas` found a different head: nothing was written. */
+  mismatch: 2,
+  /** Bad command line (sysexits EX_USAGE). */
+  usage: 64,
+  /** Stopped by Ctrl-C (128 + SIGINT), as shells report it. */
+  interrupted: 130,
+} as const;
+
+/** A mistake on the command line: printed with a pointer to `--help`, exit 64. */
+export class UsageError extends Error {
+  override readonly name = 'UsageError';
+}
+
+let knownSecrets: readonly string[] = [];
+
+/** Remembers the secrets of this run's URIs for {@link scrubSecrets}. */
+export function neverPrint(secrets: readonly string[]): void {
+  knownSecrets = secrets;
+}
+
+/**
+ * Error text with this run's secrets blanked out. Locations are always printed
+ * redacted; this is the second guard, for messages that drivers wrote.
+ */
+export function scrubSecrets(text: string): string {
+  return scrub(text, knownSecrets);
+}
+
+/** Writes to stdout and resolves once the bytes are handed to the OS, so exit never truncates a pipe. */
+export function writeOut(data: string | Uint8Array): Promise<void> {
+  return new Promise((resolve, reject) => {
+    process.stdout.write(data, (err) => (err ? reject(err) : resolve()));
+  });
+}
+
+/** On a terminal, says on stderr that a listing found nothing (a pipe gets no output at all). */
+export function noteEmpty(what: string): void {
+  if (process.stdout.isTTY) process.stderr.write(`(${what})\n`);
+}
+
+/** Prints lines to stdout. */
+export function printLines(lines: readonly string[]): Promise<void> {
+  return lines.length === 0 ? Promise.resolve() : writeOut(`${lines.join('\n')}\n`);
+}
+
+/** Prints a value as indented JSON to stdout (bigints as decimal strings). */
+export function printJson(value: unknown): Promise<void> {
+  return writeOut(`${JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
+}
+
+/**
+ * Progress on stderr. On a terminal one line is redrawn in place (at most ten times
+ * a second); otherwise, so logs stay readable, a plain line is printed when a task
+ * starts, at every quarter of a task with a known total, and when it ends.
+ */
+export class Progress {
+  readonly #stream: NodeJS.WriteStream;
+  readonly #live: boolean;
+  readonly #enabled: boolean;
+  #label = '';
+  #started = 0;
+  #lastDraw = 0;
+  #quarter = 0;
+  #drawn = false;
+  #spin = 0;
+
+  constructor(options: { enabled: boolean; stream?: NodeJS.WriteStream }) {
+    this.#stream = options.stream ?? process.stderr;
+    this.#enabled = options.enabled;
+    // A dumb terminal cannot clear a line: it gets the plain lines a log would.
+    this.#live = options.enabled && this.#stream.isTTY === true && process.env.TERM !== 'dumb';
+  }
+
+  /** Begins a task. */
+  start(label: string): void {
+    this.#label = label;
+    this.#started = performance.now();
+    this.#quarter = 0;
+    this.#lastDraw = 0;
+    if (!this.#enabled) return;
+    if (this.#live) this.#draw(`${label} ...`);
+    else this.#stream.write(`${label} ...\n`);
+  }
+
+  /**
+   * Reports how far the task is: `done` of `total` (undefined when unknown), plus a
+   * detail; `counts` false leaves `done/total` out (when they are not operations).
+   */
+  tick(done: number, total: number | undefined, detail = '', counts = true): void {
+    if (!this.#enabled) return;
+    const now = performance.now();
+    const fraction = total === undefined || total <= 0 ? undefined : Math.min(1, done / total);
+    if (this.#live) {
+      if (now - this.#lastDraw < 100) return;
+      this.#lastDraw = now;
+      const elapsed = formatDuration(now - this.#started);
+      const body =
+        fraction === undefined
+          ? `${'|/-\\'[this.#spin++ % 4]} ${done} ops`
+          : `${bar(fraction)} ${String(Math.floor(fraction * 100)).padStart(3)}%${counts ? `  ${done}/${total}` : ''}`;
+      this.#draw(`${this.#label}  ${body}  ${elapsed}${detail === '' ? '' : `  ${detail}`}`);
+    } else if (fraction !== undefined) {
+      const quarter = Math.floor(fraction * 4);
+      if (quarter > this.#quarter && quarter < 4) {
+        this.#quarter = quarter;
+        this.#stream.write(`${this.#label}: ${quarter * 25}%${counts ? ` (${done}/${total})` : ''}${detail === '' ? '' : `  ${detail}`}\n`);
+      }
+    }
+  }
+
+  /**
+   * Ends the task. On a terminal the line is cleared (the report follows on stdout);
+   * otherwise `line`, if given, is printed.
+   */
+  finish(line?: string): void {
+    if (!this.#enabled) return;
+    if (this.#live) this.#clear();
+    else if (line !== undefined) this.#stream.write(`${line}\n`);
+  }
+
+  #draw(text: string): void {
+    const width = this.#stream.columns ?? 80;
+    const fitted = text.length >= width ? `${text.slice(0, Math.max(0, width - 2))}…` : text;
+    this.#stream.write(`\r\x1b[2K${fitted}`);
+    this.#drawn = true;
+  }
+
+  #clear(): void {
+    if (this.#live && this.#drawn) this.#stream.write('\r\x1b[2K');
+    this.#drawn = false;
+  }
+}
+
+function bar(fraction: number, width = 24): string {
+  const full = Math.round(fraction * width);
+  return `[${'#'.repeat(full)}${'.'.repeat(width - full)}]`;
+}
+
+/** `3 B`, `10.0 KiB`, `3.0 MiB`. */
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ['KiB', 'MiB', 'GiB', 'TiB'];
+  let v = n / 1024;
+  let i = 0;
+  while (v >= 1024 && i < units.length - 1) {
+    v /= 1024;
+    i++;
+  }
+  return `${v.toFixed(1)} ${units[i]}`;
+}
+
+/** `4.2 µs`, `0.42 ms`, `12.3 ms`, `1.20 s`, `2m05s`. */
+export function formatDuration(ms: number): string {
+  if (ms < 0.01) return `${(ms * 1000).toFixed(1)} µs`;
+  if (ms < 10) return `${ms.toFixed(2)} ms`;
+  if (ms < 1000) return `${ms.toFixed(1)} ms`;
+  if (ms < 60_000) return `${(ms / 1000).toFixed(2)} s`;
+  const s = Math.round(ms / 1000);
+  return `${Math.floor(s / 60)}m${String(s % 60).padStart(2, '0')}s`;
+}
+
+/** Operations per second, rounded for reading. */
+export function formatRate(opsPerSec: number): string {
+  return `${opsPerSec >= 100 ? Math.round(opsPerSec) : opsPerSec.toFixed(1)} ops/s`;
+}
+
+/** A key as typed: plain when it is printable and unambiguous, otherwise JSON-quoted. */
+export function showKey(key: string): string {
+  return /^[^\s"\\\p{C}]([^"\\\p{C}]*[^\s"\\\p{C}])?$/u.test(key) ? key : JSON.stringify(key);
+}
+
+/** Bytes as UTF-8 text when they are printable text, else undefined. */
+export function asText(data: Uint8Array): string | undefined {
+  let text: string;
+  try {
+    text = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true }).decode(data);
+  } catch {
+    return undefined;
+  }
+  // Control characters other than tab and line breaks would corrupt a terminal.
+  return /[\p{Cc}\p{Cs}\p{Co}\p{Cn}]/u.test(text.replace(/[\t\n\r]/g, '')) ? undefined : text;
+}
+
+/** A value for a person: text when printable (else hex up to 64 bytes, base64 beyond), with a note saying which. */
+export function showData(data: Uint8Array, maxChars = Infinity): { text: string; note: string } {
+  const text = asText(data);
+  if (text !== undefined) {
+    if (text.length <= maxChars) return { text, note: '' };
+    return { text: `${text.slice(0, maxChars)}…`, note: '(text, cut short)' };
+  }
+  const buf = Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+  const [shown, note] = data.byteLength <= 64 ? [buf.toString('hex'), '(binary, shown as hex)'] : [buf.toString('base64'), '(binary, shown as base64)'];
+  if (shown.length <= maxChars) return { text: shown, note };
+  return { text: `${shown.slice(0, maxChars)}…`, note: `${note.slice(0, -1)}, cut short)` };
+}
+
+/** A value for `--json`: text as `utf8`, anything else as `base64`. */
+export function jsonData(data: Uint8Array): { size: number; encoding: 'utf8' | 'base64'; data: string } {
+  const text = asText(data);
+  if (text !== undefined) return { size: data.byteLength, encoding: 'utf8', data: text };
+  return { size: data.byteLength, encoding: 'base64', data: Buffer.from(data.buffer, data.byteOffset, data.byteLength).toString('base64') };
+}
+
+/** Left-aligned columns. */
+export function table(rows: readonly (readonly string[])[], align: readonly ('l' | 'r')[] = []): string[] {
+  const widths: number[] = [];
+  for (const row of rows) row.forEach((cell, i) => (widths[i] = Math.max(widths[i] ?? 0, cell.length)));
+  return rows.map((row) =>
+    row
+      .map((cell, i) => (i === row.length - 1 && align[i] !== 'r' ? cell : align[i] === 'r' ? cell.padStart(widths[i]!) : cell.padEnd(widths[i]!)))
+      .join('  ')
+      .trimEnd(),
+  );
+}
+
+/**
+ * Secrets found in location URIs (passwords and secret-looking query values), so that
+ * any text printed can be scrubbed of them, including messages from drivers.
+ */
+export function secretsOf(uris: readonly (string | undefined)[]): string[] {
+  const secrets = new Set<string>();
+  for (const uri of uris) {
+    if (uri === undefined) continue;
+    const userinfo = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)@/.exec(uri)?.[1];
+    const colon = userinfo?.indexOf(':') ?? -1;
+    if (userinfo !== undefined && colon >= 0) secrets.add(userinfo.slice(colon + 1));
+    const query = uri.indexOf('?');
+    if (query >= 0) {
+      for (const part of uri.slice(query + 1).split('&')) {
+        const eq = part.indexOf('=');
+        if (eq > 0 && /pass|secret|token|key|sig|credential/i.test(part.slice(0, eq))) secrets.add(part.slice(eq + 1));
+      }
+    }
+  }
+  for (const s of [...secrets]) {
+    try {
+      secrets.add(decodeURIComponent(s));
+    } catch {
+      // keep the raw form only
+    }
+  }
+  // Very short "secrets" would blank out ordinary words; they are still redacted in URIs.
+  return [...secrets].filter((s) => s.length >= 3).sort((a, b) => b.length - a.length);
+}
+
+/** `text` with every secret replaced by `***`. */
+export function scrub(text: string, secrets: readonly string[]): string {
+  let out = text;
+  for (const s of secrets) out = out.split(s).join('***');
+  return out;
+}
+
+/** Reads all of standard input. */
+export async function readStdin(): Promise<Uint8Array> {
+  const chunks: Buffer[] = [];
+  for await (const chunk of process.stdin) chunks.push(chunk as Buffer);
+  return Buffer.concat(chunks);
+}
+
+/** Reads a file named on the command line, with a one-line message when it cannot. */
+export async function readInput(path: string): Promise<Uint8Array> {
+  try {
+    return await readFile(path);
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    const why = code === 'ENOENT' ? 'no such file' : code === 'EISDIR' ? 'it is a directory' : code === 'EACCES' ? 'permission denied' : (err as Error).message;
+    throw new Error(`cannot read ${path}: ${why}`);
+  }
+}

@@ -1,0 +1,421 @@
+// The persist-location CLI, run as a new user would: the real binary, spawned with
+// a fresh temporary folder as its working directory (default embedded location).
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, before, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+import { deriveScratch } from '../src/cli/scratch.js';
+import { startEtcd } from './servers/etcd.js';
+import { secretsOf, scrub, showData, showKey } from '../src/cli/output.js';
+import { parseSeqNo } from '../src/cli/args.js';
+import { bench, parseMix, parseSize } from '../src/cli/bench.js';
+import { blobCommands } from '../src/cli/blob.js';
+import { check, formatReport } from '../src/cli/check.js';
+import { consensusCommands } from '../src/cli/consensus.js';
+
+const BIN = fileURLToPath(new URL('../../bin/persist-location.js', import.meta.url));
+
+interface Ran {
+  status: number | null;
+  stdout: Buffer;
+  out: string;
+  err: string;
+}
+
+function cli(cwd: string, args: string[], input?: Buffer | string): Ran {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, input: input ?? '', timeout: 90_000, env: { ...process.env, NO_COLOR: '1' } });
+  if (r.error) throw r.error;
+  return { status: r.status, stdout: r.stdout, out: r.stdout.toString('utf8'), err: r.stderr.toString('utf8') };
+}
+
+function ok(r: Ran, what: string): Ran {
+  assert.equal(r.status, 0, `${what} exited ${r.status}\nstdout: ${r.out}\nstderr: ${r.err}`);
+  return r;
+}
+
+/** One clear line on stderr: `persist-location: ...`, no stack trace. */
+function assertOneErrorLine(r: Ran): void {
+  const lines = r.err.split('\n').filter((l) => l !== '');
+  assert.equal(lines.length, 1, `expected one stderr line, got:\n${r.err}`);
+  assert.match(lines[0]!, /^persist-location: \S/);
+  assert.doesNotMatch(r.err, /^\s+at /m);
+}
+
+const dirs: string[] = [];
+function freshDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'persist-cli-'));
+  dirs.push(dir);
+  return dir;
+}
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('scratch locations', () => {
+  const id = 'abc123';
+  test('sqlite: a sibling file, children beside it, parameters kept', () => {
+    const s = deriveScratch('sqlite:.persist/consensus.db', id, '/home/u/app');
+    assert.equal(s.uri, 'sqlite:.persist/consensus.check-abc123.db');
+    assert.equal(s.localPath, '/home/u/app/.persist/consensus.check-abc123.db');
+    assert.equal(s.child('suite1'), 'sqlite:.persist/consensus.check-abc123-suite1.db');
+    assert.deepEqual(s.children, ['sqlite:.persist/consensus.check-abc123-suite1.db']);
+    assert.equal(deriveScratch('sqlite:///var/lib/x/state?synchronous=full', id).uri, 'sqlite:///var/lib/x/state.check-abc123?synchronous=full');
+    assert.equal(deriveScratch('sqlite:db.sqlite3', id).uri, 'sqlite:db.check-abc123.sqlite3');
+  });
+
+  test('file: a sibling directory (not a sub-folder, which would be a key), children inside it', () => {
+    const s = deriveScratch('file:.persist/blob', id, '/w');
+    assert.equal(s.uri, 'file:.persist/blob.check-abc123');
+    assert.equal(s.localPath, '/w/.persist/blob.check-abc123');
+    assert.equal(s.child('path0'), 'file:.persist/blob.check-abc123/path0');
+    assert.equal(deriveScratch('file:///srv/blobs/', id).uri, 'file:///srv/blobs.check-abc123');
+    assert.equal(deriveScratch('file:///srv/blobs?keepDeleted=true', id).child('p'), 'file:///srv/blobs.check-abc123/p?keepDeleted=true');
+  });
+
+  test('postgres: a separate schema; credentials carried over but never in the display', () => {
+    const s = deriveScratch('postgres://u:secretpw@db:5432/app?schema=Orders&sslmode=disable', id);
+    assert.equal(s.uri, 'postgres://u:secretpw@db:5432/app?schema=orders_check_abc123&sslmode=disable');
+    assert.equal(s.child('suite-1'), 'postgres://u:secretpw@db:5432/app?schema=orders_check_abc123_suite_1&sslmode=disable');
+    assert.doesNotMatch(s.display, /secretpw/);
+    assert.equal(deriveScratch('postgresql://h/app', id).uri, 'postgresql://h/app?schema=consensus_check_abc123');
+  });
+
+  test('etcd, s3, azure: a different prefix beside the user one; mem: a different name', () => {
+    assert.equal(deriveScratch('etcd://h1:2379,h2:2379/app', id).uri, 'etcd://h1:2379,h2:2379/app.check-abc123/');
+    assert.equal(deriveScratch('etcd://h1:2379', id).uri, 'etcd://h1:2379/persist-location-check-abc123/');
+    assert.equal(deriveScratch('etcd://h1:2379/app/', id).child('suite1'), 'etcd://h1:2379/app.check-abc123/suite1/');
+    assert.equal(deriveScratch('s3://bucket/data?endpoint=http://x:1&region=r', id).uri, 's3://bucket/data.check-abc123?endpoint=http://x:1&region=r');
+    assert.equal(deriveScratch('s3://bucket', id).child('path0'), 's3://bucket/persist-location-check-abc123/path0');
+    assert.equal(deriveScratch('azure://c/p', id).uri, 'azure://c/p.check-abc123');
+    assert.equal(deriveScratch('mem://x', id).uri, 'mem://x.check-abc123');
+    assert.equal(deriveScratch('mem://x?keepDeleted=true', id).child('path1'), 'mem://x.check-abc123/path1?keepDeleted=true');
+  });
+
+  test('unknown schemes and locations that name nothing are refused', () => {
+    assert.throws(() => deriveScratch('ftp://x/y', id), /unknown scheme 'ftp:'/);
+    assert.throws(() => deriveScratch('file:/', id), /names no file or directory/);
+    assert.throws(() => deriveScratch('mem://x', 'Bad Id'), /scratch id/);
+  });
+});
+
+describe('helpers', () => {
+  test('seqnos are read as v5 or 5', () => {
+    assert.equal(parseSeqNo('v5', 'SEQNO').value, 5n);
+    assert.equal(parseSeqNo('18446744073709551615', 'SEQNO').value, (1n << 64n) - 1n);
+    assert.throws(() => parseSeqNo('five', 'SEQNO'), /SEQNO must be a seqno/);
+    assert.throws(() => parseSeqNo('v-1', 'SEQNO'), /invalid SeqNo/);
+  });
+
+  test('data shows as text when printable, else hex or base64 with a note', () => {
+    assert.deepEqual(showData(Buffer.from('héllo\n')), { text: 'héllo\n', note: '' });
+    assert.deepEqual(showData(Buffer.from([0, 255])), { text: '00ff', note: '(binary, shown as hex)' });
+    assert.equal(showData(Buffer.alloc(100)).note, '(binary, shown as base64)');
+    assert.equal(showData(Buffer.from('\x1b[2J')).note, '(binary, shown as hex)');
+    assert.equal(showKey('a/b c'), 'a/b c');
+    assert.equal(showKey('line\nbreak'), '"line\\nbreak"');
+    assert.equal(showKey(' lead'), '" lead"');
+  });
+
+  test('secrets are found in URIs and scrubbed from text', () => {
+    const secrets = secretsOf(['postgres://u:p%40ss@h/db', 's3://b?endpoint=x&secretKey=abcdef', undefined]);
+    assert.ok(secrets.includes('p%40ss') && secrets.includes('p@ss') && secrets.includes('abcdef'));
+    assert.equal(scrub('password p@ss and abcdef', secrets), 'password *** and ***');
+  });
+
+  test('the check report shows failures with their details and counts', () => {
+    const lines = formatReport({
+      ok: false,
+      durationMs: 1234,
+      locations: { consensus: { location: 'sqlite:x.db', scratch: 'sqlite:x.check-1.db' } },
+      checks: [
+        { name: 'consensus conformance', target: 'consensus', status: 'pass', durationMs: 10, stats: { ops: 5, opsPerSec: 500, latencyMs: { p50: 1, p90: 2, p99: 3, max: 4 } } },
+        {
+          name: 'consensus linearizability',
+          target: 'consensus',
+          status: 'fail',
+          durationMs: 20,
+          error: 'the history is NOT linearizable: 1 violation(s)\nsecond line',
+          stress: { ok: false, verdict: 'violation', violations: 1, undecidedKeys: [], committed: 3, mismatches: 1, failed: 0, unknown: 2, errors: [] },
+        },
+      ],
+      cleanup: [{ target: 'consensus', scratch: 'sqlite:x.check-1.db', removed: false, note: 'left in place' }],
+    });
+    const text = lines.join('\n');
+    assert.match(text, /PASS {2}consensus conformance +5 ops +10\.0 ms +500 ops\/s +p50 1\.00 ms +p99 3\.00 ms/);
+    assert.match(text, /FAIL {2}consensus linearizability/);
+    assert.match(text, /3 committed, 1 mismatched, 2 indeterminate, 0 failed; verdict: violation/);
+    assert.match(text, /^ +second line$/m);
+    assert.match(text, /warning: left in place/);
+    assert.match(text, /1 of 2 checks did not pass/);
+  });
+
+  test('bench mixes and sizes', () => {
+    assert.deepEqual(parseMix('cas=50,head=40,scan=10', 'consensus'), { cas: 50, head: 40, scan: 10 });
+    assert.throws(() => parseMix('get=1', 'consensus'), /unknown consensus operation 'get'/);
+    assert.throws(() => parseMix('cas=0', 'consensus'), /weight above 0/);
+    assert.equal(parseSize('4k', 'value-size', 1), 4096);
+    assert.equal(parseSize('1MiB', 'value-size', 1), 1 << 20);
+  });
+});
+
+describe('persist-location (spawned)', () => {
+  let cwd: string;
+  before(() => {
+    cwd = freshDir();
+  });
+
+  test('no command prints help; --help works for every command and subcommand', () => {
+    const root = ok(cli(cwd, []), 'persist-location');
+    assert.match(root.out, /^Usage: persist-location COMMAND/);
+    assert.match(root.out, /Exit codes:/);
+    assert.equal(ok(cli(cwd, ['--help']), '--help').out, root.out);
+    for (const words of [['check'], ['consensus'], ['consensus', 'cas'], ['blob', 'put']]) {
+      const r = ok(cli(cwd, [...words, '--help']), `${words.join(' ')} --help`);
+      assert.match(r.out, new RegExp(`^Usage: persist-location ${words.join(' ')}`), words.join(' '));
+    }
+    assert.match(ok(cli(cwd, ['consensus', 'cas', 'k', '-h']), 'cas -h').out, /exits 2/);
+    // Every command's text (the spawned runs above show it is what --help prints).
+    for (const command of [check, bench, ...consensusCommands, ...blobCommands]) {
+      assert.match(command.help, new RegExp(`^Usage: persist-location ${command.name}`), command.name);
+      assert.match(command.help, /\nExamples:\n {2}persist-location /, command.name);
+    }
+  });
+
+  test('unknown commands and options are one clear line and exit 64', () => {
+    for (const args of [['frobnicate'], ['consensus', 'frob'], ['--bogus'], ['consensus', 'list', '--ops', '5'], ['consensus', 'head'], ['consensus', 'truncate', 'k', 'vx'], ['check', '--only', 'both']]) {
+      const r = cli(cwd, args);
+      assert.equal(r.status, 64, `${args.join(' ')}: ${r.err}`);
+      assertOneErrorLine(r);
+    }
+    assert.match(cli(cwd, ['frobnicate']).err, /unknown command 'frobnicate'/);
+    assert.match(cli(cwd, ['--bogus']).err, /unknown option '--bogus'/);
+  });
+
+  test('check passes on the default embedded location, leaves no scratch behind and the user keys untouched', () => {
+    const dir = freshDir();
+    ok(cli(dir, ['consensus', 'cas', 'mine', 'none', 'v1', 'my state']), 'cas');
+    ok(cli(dir, ['blob', 'put', 'my/blob'], 'my bytes'), 'blob put');
+
+    const human = ok(cli(dir, ['check', '--ops', '200', '--clients', '8']), 'check');
+    assert.match(human.out, /PASS {2}consensus conformance/);
+    assert.match(human.out, /PASS {2}consensus linearizability +\d+ ops/);
+    assert.match(human.out, /PASS {2}blob conformance/);
+    assert.match(human.out, /p50 [0-9.]+ m?s +p99 [0-9.]+ m?s/);
+    assert.match(human.out, /All \d+ checks passed/);
+    // Not a terminal: plain progress lines on stderr.
+    assert.match(human.err, /consensus linearizability: 50% \(\d+\/\d+\)/);
+
+    // In an empty folder, check leaves the user's location empty.
+    const empty = freshDir();
+    const json = ok(cli(empty, ['check', '--ops', '200', '--json', '--quiet']), 'check --json');
+    assert.equal(json.err, '');
+    const report = JSON.parse(json.out) as { ok: boolean; checks: { name: string; status: string; stats?: { ops: number; opsPerSec: number; latencyMs: { p50: number; p99: number } } }[]; cleanup: { removed: boolean }[] };
+    assert.equal(report.ok, true);
+    assert.deepEqual(
+      report.checks.map((c) => [c.name, c.status]),
+      [['consensus: open location', 'pass'], ['consensus conformance', 'pass'], ['consensus linearizability', 'pass'], ['blob: open location', 'pass'], ['blob conformance', 'pass']],
+    );
+    const lin = report.checks[2]!.stats!;
+    assert.ok(lin.ops >= 200 && lin.opsPerSec > 0 && lin.latencyMs.p99 >= lin.latencyMs.p50);
+    assert.ok(report.cleanup.every((c) => c.removed));
+
+    assert.deepEqual(JSON.parse(ok(cli(empty, ['consensus', 'list', '--json']), 'list').out), []);
+    assert.deepEqual(JSON.parse(ok(cli(empty, ['blob', 'ls', '--json']), 'ls').out), []);
+    assert.equal(ok(cli(empty, ['blob', 'ls']), 'ls').out, '');
+
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['consensus', 'list', '--json']), 'list').out), ['mine']);
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', '--json']), 'ls').out), [{ key: 'my/blob', size: 8 }]);
+    assert.equal(ok(cli(dir, ['consensus', 'head', 'mine', '--json']), 'head').out.includes('"data": "my state"'), true);
+    for (const d of [dir, empty]) assert.deepEqual(readdirSync(join(d, '.persist')).filter((f) => f.includes('check')), []);
+  });
+
+  test('check --only consensus against a mem location, and a failing location exits 1 with a readable report', () => {
+    const r = ok(cli(cwd, ['check', '--only', 'consensus', '--consensus', 'mem://x', '--ops', '100', '--json']), 'check mem');
+    assert.deepEqual(Object.keys((JSON.parse(r.out) as { locations: object }).locations), ['consensus']);
+    const bad = cli(cwd, ['check', '--only', 'blob', '--blob', 'file:/dev/null/blob', '--quiet']);
+    assert.equal(bad.status, 1, bad.out + bad.err);
+    assert.match(bad.out, /FAIL {2}blob: open location/);
+    assert.match(bad.out, /SKIP {2}blob conformance/);
+  });
+
+  test('consensus cas / head / scan / truncate round trip; a stale cas exits 2', () => {
+    const dir = freshDir();
+    assert.match(ok(cli(dir, ['consensus', 'head', 'k']), 'head').out, /k: no data/);
+    assert.equal(ok(cli(dir, ['consensus', 'head', 'k', '--json']), 'head').out.trim(), 'null');
+    assert.match(ok(cli(dir, ['consensus', 'cas', 'k', 'none', 'v1', 'one']), 'cas 1').out, /Committed: k is now at v1/);
+    ok(cli(dir, ['consensus', 'cas', 'k', 'v1', '2', 'two']), 'cas 2');
+    ok(cli(dir, ['consensus', 'cas', 'k', '2', 'v5', '--data-file', '-'], Buffer.from([0, 1, 2, 255])), 'cas 5 from stdin');
+
+    const stale = cli(dir, ['consensus', 'cas', 'k', 'v1', 'v9', 'late']);
+    assert.equal(stale.status, 2, stale.out + stale.err);
+    assert.match(stale.out, /ExpectationMismatch: k head is v5, expected v1; nothing was written/);
+    assert.equal(cli(dir, ['consensus', 'cas', 'k', 'none', 'v9', 'late']).status, 2);
+    const invalid = cli(dir, ['consensus', 'cas', 'k', 'v5', 'v5', 'same']);
+    assert.equal(invalid.status, 1);
+    assertOneErrorLine(invalid);
+    assert.match(invalid.err, /strictly greater/);
+
+    const head = ok(cli(dir, ['consensus', 'head', 'k']), 'head').out;
+    assert.match(head, /seqno: +v5/);
+    assert.match(head, /size: +4 B/);
+    assert.match(head, /data: +000102ff +\(binary, shown as hex\)/);
+
+    const scan = JSON.parse(ok(cli(dir, ['consensus', 'scan', 'k', '--json']), 'scan').out) as { seqno: string; encoding: string; data: string }[];
+    assert.deepEqual(scan.map((v) => v.seqno), ['v1', 'v2', 'v5']);
+    assert.deepEqual(scan[2], { seqno: 'v5', size: 4, encoding: 'base64', data: Buffer.from([0, 1, 2, 255]).toString('base64') });
+    assert.deepEqual(
+      (JSON.parse(ok(cli(dir, ['consensus', 'scan', 'k', '--from', 'v2', '--limit', '1', '--json']), 'scan').out) as { data: string }[]).map((v) => v.data),
+      ['two'],
+    );
+    assert.match(ok(cli(dir, ['consensus', 'scan', 'k', '--from', '2']), 'scan').out, /^v2 +3 B +two\nv5 +4 B +000102ff/);
+
+    assert.match(ok(cli(dir, ['consensus', 'truncate', 'k', 'v5']), 'truncate').out, /deleted 2 versions of k below v5/);
+    assert.match(ok(cli(dir, ['consensus', 'truncate', 'k', '5']), 'truncate').out, /deleted 0 versions/);
+    const past = cli(dir, ['consensus', 'truncate', 'k', 'v6']);
+    assert.equal(past.status, 1);
+    assertOneErrorLine(past);
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['consensus', 'list', '--json']), 'list').out), ['k']);
+    assert.equal(ok(cli(dir, ['consensus', 'list']), 'list').out, 'k\n');
+  });
+
+  test('blob put / get are byte-exact through stdin and stdout; ls, rm, restore', () => {
+    const dir = freshDir();
+    const bytes = Buffer.concat([randomBytes(100_000), Buffer.from([0, 10, 13, 255])]);
+    assert.match(ok(cli(dir, ['blob', 'put', 'bin/data'], bytes), 'put').out, /stored bin\/data \(97\.7 KiB\)/);
+    assert.ok(ok(cli(dir, ['blob', 'get', 'bin/data']), 'get').stdout.equals(bytes));
+    ok(cli(dir, ['blob', 'put', 'empty', '-'], Buffer.alloc(0)), 'put empty');
+    assert.equal(ok(cli(dir, ['blob', 'get', 'empty']), 'get empty').stdout.length, 0);
+    const file = join(dir, 'in.txt');
+    writeFileSync(file, 'from a file');
+    ok(cli(dir, ['blob', 'put', 'text', file]), 'put file');
+    assert.equal(ok(cli(dir, ['blob', 'get', 'text']), 'get').out, 'from a file');
+
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', '--json']), 'ls').out), [
+      { key: 'bin/data', size: bytes.length },
+      { key: 'empty', size: 0 },
+      { key: 'text', size: 11 },
+    ]);
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', 'bin/', '--json']), 'ls').out), [{ key: 'bin/data', size: bytes.length }]);
+    assert.match(ok(cli(dir, ['blob', 'ls']), 'ls').out, /^97\.7 KiB +bin\/data\n +0 B +empty\n +11 B +text\n3 keys, 97\.7 KiB\n$/);
+
+    assert.match(ok(cli(dir, ['blob', 'rm', 'text']), 'rm').out, /deleted text \(11 B\)/);
+    assert.match(ok(cli(dir, ['blob', 'rm', 'text']), 'rm again').out, /text did not exist/);
+    const missing = cli(dir, ['blob', 'get', 'text']);
+    assert.equal(missing.status, 1);
+    assert.equal(missing.stdout.length, 0);
+    assertOneErrorLine(missing);
+    assert.match(missing.err, /no such key: text/);
+    assert.match(ok(cli(dir, ['blob', 'restore', 'empty']), 'restore existing').out, /empty exists/);
+    // The default file: location keeps no deleted values unless asked; with keepDeleted it brings them back.
+    const keep = ['--blob', 'file:.persist/kept?keepDeleted=true'];
+    ok(cli(dir, ['blob', 'put', 'k', ...keep], 'again'), 'put kept');
+    ok(cli(dir, ['blob', 'rm', 'k', ...keep]), 'rm kept');
+    ok(cli(dir, ['blob', 'restore', 'k', ...keep]), 'restore kept');
+    assert.equal(ok(cli(dir, ['blob', 'get', 'k', ...keep]), 'get restored').out, 'again');
+    const gone = cli(dir, ['blob', 'restore', 'text']);
+    assert.equal(gone.status, 1);
+    assertOneErrorLine(gone);
+    const noFile = cli(dir, ['blob', 'put', 'x', join(dir, 'nope')]);
+    assert.equal(noFile.status, 1);
+    assert.match(noFile.err, /cannot read .*nope: no such file/);
+  });
+
+  test('failures are one line without a stack; --verbose shows the stack and causes', () => {
+    const r = cli(cwd, ['blob', 'ls', '--blob', 'file:/dev/null/x']);
+    assert.equal(r.status, 1);
+    assertOneErrorLine(r);
+    const v = cli(cwd, ['blob', 'ls', '--blob', 'file:/dev/null/x', '--verbose']);
+    assert.equal(v.status, 1);
+    assert.match(v.err, /^persist-location: /);
+    assert.match(v.err, /^\s+at /m);
+    const unknownScheme = cli(cwd, ['consensus', 'list', '--consensus', 'ftp://x']);
+    assert.equal(unknownScheme.status, 1);
+    assertOneErrorLine(unknownScheme);
+    assert.match(unknownScheme.err, /unknown Consensus URI scheme 'ftp:'.*accepted: /);
+  });
+
+  test('a password in a URI never appears in any output, even on failure and with --verbose', () => {
+    const uri = 'postgres://u:secretpw@127.0.0.1:1/db?connectTimeoutMs=2000';
+    for (const args of [
+      ['consensus', 'list', '--consensus', uri],
+      ['consensus', 'list', '--verbose', '--consensus', uri],
+      ['consensus', 'head', 'k', `--consensus=${uri}`],
+      ['check', '--only', 'consensus', '--consensus', uri],
+      ['check', '--only', 'consensus', '--consensus', uri, '--json', '--verbose'],
+      ['consensus', 'list', '--consensus', uri.replace('?', '?bogus=1&')],
+    ]) {
+      const r = cli(cwd, args);
+      assert.notEqual(r.status, 0, args.join(' '));
+      assert.doesNotMatch(r.out + r.err, /secretpw/, args.join(' '));
+      assert.match(r.out + r.err, /u:\*\*\*@127\.0\.0\.1:1|ECONNREFUSED|bogus/, `${args.join(' ')}\n${r.out}${r.err}`);
+    }
+  });
+
+  test('check against etcd works beside the user prefix and deletes its scratch keys', async () => {
+    const etcd = await startEtcd(1);
+    try {
+      const uri = `etcd://${etcd.endpoints[0]}/app`;
+      ok(cli(cwd, ['consensus', 'cas', 'mine', 'none', 'v1', 'x', '--consensus', uri]), 'cas');
+      const r = ok(cli(cwd, ['check', '--only', 'consensus', '--consensus', uri, '--ops', '150', '--json', '--quiet']), 'check etcd');
+      const report = JSON.parse(r.out) as { ok: boolean; cleanup: { removed: boolean; note?: string }[] };
+      assert.equal(report.ok, true);
+      assert.deepEqual(report.cleanup.map((c) => [c.removed, c.note]), [[true, undefined]]);
+      assert.deepEqual(JSON.parse(ok(cli(cwd, ['consensus', 'list', '--json', '--consensus', uri]), 'list').out), ['mine']);
+      // Every key left in etcd is the user's.
+      const all = Buffer.from([0]).toString('base64');
+      const res = await fetch(`http://${etcd.endpoints[0]}/v3/kv/range`, { method: 'POST', body: JSON.stringify({ key: all, range_end: all, keys_only: true }) });
+      const keys = (((await res.json()) as { kvs?: { key: string }[] }).kvs ?? []).map((kv) => Buffer.from(kv.key, 'base64').toString('latin1'));
+      assert.ok(keys.length > 0 && keys.every((k) => k.startsWith('/app/')), JSON.stringify(keys));
+    } finally {
+      await etcd.stop();
+    }
+  });
+
+  test('an interrupted check removes its scratch location and exits by SIGINT', async () => {
+    const dir = freshDir();
+    const child = spawn(process.execPath, [BIN, 'check', '--ops', '1000000', '--only', 'consensus'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        err += chunk.toString();
+        if (err.includes('consensus linearizability ...')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`check ended before the linearizability run:\n${err}`)));
+    });
+    assert.ok(readdirSync(join(dir, '.persist')).some((f) => f.includes('.check-')), 'the scratch file exists while check runs');
+    child.kill('SIGINT');
+    const [code, signal] = await exited;
+    assert.ok(signal === 'SIGINT' || code === 130, `exit ${code} ${signal}\n${err}`);
+    assert.match(err, /interrupted; removing the scratch location/);
+    assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('.check-')), []);
+  });
+
+  test('bench runs for its duration and reports throughput and latency, in scratch keys', () => {
+    const dir = freshDir();
+    const r = ok(cli(dir, ['bench', '--duration', '1s', '--clients', '4', '--keys', '4']), 'bench');
+    assert.match(r.out, /persist-location bench consensus/);
+    assert.match(r.out, /^ +all +\d+ +[0-9.]+ ops\/s +[0-9.]+ m?s/m);
+    assert.match(r.out, /^ +cas +\d+/m);
+    assert.match(r.err, /bench consensus: (25|50|75)%/);
+    const json = JSON.parse(ok(cli(dir, ['bench', '--target', 'blob', '--duration', '500ms', '--clients', '2', '--mix', 'get=50,set=40,list=5,delete=5', '--value-size', '1k', '--json', '--quiet']), 'bench blob').out) as {
+      total: { ops: number; opsPerSec: number; latencyMs: { p50: number; p90: number; p99: number; max: number } };
+      byOp: Record<string, unknown>;
+      errors: number;
+      cleanup: { removed: boolean };
+    };
+    assert.ok(json.total.ops > 0 && json.total.opsPerSec > 0);
+    assert.ok(json.total.latencyMs.max >= json.total.latencyMs.p99);
+    assert.equal(json.errors, 0);
+    assert.ok(json.cleanup.removed);
+    assert.ok('get' in json.byOp && 'set' in json.byOp);
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['consensus', 'list', '--json']), 'list').out), []);
+    assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', '--json']), 'ls').out), []);
+    assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('check')), []);
+    assert.equal(cli(dir, ['bench', '--mix', 'get=1']).status, 64);
+  });
+});
