@@ -16,6 +16,7 @@
  * - it grows a key by at most 3× (one byte becomes `%XX`), which fixes the key cap:
  *   see {@link maxKeyBytesFor}.
  */
+import { percentEscaper, percentUnescape } from '../escape.js';
 
 /** Longest blob name Azure accepts, in characters. */
 export const AZURE_MAX_NAME_CHARS = 1024;
@@ -23,22 +24,8 @@ export const AZURE_MAX_NAME_CHARS = 1024;
 /** Worst-case growth of a key's UTF-8 length under {@link encodeKey}. */
 export const ENCODING_EXPANSION = 3;
 
-const ESCAPED: string[] = [];
-for (let b = 0; b < 256; b++) {
-  const c = String.fromCharCode(b);
-  ESCAPED.push(/^[A-Za-z0-9_~-]$/.test(c) ? c : `%${b.toString(16).toUpperCase().padStart(2, '0')}`);
-}
-
 /** The blob-name form of a key (or of a list prefix: '' encodes to ''). */
-export function encodeKey(key: string): string {
-  const bytes = Buffer.from(key, 'utf8');
-  let out = '';
-  for (const b of bytes) out += ESCAPED[b]!;
-  return out;
-}
-
-const HEX = /^[0-9A-F]{2}$/;
-const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
+export const encodeKey = percentEscaper('ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_~-', '0123456789ABCDEF');
 
 /**
  * The key a blob name encodes, or `undefined` when the name is not exactly what
@@ -46,26 +33,8 @@ const strictUtf8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
  */
 export function decodeKey(name: string): string | undefined {
   if (name.length === 0) return undefined;
-  const bytes: number[] = [];
-  for (let i = 0; i < name.length; i++) {
-    const c = name.charCodeAt(i);
-    if (c === 0x25 /* % */) {
-      const hex = name.slice(i + 1, i + 3);
-      if (!HEX.test(hex)) return undefined;
-      bytes.push(Number.parseInt(hex, 16));
-      i += 2;
-    } else if (c < 0x80) {
-      bytes.push(c);
-    } else {
-      return undefined;
-    }
-  }
-  let key: string;
-  try {
-    key = strictUtf8.decode(new Uint8Array(bytes));
-  } catch {
-    return undefined;
-  }
+  const key = percentUnescape(name);
+  if (key === undefined) return undefined;
   // Canonical form only: `%41` for `A`, lower-case hex or a raw `.` would otherwise
   // give a second name for the same key.
   return encodeKey(key) === name ? key : undefined;

@@ -35,6 +35,7 @@
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
+import { percentEscaper, percentUnescape } from '../escape.js';
 
 /** Longest chunk: a 255-byte file name minus the one-character marker. */
 export const MAX_CHUNK = 254;
@@ -44,29 +45,13 @@ export const DELETED = 'x';
 export const SEGMENT_DIR = 'd';
 export const CHUNK_DIR = 'c';
 
-const HEX = '0123456789abcdef';
-
 /** Bytes kept literally: a-z, 0-9, '-', '.', '_'. */
-const LITERAL = new Uint8Array(256);
-for (const c of 'abcdefghijklmnopqrstuvwxyz0123456789-._') LITERAL[c.charCodeAt(0)] = 1;
+const LITERAL = 'abcdefghijklmnopqrstuvwxyz0123456789-._';
+const LITERAL_BYTE = new Uint8Array(256);
+for (const c of LITERAL) LITERAL_BYTE[c.charCodeAt(0)] = 1;
 
 /** The escaped form of one segment (no `/` inside). */
-export function escapeSegment(segment: string): string {
-  let plain = true;
-  for (let i = 0; i < segment.length; i++) {
-    const c = segment.charCodeAt(i);
-    if (c >= 128 || LITERAL[c] !== 1) {
-      plain = false;
-      break;
-    }
-  }
-  if (plain) return segment;
-  let out = '';
-  for (const byte of Buffer.from(segment, 'utf8')) {
-    out += LITERAL[byte] === 1 ? String.fromCharCode(byte) : `%${HEX[byte >> 4]}${HEX[byte & 15]}`;
-  }
-  return out;
-}
+export const escapeSegment = percentEscaper(LITERAL, '0123456789abcdef');
 
 /**
  * Cuts an escaped segment into chunks of at most {@link MAX_CHUNK} characters,
@@ -150,7 +135,7 @@ export function isCanonicalChunk(chunk: string): boolean {
   if (chunk.length > MAX_CHUNK || !CANONICAL.test(chunk)) return false;
   for (let i = chunk.indexOf('%'); i >= 0; i = chunk.indexOf('%', i + 3)) {
     const byte = parseInt(chunk.slice(i + 1, i + 3), 16);
-    if (LITERAL[byte] === 1 || byte === 0x2f || byte === 0) return false;
+    if (LITERAL_BYTE[byte] === 1 || byte === 0x2f || byte === 0) return false;
   }
   return true;
 }
@@ -160,22 +145,7 @@ export function isCanonicalChunk(chunk: string): boolean {
  * literal `/`), or undefined when those bytes are not well-formed UTF-8 (a foreign
  * file that only looks like one of ours).
  */
-export function unescapeKey(escaped: string): string | undefined {
-  if (!escaped.includes('%')) return escaped;
-  const bytes = Buffer.allocUnsafe(escaped.length);
-  let n = 0;
-  for (let i = 0; i < escaped.length; i++) {
-    if (escaped.charCodeAt(i) === 0x25) {
-      bytes[n++] = parseInt(escaped.slice(i + 1, i + 3), 16);
-      i += 2;
-    } else {
-      bytes[n++] = escaped.charCodeAt(i);
-    }
-  }
-  const raw = bytes.subarray(0, n);
-  const key = raw.toString('utf8');
-  return Buffer.from(key, 'utf8').equals(raw) ? key : undefined;
-}
+export const unescapeKey: (escaped: string) => string | undefined = percentUnescape;
 
 // ---- temporary files -------------------------------------------------------------
 

@@ -22,6 +22,7 @@
  * about a third of S3's 1024-byte object-name limit (339 bytes without a
  * location prefix), see {@link maxKeyBytesFor}.
  */
+import { percentEscaper, percentUnescape } from '../escape.js';
 
 /** Length of the `/`-separated chunks of an encoded name. */
 export const CHUNK_CHARS = 200;
@@ -29,19 +30,8 @@ export const CHUNK_CHARS = 200;
 /** S3's limit on an object name, in UTF-8 bytes. */
 export const S3_MAX_OBJECT_NAME_BYTES = 1024;
 
-const SAFE = new Uint8Array(128);
-for (const c of "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!-_*'()") SAFE[c.charCodeAt(0)] = 1;
-const HEX = '0123456789ABCDEF';
-
 /** Step 1: the key's bytes, safe characters kept, every other byte `%XX`. */
-export function escapeKey(key: string): string {
-  const bytes = Buffer.from(key, 'utf8');
-  let out = '';
-  for (const b of bytes) {
-    out += b < 128 && SAFE[b] === 1 ? String.fromCharCode(b) : `%${HEX[b >> 4]}${HEX[b & 15]}`;
-  }
-  return out;
-}
+export const escapeKey = percentEscaper("0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz!-_*'()", '0123456789ABCDEF');
 
 /** The object name of `key` (or of a list prefix), without the location prefix. */
 export function encodeKey(key: string): string {
@@ -52,32 +42,15 @@ export function encodeKey(key: string): string {
   return chunks.join('/');
 }
 
-const ENCODED = /^(?:[0-9A-Za-z!\-_*'()]|%[0-9A-F]{2})+$/;
-
 /**
  * The key of an object name made by {@link encodeKey}, or `undefined` if the name
  * is not one (an object some other program put under the location prefix).
  */
 export function decodeKey(name: string): string | undefined {
   const escaped = name.replaceAll('/', '');
-  if (!ENCODED.test(escaped)) return undefined;
-  const bytes = Buffer.alloc(escaped.length);
-  let n = 0;
-  for (let i = 0; i < escaped.length; ) {
-    if (escaped[i] === '%') {
-      bytes[n++] = parseInt(escaped.slice(i + 1, i + 3), 16);
-      i += 3;
-    } else {
-      bytes[n++] = escaped.charCodeAt(i);
-      i += 1;
-    }
-  }
-  let key: string;
-  try {
-    key = new TextDecoder('utf-8', { fatal: true }).decode(bytes.subarray(0, n));
-  } catch {
-    return undefined;
-  }
+  if (escaped === '') return undefined;
+  const key = percentUnescape(escaped);
+  if (key === undefined) return undefined;
   // Only the canonical encoding is ours (no `%41` for `A`, chunks where they belong).
   return encodeKey(key) === name ? key : undefined;
 }

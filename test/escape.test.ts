@@ -1,0 +1,31 @@
+import assert from 'node:assert/strict';
+import { test } from 'node:test';
+import { hostileKeys } from 'persist-location/testing';
+import { percentEscaper, percentUnescape } from '../src/escape.js';
+
+const escape = percentEscaper('abc-', '0123456789ABCDEF');
+
+test('percent escaping round-trips every hostile key and keeps only the literal set', () => {
+  for (const key of hostileKeys()) {
+    const e = escape(key);
+    assert.match(e, /^(?:[abc-]|%[0-9A-F]{2})*$/, key);
+    assert.equal(percentUnescape(e), key);
+  }
+  assert.equal(escape('abc'), 'abc');
+  assert.equal(escape('a/B é'), 'a%2F%42%20%C3%A9');
+  assert.equal(percentEscaper('x', '0123456789abcdef')('é'), '%c3%a9');
+});
+
+test('percent escaping preserves prefixes', () => {
+  const keys = hostileKeys();
+  for (const k of keys) {
+    for (const p of keys) {
+      assert.equal(escape(k).startsWith(escape(p)), k.startsWith(p), `${JSON.stringify(k)} / ${JSON.stringify(p)}`);
+    }
+  }
+});
+
+test('unescaping rejects what no string spells', () => {
+  for (const bad of ['%', '%4', '%zz', 'é', '%C3', '%FF', '%ED%A0%80']) assert.equal(percentUnescape(bad), undefined, bad);
+  assert.equal(percentUnescape('%41%62c'), 'Abc');
+});
