@@ -37,7 +37,7 @@ const CONSENSUS_SCHEMES: Record<string, Backend | 'mem'> = {
 
 const BLOB_SCHEMES: Record<string, Backend | 'mem'> = {
   mem: 'mem',
-  file: { module: './file.js', driver: '(none)' },
+  file: { module: './file.js', driver: 'node:fs' },
   s3: { module: './s3.js', driver: '@aws-sdk/client-s3' },
   azure: { module: './azure.js', driver: '@azure/storage-blob' },
 };
@@ -92,7 +92,7 @@ async function load<M>(backend: Backend, loc: LocationUri): Promise<M> {
   try {
     return (await import(backend.module)) as M;
   } catch (err) {
-    if (isMissingModule(err)) {
+    if (isMissingModule(err, backend.driver)) {
       throw new Determinate(
         ErrorCode.Unavailable,
         `the ${loc.scheme}: backend needs the npm package ${backend.driver}, which is not installed: npm install ${backend.driver}`,
@@ -103,7 +103,12 @@ async function load<M>(backend: Backend, loc: LocationUri): Promise<M> {
   }
 }
 
-function isMissingModule(err: unknown): boolean {
-  const code = (err as { code?: unknown } | null)?.code;
-  return code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND';
+/** Whether `err` says the npm package `driver` could not be found (not some other module). */
+function isMissingModule(err: unknown, driver: string): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  return (
+    (code === 'ERR_MODULE_NOT_FOUND' || code === 'MODULE_NOT_FOUND') &&
+    typeof message === 'string' &&
+    message.includes(`'${driver}'`)
+  );
 }

@@ -1,4 +1,6 @@
 import assert from 'node:assert/strict';
+import { execFileSync } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
 import {
   Determinate,
@@ -132,4 +134,18 @@ describe('openBlob / openConsensus', () => {
     assert.equal(redactUri('azure://c?sig=xyz&sv=1'), 'azure://c?sig=***&sv=1');
     await assert.rejects(openConsensus('redis://alice:s3cret@host'), (e: Error) => !e.message.includes('s3cret'));
   });
+
+  test('a missing driver is named, with the command that installs it', () => {
+    const hook = fileURLToPath(new URL('../../test/fixtures/hide-driver.mjs', import.meta.url));
+    const script = `
+      import { openConsensus } from 'persist-location';
+      try { await openConsensus('etcd://127.0.0.1:1'); console.log('opened'); }
+      catch (e) { console.log(e.name + ' ' + e.code + ': ' + e.message); }`;
+    const out = execFileSync(process.execPath, ['--import', hook, '--input-type=module', '-e', script], {
+      env: { ...process.env, HIDE_PACKAGE: 'etcd3' },
+      encoding: 'utf8',
+    });
+    assert.match(out, /^Determinate Unavailable: .*needs the npm package etcd3.*npm install etcd3/);
+  });
 });
+
