@@ -127,10 +127,13 @@ export function statements(schema: string, cockroach = false): Statements {
     ),
     // One snapshot for the head check and the delete. Versions below the head only
     // ever disappear, and new ones land above it, so deleting below a head seen in
-    // this snapshot can never remove the current head.
+    // this snapshot can never remove the current head. The head row is locked so
+    // that truncates of one key run one at a time: two concurrent deletes could
+    // otherwise each take part of the same rows and both report partial counts,
+    // which no serial order explains.
     truncate: named(
       'truncate',
-      `WITH h AS (SELECT seqno FROM ${heads} WHERE key = $1::text),
+      `WITH h AS (SELECT seqno FROM ${heads} WHERE key = $1::text FOR UPDATE),
        d AS (
          DELETE FROM ${versions}
          WHERE key = $1::text AND seqno < $2::bigint AND $2::bigint <= (SELECT seqno FROM h)
