@@ -8,7 +8,9 @@
 //     fsync + close + rename over the target + open/fsync/close of the directory,
 //     every call on its own (no grouping).
 //   get 4 KiB, one caller: readFileSync of the file.
-// Rounds alternate baseline / ours so that drift on a busy machine hits both alike.
+// Rounds alternate baseline / ours so that drift on a busy machine (or a virtual
+// disk whose fsync latency wanders) hits both alike; the median of the per-round
+// ratios is printed beside the pooled one, as it is the steadier of the two.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { open, rename } from 'node:fs/promises';
 import { constants } from 'node:fs';
@@ -19,8 +21,8 @@ import { FileBlob } from 'persist-location/file';
 import { fmtLatency, measure, report, type Measured } from './util.js';
 
 const quick = process.argv.includes('--quick');
-const ROUNDS = quick ? 1 : 3;
-const MS = quick ? 1000 : 2500;
+const ROUNDS = quick ? 1 : 6;
+const MS = quick ? 1000 : 1500;
 const KEYS_PER_CLIENT = 16;
 const value = Buffer.alloc(4096, 7);
 
@@ -32,7 +34,10 @@ async function rounds(clients: number, baseline: (c: number, i: number) => Promi
     o.push(await measure(clients, MS, ours));
   }
   const pool = (ms: Measured[]) => ({ opsPerSec: ms.reduce((s, m) => s + m.ops, 0) / ms.reduce((s, m) => s + m.seconds, 0), last: ms[ms.length - 1]! });
-  return { baseline: pool(b), ours: pool(o) };
+  const ratios = o.map((m, i) => m.opsPerSec / b[i]!.opsPerSec).sort((x, y) => x - y);
+  const mid = ratios.length >> 1;
+  const median = ratios.length % 2 === 1 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
+  return { baseline: pool(b), ours: pool(o), ratios, median };
 }
 
 async function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
@@ -70,6 +75,7 @@ try {
   );
   report('set 4 KiB x16 callers, raw write+fsync+rename+dir fsync', set16.baseline.opsPerSec, 'ops/s');
   report('set 4 KiB x16 callers, FileBlob', set16.ours.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
+  console.log(`  per-round ratios ${set16.ratios.map((r) => r.toFixed(2)).join(' ')}; median ${set16.median.toFixed(2)}x`);
   console.log(`  raw:      ${fmtLatency(set16.baseline.last)}`);
   console.log(`  FileBlob: ${fmtLatency(set16.ours.last)}`);
 
