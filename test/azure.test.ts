@@ -156,20 +156,12 @@ describe('AzureBlob options', () => {
 
 describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', () => {
   type Reply = { status: number; headers?: Record<string, string>; body?: string };
-  /** Serves the scripted replies in order, per "METHOD comp" (e.g. "PUT undelete", "HEAD "). */
-  async function scripted(script: Record<string, Reply[]>) {
-    const seen: string[] = [];
-    const srv = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
+
+  /** An AzureBlob on a local HTTP server whose every request `handle` answers. */
+  async function stubbed(handle: (req: IncomingMessage, res: ServerResponse) => void, options: Partial<AzureBlobOptions> = {}) {
+    const srv = createHttpServer((req, res) => {
       req.resume();
-      req.on('end', () => {
-        const comp = new URL(req.url ?? '/', 'http://x').searchParams.get('comp') ?? '';
-        const what = `${req.method} ${comp}`.trim();
-        seen.push(what);
-        const reply = script[what]?.shift() ?? { status: 500, headers: { 'x-ms-error-code': 'UnscriptedRequest' } };
-        const body = Buffer.from(reply.body ?? '');
-        res.writeHead(reply.status, { 'content-length': String(body.length), ...reply.headers });
-        res.end(body);
-      });
+      req.on('end', () => handle(req, res));
     });
     await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
     const port = (srv.address() as { port: number }).port;
@@ -178,16 +170,31 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
       endpoint: `http://127.0.0.1:${port}/devstoreaccount1`,
       connectionString: 'AccountName=devstoreaccount1;AccountKey=' + Buffer.from('not checked').toString('base64'),
       retry: { maxTries: 3, retryDelayMs: 5, maxRetryDelayMs: 10 },
+      ...options,
     });
     return {
       blob,
-      seen,
       close: async () => {
         await blob.close();
         srv.closeAllConnections();
         await new Promise((r) => srv.close(r));
       },
     };
+  }
+
+  /** Serves the scripted replies in order, per "METHOD comp" (e.g. "PUT undelete", "HEAD "). */
+  async function scripted(script: Record<string, Reply[]>) {
+    const seen: string[] = [];
+    const stub = await stubbed((req, res) => {
+      const comp = new URL(req.url ?? '/', 'http://x').searchParams.get('comp') ?? '';
+      const what = `${req.method} ${comp}`.trim();
+      seen.push(what);
+      const reply = script[what]?.shift() ?? { status: 500, headers: { 'x-ms-error-code': 'UnscriptedRequest' } };
+      const body = Buffer.from(reply.body ?? '');
+      res.writeHead(reply.status, { 'content-length': String(body.length), ...reply.headers });
+      res.end(body);
+    });
+    return { ...stub, seen };
   }
   const notFound: Reply = { status: 404, headers: { 'x-ms-error-code': 'BlobNotFound' } };
   const found = (size: number): Reply => ({ status: 200, headers: { 'content-length': String(size), etag: '"0x1"', 'x-ms-blob-type': 'BlockBlob' } });
@@ -279,9 +286,8 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
    */
   async function versioned(answer: (range: [number, number] | undefined, ifMatch: string | undefined) => { fill: number; etag: string }) {
     const seen: string[] = [];
-    const srv = createHttpServer((req: IncomingMessage, res: ServerResponse) => {
-      req.resume();
-      req.on('end', () => {
+    const stub = await stubbed(
+      (req, res) => {
         const header = req.headers['x-ms-range'] ?? req.headers.range;
         const m = typeof header === 'string' ? /bytes=(\d+)-(\d+)/.exec(header) : null;
         const range: [number, number] | undefined = m === null ? undefined : [Number(m[1]), Math.min(7, Number(m[2]))];
@@ -293,26 +299,10 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
         if (range !== undefined) headers['content-range'] = `bytes ${range[0]}-${range[1]}/8`;
         res.writeHead(range === undefined ? 200 : 206, headers);
         res.end(body);
-      });
-    });
-    await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-    const port = (srv.address() as { port: number }).port;
-    const blob = new AzureBlob({
-      container: 'stub',
-      endpoint: `http://127.0.0.1:${port}/devstoreaccount1`,
-      connectionString: 'AccountName=devstoreaccount1;AccountKey=' + Buffer.from('not checked').toString('base64'),
-      rangeBytes: 4,
-      retry: { maxTries: 3, retryDelayMs: 5, maxRetryDelayMs: 10 },
-    });
-    return {
-      blob,
-      seen,
-      close: async () => {
-        await blob.close();
-        srv.closeAllConnections();
-        await new Promise((r) => srv.close(r));
       },
-    };
+      { rangeBytes: 4 },
+    );
+    return { ...stub, seen };
   }
 
   // Azurite 3.35 answers a Get Blob with the bytes of the version current when the
