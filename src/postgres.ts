@@ -16,7 +16,8 @@
  * committed: while `casConcurrency` CaS statements are in flight, new calls queue
  * and leave together as one multi-key statement of the same shape, each call keeping
  * its own outcome (src/postgres/batcher.ts); a lone call is sent at once. truncate
- * checks the head and deletes in one snapshot. listKeys pages through `heads` by key
+ * locks the head row and deletes below it in one statement, run again if the head
+ * moved after the statement's snapshot (see sql.ts). listKeys pages through `heads` by key
  * (keyset paging), never holding more than a page.
  *
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
@@ -27,7 +28,9 @@
  * Timeout. An operation takes at most `connectTimeoutMs` to get a connection plus
  * `statementTimeoutMs` for its statement: the client enforces the latter itself
  * (and sets the server's `statement_timeout` to it), so a dead server cannot hang a
- * caller.
+ * caller. A compareAndSet may first wait up to `connectTimeoutMs` in the group-commit
+ * queue (then it fails Determinate Unavailable, never sent); a truncate whose head
+ * keeps moving runs its statement up to 10 times.
  *
  * URI: `postgres://user:password@host:port/database?schema=NAME&poolSize=N&
  * connectTimeoutMs=MS&statementTimeoutMs=MS&casBatchSize=N&casConcurrency=N` (also
@@ -40,13 +43,16 @@
  * Durability relies on the server's `synchronous_commit` (on by default). The
  * database must be UTF-8 encoded (keys are arbitrary Unicode).
  *
- * CockroachDB: the SQL sticks to what CockroachDB documents as supported (CTEs with
- * INSERT/UPDATE/DELETE, UPDATE ... FROM, multi-array unnest, ON CONFLICT DO
- * NOTHING, information_schema); the key columns get COLLATE "C" only on PostgreSQL
- * (CockroachDB compares bytewise and refuses "C" columns). Its 40001 retry errors
- * are Determinate Aborted (compareAndSet retries them a few times first) and
- * anything unknown (40003 "statement completion unknown") Indeterminate. None of
- * this has been run against CockroachDB.
+ * CockroachDB: the SQL of the single-call statements keeps to what CockroachDB
+ * documents as supported (CTEs with INSERT/UPDATE/DELETE, ON CONFLICT DO NOTHING,
+ * SELECT FOR UPDATE, information_schema); the key columns get COLLATE "C" only on
+ * PostgreSQL (CockroachDB compares bytewise and refuses "C" columns). The grouped
+ * compareAndSet statement updates and inserts `heads` in two subqueries, which
+ * CockroachDB (since 21.2) refuses, so on CockroachDB (detected at open from
+ * `version()`) each compareAndSet is sent on its own. Its 40001 retry errors are
+ * Determinate Aborted (compareAndSet retries them a few times first) and anything
+ * unknown (40003 "statement completion unknown") Indeterminate. None of this has
+ * been run against CockroachDB: only PostgreSQL 17 is tested.
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
@@ -90,6 +96,9 @@ export interface PostgresConsensusOptions {
 /** Keys fetched per listKeys page. */
 const LIST_PAGE = 1000;
 
+/** Runs of the truncate statement while compareAndSets keep moving the key's head. */
+const TRUNCATE_ATTEMPTS = 10;
+
 /**
  * Catalog races while many processes create the same schema at once: unique_violation
  * on a catalog index, duplicate_schema, duplicate_table, duplicate_object (the
@@ -105,13 +114,18 @@ export class PostgresConsensus extends ConsensusBase {
   readonly #pool: pg.Pool;
   readonly #sql: Statements;
   readonly #statementTimeoutMs: number;
-  readonly #batcher: CasBatcher;
+  readonly #casConcurrency: number;
+  readonly #connectTimeoutMs: number;
+  /** Replaced once at open on CockroachDB, which cannot run the grouped statement. */
+  #batcher: CasBatcher;
 
   private constructor(options: Required<Omit<PostgresConsensusOptions, 'display'>> & { display: string }) {
     super();
-    this.#batcher = new CasBatcher((calls) => this.#sendCas(calls), options.casConcurrency, options.casBatchSize);
     this.schema = options.schema;
     this.description = `PostgresConsensus(${options.display}, schema ${options.schema})`;
+    this.#casConcurrency = options.casConcurrency;
+    this.#connectTimeoutMs = options.connectTimeoutMs;
+    this.#batcher = this.#newBatcher(options.casBatchSize);
     this.#sql = statements(options.schema);
     this.#statementTimeoutMs = options.statementTimeoutMs;
     this.#pool = new pg.Pool({
@@ -145,7 +159,10 @@ export class PostgresConsensus extends ConsensusBase {
       display: options.display ?? redactUri(options.connectionString),
     });
     try {
-      await handle.#createSchema();
+      const cockroach = await handle.#createSchema();
+      // CockroachDB refuses a statement that modifies one table in two subqueries
+      // (the grouped statement updates and inserts heads), so each call goes alone.
+      if (cockroach) handle.#batcher = handle.#newBatcher(1);
     } catch (err) {
       await handle.close();
       throw err;
@@ -156,13 +173,15 @@ export class PostgresConsensus extends ConsensusBase {
   /**
    * Idempotent and safe when many processes open a fresh schema at once: `IF NOT
    * EXISTS` can still lose a race on the catalog's unique indexes, so those
-   * errors are retried (the retry then finds the object).
+   * errors are retried (the retry then finds the object). Resolves to whether the
+   * server is CockroachDB.
    */
-  async #createSchema(): Promise<void> {
-    const exists = await this.#run('open', undefined, (c) => c.query(this.#sql.tablesExist, [this.schema]));
-    if (Number(exists.rows[0]?.n) === 2) return;
+  async #createSchema(): Promise<boolean> {
     const server = await this.#run('open', undefined, (c) => c.query<{ cockroach: boolean }>(this.#sql.isCockroach));
-    const ddls = statements(this.schema, server.rows[0]?.cockroach === true);
+    const cockroach = server.rows[0]?.cockroach === true;
+    const exists = await this.#run('open', undefined, (c) => c.query(this.#sql.tablesExist, [this.schema]));
+    if (Number(exists.rows[0]?.n) === 2) return cockroach;
+    const ddls = statements(this.schema, cockroach);
     for (const ddl of [ddls.createSchema, ddls.createHeads, ddls.createVersions]) {
       for (let attempt = 1; ; attempt++) {
         try {
@@ -175,6 +194,17 @@ export class PostgresConsensus extends ConsensusBase {
         }
       }
     }
+    return cockroach;
+  }
+
+  #newBatcher(batchSize: number): CasBatcher {
+    return new CasBatcher(
+      (calls) => this.#sendCas(calls),
+      this.#casConcurrency,
+      batchSize,
+      this.#connectTimeoutMs,
+      `${this.description}: compareAndSet`,
+    );
   }
 
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
@@ -229,8 +259,10 @@ export class PostgresConsensus extends ConsensusBase {
   protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
     // Nothing is stored above bigint's range, and the server would reject the parameter.
     if (from.value > MAX_CONSENSUS_SEQNO) return [];
+    // Any integer limit is valid, but the server takes a bigint; no key holds 2^53 versions.
+    const rowLimit = String(Math.min(limit, Number.MAX_SAFE_INTEGER));
     const { rows } = await this.#run('scan', opts, (c) =>
-      c.query<Row>({ ...this.#sql.scan, values: [key, from.value.toString(), String(limit)] }),
+      c.query<Row>({ ...this.#sql.scan, values: [key, from.value.toString(), rowLimit] }),
     );
     return rows.map(version);
   }
@@ -239,10 +271,22 @@ export class PostgresConsensus extends ConsensusBase {
     if (seqno.value > MAX_CONSENSUS_SEQNO) {
       throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key} to ${seqno}: it is past any head`);
     }
-    const { rows } = await this.#run('truncate', opts, (c) =>
-      c.query<{ head: string | null; deleted: string }>({ ...this.#sql.truncate, values: [key, seqno.value.toString()] }),
-    );
-    const row = rows[0];
+    type TruncateRow = { head: string | null; seen: string | null; deleted: string };
+    let row: TruncateRow | undefined;
+    for (let attempt = 1; ; attempt++) {
+      const { rows } = await this.#run('truncate', opts, (c) =>
+        c.query<TruncateRow>({ ...this.#sql.truncate, values: [key, seqno.value.toString()] }),
+      );
+      row = rows[0];
+      // The head moved after the statement's snapshot, so it deleted nothing (see sql.ts).
+      if (row === undefined || row.head === row.seen) break;
+      if (attempt >= TRUNCATE_ATTEMPTS) {
+        throw new Determinate(
+          ErrorCode.Aborted,
+          `${this.description}: cannot truncate ${key}: its head kept moving (${TRUNCATE_ATTEMPTS} attempts)`,
+        );
+      }
+    }
     if (row === undefined || row.head === null) {
       throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key}: it has no data`);
     }

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
 import {
@@ -348,6 +349,127 @@ test('server errors and timeouts map to the right kinds against the real server'
   assert.ok(head.value === 1n || head.value === 3n, `head ${head}`);
   // The pool is healthy again.
   assert.equal(await c.compareAndSet('locked', head, { seqno: new SeqNo(4), data: bytes('four') }), CaSResult.Committed);
+});
+
+/** Waits until `n` statements on `schema` wait on a lock (bounded: a hang fails the test). */
+async function lockWaiters(schema: string, n: number): Promise<void> {
+  for (let i = 0; i < 600; i++) {
+    const { rows } = await server.sql(
+      `SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND position($1 IN query) > 0`,
+      [schema],
+    );
+    if ((rows[0] as { n: number }).n >= n) return;
+    await sleep(20);
+  }
+  throw new Error(`fewer than ${n} backends ever waited on a lock`);
+}
+
+test('a server that accepts connections but never answers fails the open Determinate Unavailable after the connect timeout', { timeout: 60_000 }, async () => {
+  const sockets: Socket[] = [];
+  const silent = createServer((socket) => void sockets.push(socket));
+  await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+  const { port } = silent.address() as { port: number };
+  try {
+    await assert.rejects(
+      PostgresConsensus.open({ connectionString: `postgres://u:p@127.0.0.1:${port}/db`, connectTimeoutMs: 300 }),
+      (err: unknown) => {
+        assert.ok(err instanceof Determinate, String(err));
+        assert.equal(err.code, ErrorCode.Unavailable);
+        return true;
+      },
+    );
+    assert.ok(sockets.length > 0, 'the client never connected');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
+});
+
+test('truncate racing two commits on its key deletes every version below its seqno', async () => {
+  // The truncate's snapshot predates v6 and v7, and it queues on the head row until
+  // they commit. (One transaction stands for two compareAndSets 5→6→7 landing while
+  // the truncate waits: the stored state is the same.)
+  const c = await open({ poolSize: 4 });
+  await c.compareAndSet('t', undefined, { seqno: new SeqNo(5), data: bytes('five') });
+  const locker = new pg.Client({ connectionString: server.baseUrl });
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query(`UPDATE "${c.schema}".heads SET seqno = 7 WHERE key = 't'`);
+    await locker.query(`INSERT INTO "${c.schema}".versions (key, seqno, data) VALUES ('t', 6, 'six'), ('t', 7, 'seven')`);
+    const truncated = c.truncate('t', new SeqNo(7));
+    await lockWaiters(c.schema, 1);
+    await locker.query('COMMIT');
+    assert.equal(await truncated, 2, 'v5 and v6 deleted');
+  } finally {
+    await locker.query('ROLLBACK').catch(() => {});
+    await locker.end();
+  }
+  assert.deepEqual((await c.scan('t', SeqNo.minimum(), SCAN_ALL)).map((v) => v.seqno.value), [7n]);
+});
+
+test('a compareAndSet queued behind a stuck one on its key fails Determinate within the connect budget', async () => {
+  // The first call waits on a row lock for its whole statement timeout; the others
+  // (same key, so not in its batch) must not wait for it, one statement timeout each.
+  const c = await open({ poolSize: 4, connectTimeoutMs: 300, statementTimeoutMs: 20_000 });
+  await c.compareAndSet('q', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  const locker = new pg.Client({ connectionString: server.baseUrl });
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query(`SELECT * FROM "${c.schema}".heads WHERE key = 'q' FOR UPDATE`);
+    const first = c.compareAndSet('q', new SeqNo(1), { seqno: new SeqNo(2), data: bytes('two') });
+    first.catch(() => {}); // awaited below
+    const queued = [3, 4, 5].map((n) => c.compareAndSet('q', new SeqNo(1), { seqno: new SeqNo(n), data: bytes(`v${n}`) }));
+    for (const q of queued) await assert.rejects(q, { name: 'Determinate', code: ErrorCode.Unavailable });
+    await locker.query('ROLLBACK');
+    assert.equal(await first, CaSResult.Committed);
+  } finally {
+    await locker.query('ROLLBACK').catch(() => {});
+    await locker.end();
+  }
+  assert.deepEqual((await c.scan('q', SeqNo.minimum(), SCAN_ALL)).map((v) => v.seqno.value), [1n, 2n]);
+});
+
+test('scan accepts any positive integer limit, also above the range of bigint', async () => {
+  const c = await open();
+  await c.compareAndSet('s', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  for (const limit of [2 ** 63, 1e21]) {
+    assert.deepEqual((await c.scan('s', SeqNo.minimum(), limit)).map((v) => v.seqno.value), [1n], `limit ${limit}`);
+  }
+});
+
+test('on CockroachDB (faked: its version() and its refusal of two modifications of one table) each compareAndSet goes alone', async () => {
+  const fake = server.schema('fakecrdb');
+  await server.sql(`CREATE SCHEMA "${fake}"`);
+  await server.sql(`CREATE FUNCTION "${fake}".version() RETURNS text LANGUAGE sql AS $$ SELECT 'CockroachDB CCL v24.1.0 (fake)' $$`);
+  await server.sql(`CREATE FUNCTION "${fake}".refuse() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF current_query() LIKE '%unnest%' THEN
+        RAISE EXCEPTION 'multiple modification subqueries of the same table are not supported' USING ERRCODE = '0A000';
+      END IF;
+      RETURN NULL;
+    END $$`);
+  const url = new URL(server.baseUrl);
+  url.searchParams.set('options', `-c search_path=${fake},pg_catalog`);
+  const c = await open({ connectionString: url.toString(), poolSize: 1, casConcurrency: 1 });
+  try {
+    const columns = await server.sql(
+      `SELECT collation_name FROM information_schema.columns WHERE table_schema = $1 AND column_name = 'key'`,
+      [c.schema],
+    );
+    assert.deepEqual(columns.rows, [{ collation_name: null }, { collation_name: null }], 'created as on CockroachDB');
+    await server.sql(
+      `CREATE TRIGGER refuse AFTER INSERT OR UPDATE ON "${c.schema}".heads FOR EACH STATEMENT EXECUTE FUNCTION "${fake}".refuse()`,
+    );
+    const results = await Promise.all(
+      Array.from({ length: 20 }, (_, i) => c.compareAndSet(`crdb${i}`, undefined, { seqno: new SeqNo(1), data: bytes(`v${i}`) })),
+    );
+    assert.deepEqual(results, Array.from({ length: 20 }, () => CaSResult.Committed));
+  } finally {
+    await c.close();
+    await server.sql(`DROP SCHEMA "${fake}" CASCADE`);
+  }
 });
 
 test('a server restart under load: typed errors promptly, the pool recovers, no acknowledged commit is lost', async () => {

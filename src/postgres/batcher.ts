@@ -13,9 +13,14 @@
  *
  * Abort: a queued call is removed and rejects Determinate; a call already sent
  * rejects Indeterminate at once, while its batch runs on for the others.
+ *
+ * A call waits in the queue at most `queueTimeoutMs` (the handle's connect budget:
+ * like waiting for a pooled connection, it is waiting for its turn to be sent); then
+ * it is removed and rejects Determinate Unavailable. Without this bound, calls on one
+ * key behind a stuck statement would each wait for every statement before them.
  */
 import { CaSResult } from '../consensus.js';
-import { aborted, ErrorCode, ExternalError } from '../errors.js';
+import { aborted, Determinate, ErrorCode, ExternalError } from '../errors.js';
 
 /** One queued compareAndSet, parameters already in wire form. */
 export interface CasCall {
@@ -31,6 +36,8 @@ interface Pending extends CasCall {
   reject: (err: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
+  /** Rejects the call if it is still queued when its queue budget runs out. */
+  timer: NodeJS.Timeout | undefined;
   sent: boolean;
   done: boolean;
 }
@@ -49,11 +56,14 @@ export class CasBatcher {
     private readonly send: SendBatch,
     private readonly concurrency: number,
     private readonly maxBatch: number,
+    private readonly queueTimeoutMs: number,
+    /** Prefix of the batcher's own errors, e.g. `PostgresConsensus(…): compareAndSet`. */
+    private readonly what: string,
   ) {}
 
   submit(call: CasCall, signal: AbortSignal | undefined): Promise<CaSResult> {
     return new Promise<CaSResult>((resolve, reject) => {
-      const p: Pending = { ...call, resolve, reject, signal, onAbort: undefined, sent: false, done: false };
+      const p: Pending = { ...call, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
       if (signal !== undefined) {
         p.onAbort = () => {
           if (p.done) return;
@@ -64,12 +74,27 @@ export class CasBatcher {
       }
       this.#queue.push(p);
       this.#pump();
+      if (!p.sent && !p.done) {
+        p.timer = setTimeout(() => {
+          if (p.sent) return;
+          this.#queue = this.#queue.filter((q) => q !== p);
+          this.#settle(p, () =>
+            reject(
+              new Determinate(
+                ErrorCode.Unavailable,
+                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms behind earlier statements (the connect timeout)`,
+              ),
+            ),
+          );
+        }, this.queueTimeoutMs);
+      }
     });
   }
 
   #settle(p: Pending, fn: () => void): void {
     if (p.done) return;
     p.done = true;
+    clearTimeout(p.timer);
     if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
     fn();
   }
@@ -97,6 +122,7 @@ export class CasBatcher {
     this.#inflight++;
     for (const p of batch) {
       p.sent = true;
+      clearTimeout(p.timer);
       this.#inflightKeys.add(p.key);
     }
     // One lock order for every handle keeps concurrent batches from deadlocking.

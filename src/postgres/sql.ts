@@ -1,7 +1,9 @@
 /**
  * The SQL of PostgresConsensus: schema creation and the statements every
- * operation runs (each operation is exactly one statement, an implicit transaction
- * at READ COMMITTED). Written in the subset CockroachDB also accepts.
+ * operation runs (each operation is one statement, an implicit transaction at READ
+ * COMMITTED; only a truncate racing commits on its key runs its statement again).
+ * Written in the subset CockroachDB also accepts, except `casBatch` (two
+ * modifications of `heads` in one statement), which is never sent to CockroachDB.
  */
 import { invalidArgument } from '../errors.js';
 
@@ -47,7 +49,10 @@ export interface Statements {
   head: { name: string; text: string };
   /** $1 key, $2 from, $3 limit. */
   scan: { name: string; text: string };
-  /** $1 key, $2 seqno: returns the head seen (null: no data) and the rows deleted. */
+  /**
+   * $1 key, $2 seqno: returns the locked (newest) head, the snapshot's head (null:
+   * no data) and the rows deleted; nothing is deleted unless the two heads agree.
+   */
   truncate: { name: string; text: string };
   /** $1 the last key of the previous page ('' first), $2 page size. */
   listKeys: { name: string; text: string };
@@ -101,7 +106,8 @@ export function statements(schema: string, cockroach = false): Statements {
          RETURNING key)
        INSERT INTO ${versions} (key, seqno, data) SELECT key, $3::bigint, $4::bytea FROM h`,
     ),
-    // The same two steps for many keys at once (group commit, see batcher.ts).
+    // The same two steps for many keys at once (group commit, see batcher.ts). Not
+    // for CockroachDB: it refuses two subqueries modifying one table (heads).
     casBatch: named(
       'cas_batch',
       `WITH input AS (
@@ -125,20 +131,26 @@ export function statements(schema: string, cockroach = false): Statements {
       `SELECT seqno, data FROM ${versions}
        WHERE key = $1::text AND seqno >= $2::bigint ORDER BY seqno LIMIT $3::bigint`,
     ),
-    // One snapshot for the head check and the delete. Versions below the head only
-    // ever disappear, and new ones land above it, so deleting below a head seen in
-    // this snapshot can never remove the current head. The head row is locked so
-    // that truncates of one key run one at a time: two concurrent deletes could
-    // otherwise each take part of the same rows and both report partial counts,
-    // which no serial order explains.
+    // The head row is locked so that truncates of one key run one at a time: two
+    // concurrent deletes could otherwise each take part of the same rows and both
+    // report partial counts, which no serial order explains. Under READ COMMITTED
+    // the lock returns the newest head, but the DELETE only sees the versions of the
+    // statement's snapshot: if compareAndSets committed in between (`seen`, the
+    // snapshot's head, differs from `head`), versions below the new head may be
+    // invisible to it, so nothing is deleted and the caller runs the statement
+    // again with a fresh snapshot. When both agree, the snapshot holds every version
+    // up to the head (a version only lands together with its head), and new ones
+    // land above it, so the delete can never remove the current head.
     truncate: named(
       'truncate',
       `WITH h AS (SELECT seqno FROM ${heads} WHERE key = $1::text FOR UPDATE),
+       s AS (SELECT seqno FROM ${heads} WHERE key = $1::text),
        d AS (
          DELETE FROM ${versions}
          WHERE key = $1::text AND seqno < $2::bigint AND $2::bigint <= (SELECT seqno FROM h)
+           AND (SELECT seqno FROM h) = (SELECT seqno FROM s)
          RETURNING 1)
-       SELECT (SELECT seqno FROM h) AS head, (SELECT count(*) FROM d) AS deleted`,
+       SELECT (SELECT seqno FROM h) AS head, (SELECT seqno FROM s) AS seen, (SELECT count(*) FROM d) AS deleted`,
     ),
     listKeys: named('list_keys', `SELECT key FROM ${heads} WHERE key > $1::text ORDER BY key LIMIT $2::bigint`),
   };

@@ -86,9 +86,12 @@ async function useExternal(baseUrl: string): Promise<PostgresServer> {
     halt: () => Promise.reject(new Error('cannot halt an external PostgreSQL (PERSIST_TEST_POSTGRES_URL)')),
     resume: () => Promise.reject(new Error('cannot resume an external PostgreSQL (PERSIST_TEST_POSTGRES_URL)')),
     async stop() {
+      // Every schema is tried; any left behind in the user's server fails the run loudly.
+      const failed: string[] = [];
       for (const s of schemas.splice(0)) {
-        await runSql(baseUrl, `DROP SCHEMA IF EXISTS "${s}" CASCADE`).catch(() => {});
+        await runSql(baseUrl, `DROP SCHEMA IF EXISTS "${s}" CASCADE`).catch((err: unknown) => failed.push(`${s}: ${String(err)}`));
       }
+      if (failed.length > 0) throw new Error(`could not drop test schemas in PERSIST_TEST_POSTGRES_URL:\n${failed.join('\n')}`);
     },
     log: () => '',
     pid: async () => undefined,
