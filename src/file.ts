@@ -24,7 +24,8 @@
  *
  * Temporary files never show in `list`. A handle sweeps stale ones in the
  * background when it opens: those whose writer (pid, on this host) is dead, and
- * any older than `staleTempMs` (default 15 minutes; a writer still busy after that
+ * any unchanged for `staleTempMs` (default 15 minutes, judged by the file's change
+ * time, which a rename bumps; a writer still busy after that
  * merely sees its `set` fail Determinate, because its temporary file is gone and
  * the target untouched). The sweep also removes empty directories.
  *
@@ -114,7 +115,7 @@ export interface FileBlobOptions {
    * (URI `?keepDeleted=true`). Off by default.
    */
   keepDeleted?: boolean;
-  /** Temporary files older than this are stale whoever wrote them (default 15 minutes). */
+  /** Temporary files unchanged (by their ctime) for longer than this are stale whoever wrote them (default 15 minutes). */
   staleTempMs?: number;
   /** Sweep stale temporary files and empty directories in the background on open (default true). */
   sweepOnOpen?: boolean;
@@ -253,7 +254,9 @@ export class FileBlob extends BlobBase {
         const child = dir === '' ? entry.name : `${dir}/${entry.name}`;
         if (marker === VALUE && entry.isFile()) {
           const key = unescapeKey(escapedKey + chunk);
-          if (key !== undefined) files.push({ key, path: this.#abs(child) });
+          // Only a file where the layout puts its key: a foreign `c` directory with a
+          // short chunk would otherwise list a key that get() cannot find.
+          if (key !== undefined && isPathOf(key, dir, chunk)) files.push({ key, path: this.#abs(child) });
         } else if (marker === SEGMENT_DIR && entry.isDirectory()) {
           stack.push({ dir: child, escapedKey: `${escapedKey}${chunk}/`, partial: '' });
         } else if (marker === CHUNK_DIR && entry.isDirectory()) {
@@ -579,7 +582,10 @@ export class FileBlob extends BlobBase {
     const owner = tempOwner(name);
     if (owner?.thisHost === true && owner.pid !== process.pid && !processAlive(owner.pid)) return true;
     try {
-      return now - (await lstat(path)).mtimeMs > this.#staleTempMs;
+      // The change time, not only the modification time: a delete renames the value
+      // to a temporary name, which keeps the value's old mtime but bumps its ctime.
+      const st = await lstat(path);
+      return now - Math.max(st.mtimeMs, st.ctimeMs) > this.#staleTempMs;
     } catch {
       return false;
     }
@@ -638,6 +644,12 @@ function fsyncNewDirectories(first: string, last: string): void {
       closeSync(fd);
     }
   }
+}
+
+/** Whether `key` lives at directory `dir` with last chunk `base`, as keyPath() places it. */
+function isPathOf(key: string, dir: string, base: string): boolean {
+  const where = keyPath(key);
+  return where.dir === dir && where.base === base;
 }
 
 /** The parent of a relative directory ('' = the root). */

@@ -65,7 +65,7 @@
 import { resolve as resolvePath } from 'node:path';
 import { ConsensusBase } from './base.js';
 import { CaSResult, type OpOptions, type VersionedData } from './consensus.js';
-import { Determinate, ErrorCode, invalidArgument, type ExternalError } from './errors.js';
+import { Determinate, ErrorCode, invalidArgument, throwIfAborted, type ExternalError } from './errors.js';
 import { SeqNo } from './seqno.js';
 import { Engine, KEYS_PAGE, openEngine, retryBusy, type Phase, type Synchronous, type WriteOp } from './sqlite/engine.js';
 import { sqliteError } from './sqlite/errors.js';
@@ -152,11 +152,16 @@ export class SqliteConsensus extends ConsensusBase {
     }
   }
 
-  protected async *_listKeys(): AsyncIterable<string> {
+  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
+    const signal = opts?.signal;
     let after: string | undefined;
     for (;;) {
       const page = await this.#read(() => this.#engine.keysPage(after));
-      yield* page;
+      for (const key of page) {
+        // A listing only reads: stopping it at any point is Determinate.
+        throwIfAborted(signal);
+        yield key;
+      }
       if (page.length < KEYS_PAGE) return;
       after = page[page.length - 1];
     }
@@ -208,9 +213,17 @@ export class SqliteConsensus extends ConsensusBase {
 
   /** A read statement, retried while another connection holds a lock it needs. */
   async #read<T>(read: () => T): Promise<T> {
+    // A listKeys loop (or a read waiting out a lock) can outlive close(): say so
+    // rather than report the closed connection as a storage error.
+    let closed: Error | undefined;
+    const guarded = (): T => {
+      if (this.closed) throw (closed = new Error(`${this.description} is closed`));
+      return read();
+    };
     try {
-      return await retryBusy(read, this.#busyTimeoutMs);
+      return await retryBusy(guarded, this.#busyTimeoutMs);
     } catch (err) {
+      if (err === closed) throw err;
       throw this.#error(err, 'read');
     }
   }

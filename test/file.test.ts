@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import fsPromises from 'node:fs/promises';
+import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
 import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -162,6 +164,32 @@ describe('layout', () => {
     await b.close();
   });
 
+  test('list(prefix) reads only the directory of the prefix and the subtrees that match', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const wanted = ['logs/2024/a', 'logs/2024/b/c', 'logs/2024x', 'logs/20245/d'];
+    const others = Array.from({ length: 60 }, (_, i) => `logs/${1900 + i}/k/${i}`).concat(Array.from({ length: 30 }, (_, i) => `data/${i}/v`));
+    for (const key of [...wanted, ...others]) await b.set(key, text(key));
+    const read: string[] = [];
+    const original = fsPromises.readdir;
+    fsPromises.readdir = ((path: string, ...rest: unknown[]) => {
+      read.push(relative(b.root, String(path)));
+      return (original as (...args: unknown[]) => unknown)(path, ...rest);
+    }) as typeof original;
+    syncBuiltinESMExports();
+    let listed: string[];
+    try {
+      listed = await keysOf(b, 'logs/2024');
+    } finally {
+      fsPromises.readdir = original;
+      syncBuiltinESMExports();
+    }
+    assert.deepEqual(listed, [...wanted].sort());
+    // dlogs (holds the partial "2024"), then d2024, d2024/db and d20245: never the 60 other years nor ddata.
+    assert.deepEqual(read.sort(), ['dlogs', 'dlogs/d2024', 'dlogs/d2024/db', 'dlogs/d20245'].sort());
+    await b.close();
+  });
+
   test('a delete removes the directories it left empty; a kept deleted value keeps its directory', async () => {
     const root = fresh();
     const plain = new FileBlob(root, { sweepOnOpen: false });
@@ -212,6 +240,21 @@ describe('keepDeleted', () => {
 });
 
 describe('safety', () => {
+  test('list never yields a key that the layout would not put where it was found', async () => {
+    const root = fresh();
+    // A foreign `c` directory with a short chunk: `cfoo/vbar` looks like key
+    // "foobar", which lives at `vfoobar`. Listing it would name a key get() cannot find.
+    mkdirSync(join(root, 'cfoo'), { recursive: true });
+    writeFileSync(join(root, 'cfoo', 'vbar'), 'planted');
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await b.set('real', text('x'));
+    assert.deepEqual(await keysOf(b), ['real']);
+    assert.deepEqual(await keysOf(b, 'foo'), []);
+    assert.equal(await b.get('foobar'), undefined);
+    await b.close();
+  });
+
+
   test('invalid keys reject InvalidArgument before the root is touched', async () => {
     const root = fresh();
     const b = new FileBlob(root, { sweepOnOpen: false });
@@ -294,15 +337,38 @@ describe('temporary files', () => {
     const oldTemp = join(root, 'dd', `.pl-tmp.${hostTag}.${process.ppid}.abc3`);
     const otherHost = join(root, `.pl-tmp.0badc0de.${dead}.abc4`);
     for (const p of [deadTemp, liveTemp, oldTemp, otherHost]) writeFileSync(p, 'partial');
-    const hourAgo = new Date(Date.now() - 3600_000);
-    utimesSync(oldTemp, hourAgo, hourAgo);
     writeFileSync(join(root, 'notes.txt'), 'foreign file');
     mkdirSync(join(root, 'dempty', 'dnested'), { recursive: true });
     assert.deepEqual(await keysOf(b), ['d/k'], 'temporary and foreign files are never listed');
     const report = await b.sweep();
-    assert.deepEqual(report, { tempFiles: 2, directories: 2 });
-    assert.deepEqual(walk(root).sort(), [`.pl-tmp.0badc0de.${dead}.abc4`, `.pl-tmp.${hostTag}.${process.ppid}.abc2`, 'dd/', 'dd/vk', 'notes.txt'].sort());
-    assert.equal(await str(b, 'd/k'), 'value');
+    assert.deepEqual(report, { tempFiles: 1, directories: 2 }, 'only the dead writer\'s file is stale yet');
+    const temps = [`.pl-tmp.0badc0de.${dead}.abc4`, `.pl-tmp.${hostTag}.${process.ppid}.abc2`, `dd/.pl-tmp.${hostTag}.${process.ppid}.abc3`];
+    assert.deepEqual(walk(root).sort(), [...temps, 'dd/', 'dd/vk', 'notes.txt'].sort());
+    await b.close();
+    // Past staleTempMs every temporary file is stale, whoever wrote it. (The file
+    // times are coarse: wait until the clock has surely moved past them.)
+    const changed = Math.max(...temps.map((t) => lstatSync(join(root, t)).ctimeMs));
+    while (Date.now() <= changed + 20) await new Promise((r) => setTimeout(r, 10));
+    const strict = new FileBlob(root, { sweepOnOpen: false, staleTempMs: 0 });
+    assert.deepEqual(await strict.sweep(), { tempFiles: 3, directories: 0 });
+    assert.deepEqual(walk(root).sort(), ['dd/', 'dd/vk', 'notes.txt'].sort());
+    assert.equal(await str(strict, 'd/k'), 'value');
+    await strict.close();
+  });
+
+  test('a value being deleted (renamed to a temporary name, so with an old mtime) is not swept while its writer lives', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    await b.set('k', text('value'));
+    // What a delete in another live process leaves for a moment: the value renamed
+    // to its temporary name. rename keeps the value's (old) mtime and bumps its ctime;
+    // utimes stands in for the age of the value.
+    const moving = join(root, `.pl-tmp.${hostTag}.${process.ppid}.del1`);
+    writeFileSync(moving, 'an old value');
+    const hourAgo = new Date(Date.now() - 3600_000);
+    utimesSync(moving, hourAgo, hourAgo);
+    assert.deepEqual(await b.sweep(), { tempFiles: 0, directories: 0 });
+    assert.ok(existsSync(moving), 'the in-flight delete keeps its file');
     await b.close();
   });
 

@@ -221,6 +221,27 @@ describe('behaviour', () => {
     await c.close();
   });
 
+  test('listKeys honours an abort mid-listing, and a listing that outlives close() says the handle is closed', async () => {
+    const c = await SqliteConsensus.open(fresh());
+    await Promise.all(Array.from({ length: 600 }, (_, i) => c.compareAndSet(`k${i}`, undefined, { seqno: new SeqNo(1), data: bytes('') })));
+    const ac = new AbortController();
+    let seen = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const _ of c.listKeys({ signal: ac.signal })) if (++seen === 10) ac.abort();
+      })(),
+      (err: unknown) => err instanceof Determinate && err.code === ErrorCode.Cancelled,
+    );
+    assert.equal(seen, 10, 'no key is yielded after the abort');
+    seen = 0;
+    await assert.rejects(
+      (async () => {
+        for await (const _ of c.listKeys()) if (++seen === 10) await c.close();
+      })(),
+      (err: unknown) => !(err instanceof ExternalError) && /is closed/.test(String(err)),
+    );
+  });
+
   test('an abort before the batch runs is Determinate and writes nothing; close waits for pending writes', async () => {
     const path = fresh();
     const c = await SqliteConsensus.open(path);
@@ -292,6 +313,33 @@ describe('batch failures', () => {
     });
   }
 
+  test('a real writer worker that exits with a batch in flight: that batch is Indeterminate, later writes Determinate', async () => {
+    const { WorkerWriter } = await import('../src/sqlite/writer.js');
+    const { GroupCommit } = await import('../src/sqlite/group-commit.js');
+    const path = fresh();
+    await (await SqliteConsensus.open(path, { worker: false })).close(); // the schema
+    const writer = await WorkerWriter.start(path, { synchronous: 'full' }, 60_000);
+    const gc = new GroupCommit((members) => writer.run(members), (error, phase) => sqliteError(error, phase, 'test'));
+    const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
+    // Hold the write lock so that the batch waits inside the worker...
+    const blocker = new Database(path);
+    blocker.exec('BEGIN IMMEDIATE');
+    try {
+      const inFlight = gc.submit(op, undefined);
+      // ...until the batch has been posted (one tick to flush, one to post),
+      await new Promise((r) => setImmediate(r));
+      await new Promise((r) => setImmediate(r));
+      // then make the worker exit under it (close() without draining first).
+      await writer.close();
+      await assert.rejects(inFlight, (err: unknown) => err instanceof Indeterminate && /may have been applied/.test(err.message));
+      await assert.rejects(gc.submit({ ...op, data: bytes('y') }, undefined), (err: unknown) => err instanceof Determinate && /WORKER_EXITED/.test(err.message));
+    } finally {
+      blocker.exec('ROLLBACK');
+      blocker.close();
+    }
+    assert.deepEqual(rows(path), []);
+  });
+
   test('a batch runner that fails (the worker died) leaves every member Indeterminate', async () => {
     const { GroupCommit } = await import('../src/sqlite/group-commit.js');
     const runs: number[] = [];
@@ -311,6 +359,112 @@ describe('batch failures', () => {
     fail = 'before-commit';
     await assert.rejects(gc.submit(op, undefined), (err: unknown) => err instanceof Determinate);
     await gc.drain();
+  });
+});
+
+describe('COMMIT and ROLLBACK failures (synthetic errors injected into those statements)', () => {
+  /**
+   * Wraps every COMMIT and ROLLBACK statement prepared from now on in this process
+   * (the inline writer's connection): each queued fault is consumed by one COMMIT,
+   * which first runs for real when `applied` (the commit frame reached the WAL), then
+   * throws; a ROLLBACK fault throws without rolling back.
+   */
+  const faults: { code: string; applied: boolean }[] = [];
+  /** How many ROLLBACK statements to come fail (without rolling back). */
+  let rollbackFaults = 0;
+  const prepare = Database.prototype.prepare;
+  before(() => {
+    Database.prototype.prepare = function (this: Database.Database, sql: string) {
+      const statement = prepare.call(this, sql);
+      if (sql === 'COMMIT') {
+        const run = statement.run.bind(statement) as (...args: unknown[]) => Database.RunResult;
+        statement.run = ((...args: unknown[]) => {
+          const fault = faults.shift();
+          if (fault === undefined) return run(...args);
+          if (fault.applied) run(...args);
+          throw Object.assign(new Error(`synthetic ${fault.code} at COMMIT`), { code: fault.code });
+        }) as typeof statement.run;
+      }
+      if (sql === 'ROLLBACK') {
+        const run = statement.run.bind(statement) as (...args: unknown[]) => Database.RunResult;
+        statement.run = ((...args: unknown[]) => {
+          if (rollbackFaults > 0) {
+            rollbackFaults--;
+            throw Object.assign(new Error('synthetic SQLITE_IOERR at ROLLBACK'), { code: 'SQLITE_IOERR' });
+          }
+          return run(...args);
+        }) as typeof statement.run;
+      }
+      return statement;
+    } as typeof prepare;
+  });
+  after(() => {
+    Database.prototype.prepare = prepare;
+  });
+  const v = (s: number, d: string) => ({ seqno: new SeqNo(s), data: bytes(d) });
+  const settle = (c: SqliteConsensus) =>
+    Promise.allSettled([c.compareAndSet('a', undefined, v(1, 'a1')), c.compareAndSet('b', undefined, v(1, 'b1')), c.truncate('b', new SeqNo(0))]);
+
+  test('SQLITE_BUSY at COMMIT (transaction left open) is rolled back and retried: each write applied once, reported Committed', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path, { worker: false });
+    faults.push({ code: 'SQLITE_BUSY', applied: false }, { code: 'SQLITE_BUSY', applied: false });
+    const results = await settle(c);
+    assert.equal(faults.length, 0, 'both faults struck');
+    assert.deepEqual(results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))), ['Committed', 'Committed', 0]);
+    assert.deepEqual(rows(path).map((r) => [r.key, r.seqno, text(r.data)]), [['a', 1n, 'a1'], ['b', 1n, 'b1']]);
+    await c.close();
+  });
+
+  test('an error after the commit frame was written leaves every member Indeterminate (the writes are there)', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path, { worker: false });
+    faults.push({ code: 'SQLITE_IOERR_FSYNC', applied: true });
+    const results = await settle(c);
+    for (const r of results) {
+      assert.ok(r.status === 'rejected' && r.reason instanceof Indeterminate, String(r.status === 'rejected' ? r.reason : r.value));
+      assert.equal(r.reason.code, ErrorCode.Unavailable);
+      assert.match(r.reason.message, /SQLITE_IOERR_FSYNC at COMMIT, so the write may have been applied/);
+    }
+    assert.deepEqual(rows(path).map((r) => [r.key, r.seqno]), [['a', 1n], ['b', 1n]]);
+    // The connection carries on.
+    assert.equal(await c.compareAndSet('a', new SeqNo(1), v(2, 'a2')), 'Committed');
+    await c.close();
+  });
+
+  test('reads never see the writes of a failed batch whose ROLLBACK failed too', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path, { worker: false });
+    const raw = new Database(path);
+    raw.exec("CREATE TRIGGER poison BEFORE INSERT ON consensus WHEN NEW.key = 'poison' BEGIN SELECT RAISE(ABORT, 'poisoned'); END");
+    raw.close();
+    rollbackFaults = 1;
+    const results = await Promise.allSettled([c.compareAndSet('innocent', undefined, v(1, 'x')), c.compareAndSet('poison', undefined, v(1, 'x'))]);
+    assert.equal(rollbackFaults, 0, 'the ROLLBACK fault struck');
+    for (const r of results) assert.ok(r.status === 'rejected' && r.reason instanceof Determinate, String(r.status === 'rejected' ? r.reason : r.value));
+    // The batch was reported as not applied: no read may show it.
+    assert.equal(await c.head('innocent'), undefined);
+    assert.deepEqual(await c.scan('innocent', new SeqNo(0), SCAN_ALL), []);
+    assert.deepEqual(await collectKeys(c), []);
+    assert.equal(await c.compareAndSet('innocent', undefined, v(2, 'y')), 'Committed');
+    assert.equal(text((await c.head('innocent'))?.data), 'y');
+    await c.close();
+  });
+
+  test('any other COMMIT error is Indeterminate even when it applied nothing, and the connection is left usable', async () => {
+    const path = fresh();
+    const c = await SqliteConsensus.open(path, { worker: false });
+    faults.push({ code: 'SQLITE_FULL', applied: false });
+    const results = await settle(c);
+    for (const r of results) {
+      assert.ok(r.status === 'rejected' && r.reason instanceof Indeterminate, String(r.status === 'rejected' ? r.reason : r.value));
+      assert.equal(r.reason.code, ErrorCode.ResourceExhausted);
+    }
+    // The open transaction was rolled back, not left to join the next batch.
+    assert.deepEqual(rows(path), []);
+    assert.equal(await c.compareAndSet('a', undefined, v(5, 'a5')), 'Committed');
+    assert.deepEqual(rows(path).map((r) => [r.key, r.seqno]), [['a', 5n]]);
+    await c.close();
   });
 });
 
@@ -429,7 +583,8 @@ describe('concurrency', () => {
           });
         });
         proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-        const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.on('exit', (_code, signal) => resolve(signal)));
+        // 'close', not 'exit': only then has all of the child's stderr been read.
+        const exited = new Promise<NodeJS.Signals | null>((resolve) => proc.on('close', (_code, signal) => resolve(signal)));
         return { proc, readyAt, exited, out: () => out, err: () => err };
       });
       await Promise.all(writers.map((w) => Promise.race([w.readyAt, w.exited])));
@@ -461,6 +616,12 @@ describe('concurrency', () => {
     await c.close();
   });
 });
+
+async function collectKeys(c: SqliteConsensus): Promise<string[]> {
+  const keys: string[] = [];
+  for await (const k of c.listKeys()) keys.push(k);
+  return keys;
+}
 
 /** Every acknowledged version, and every version below it, is present and whole. */
 function checkAcked(path: string, acked: Map<string, bigint>): void {

@@ -169,6 +169,17 @@ export class Engine {
     return { type: 'truncate', deleted: Number(this.#deleteBelow.run(m.key, m.seqno).changes) };
   }
 
+  /**
+   * Reads on this connection (worker: false) must never see the writes of a batch
+   * that failed but whose ROLLBACK failed too: they were reported as not (or maybe
+   * not) applied, and may yet vanish.
+   */
+  #outsideTransaction(): void {
+    if (!this.#rollbackQuietly()) {
+      throw Object.assign(new Error('a failed write transaction could not be rolled back'), { code: 'SQLITE_ERROR' });
+    }
+  }
+
   /** True if the transaction is gone afterwards. */
   #rollbackQuietly(): boolean {
     if (!this.#db.inTransaction) return true;
@@ -181,15 +192,18 @@ export class Engine {
   }
 
   head(key: string): { seqno: bigint; data: Uint8Array } | undefined {
+    this.#outsideTransaction();
     return this.#head.get(key) as { seqno: bigint; data: Buffer } | undefined;
   }
 
   scan(key: string, from: bigint, limit: number): { seqno: bigint; data: Uint8Array }[] {
+    this.#outsideTransaction();
     return this.#scan.all(key, from, BigInt(limit)) as { seqno: bigint; data: Buffer }[];
   }
 
   /** Up to {@link KEYS_PAGE} distinct keys after `after` (all keys from the start when undefined), ascending. */
   keysPage(after: string | undefined): string[] {
+    this.#outsideTransaction();
     const page = BigInt(KEYS_PAGE);
     return (after === undefined ? this.#keysFirst.all(page) : this.#keysAfter.all(after, page)) as string[];
   }
