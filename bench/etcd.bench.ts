@@ -116,8 +116,8 @@ async function main(): Promise<void> {
     report('etcd3 kv.txn CaS-equivalent: client CPU per op (baseline)', cpu(base), 'us');
     report('EtcdConsensus compareAndSet: client CPU per op', cpu(mine), 'us', cpu(base));
 
-    // head: ours reads the head record and the version in one Txn once it knows the
-    // head; the baseline is a single range of one key.
+    // head: once the handle knows the head, ours is one range over the versions from it
+    // (limit 1); the baseline is a single range of one key.
     const rawHead = async (client: number) => {
       await raw.kv.range({ key: Buffer.from(`${rawPrefix}\0v/${client}/${hex16(rawHeads[client]!).toString()}`) });
     };

@@ -8,7 +8,8 @@
  * - `/prefix` (percent-decoded, default `/`): all data lives under this etcd key
  *   prefix, always ending with `/`, so `/app` and `/app2` never overlap (nor do
  *   `/app` and `/app/sub`: see etcd/layout.ts);
- * - `timeoutMs` (default 10000): the deadline of one operation, retries included;
+ * - `timeoutMs` (default 10000): the deadline of one operation (of each page, for
+ *   listKeys), retries and fetching an auth token included;
  * - `maxRequestBytes` (default 1572864, etcd's default `--max-request-bytes`): set it
  *   to the cluster's value. A compareAndSet whose request would exceed it rejects
  *   with Determinate `ResourceExhausted` naming the limit, before anything is sent
@@ -39,7 +40,9 @@
  * backend turns etcd3's retries off (etcd/policies.ts) and retries itself: reads on
  * any Unavailable error, writes only when the error proves nothing was sent
  * (Determinate Unavailable: no connection, endpoint skipped, refused stream), each
- * retry on an endpoint picked afresh. Everything stays within `timeoutMs`.
+ * retry on an endpoint picked afresh. Everything stays within `timeoutMs`. The one
+ * re-send etcd3 still makes on its own is after etcd refused a call's expired auth
+ * token ("invalid auth token"), which etcd checks before applying anything.
  *
  * Errors: see etcd/errors.ts for the table (gRPC status -> Determinate/Indeterminate).
  * Aborting through `opts.signal` after a request was sent is Indeterminate; the
@@ -80,7 +83,7 @@ export interface EtcdConsensusOptions {
   endpoints: string[];
   /** etcd key prefix of the location (default `/`); a trailing `/` is added if missing. */
   prefix?: string;
-  /** Deadline of one operation, retries included, in ms (default 10000). */
+  /** Deadline of one operation (each page of listKeys), retries included, in ms (default 10000). */
   timeoutMs?: number;
   /** The cluster's `--max-request-bytes` (default 1.5 MiB). */
   maxRequestBytes?: number;
@@ -121,7 +124,11 @@ export class EtcdConsensus extends ConsensusBase {
     const breakers = new EndpointBreakers();
     this.#client = new etcd3.Etcd3({
       hosts: endpoints,
-      ...(options.auth === undefined ? {} : { auth: options.auth }),
+      // etcd3 fetches a token before the first call (and again when it expires) with no
+      // deadline of its own; without one, a hung member would stall every operation.
+      ...(options.auth === undefined
+        ? {}
+        : { auth: { ...options.auth, callOptions: () => ({ deadline: Date.now() + this.#timeoutMs }) } }),
       faultHandling: { global: RUN_ONCE, host: (host) => breakers.policy(host) },
       grpcOptions: {
         // A scan may return many large versions; the server sends up to 2 GiB.
@@ -301,13 +308,14 @@ export class EtcdConsensus extends ConsensusBase {
       // Only a later step of a multi-request read can start past its deadline.
       if (Date.now() >= deadline) throw error ?? this.#timedOut(what);
       try {
-        return await abortable(request({ deadline }), signal);
+        return await settle(request({ deadline }), signal, deadline, () => this.#timedOut(what));
       } catch (err) {
         error = mapEtcdError(err, what);
       }
       if (!error.determinate) maybeSent = true;
+      // Once closed, every retry would only fail again with "client closed" until the deadline.
       const retry =
-        error.code === ErrorCode.Unavailable && (kind === 'read' || (error.determinate && !maybeSent));
+        !this.closed && error.code === ErrorCode.Unavailable && (kind === 'read' || (error.determinate && !maybeSent));
       const pause = Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2);
       if (!retry || Date.now() + pause >= deadline) throw error;
       await sleep(pause, signal).catch(() => {
@@ -336,23 +344,34 @@ export class EtcdConsensus extends ConsensusBase {
   }
 }
 
-/** Settles like `promise`, or rejects with the Indeterminate abort error first. */
-function abortable<T>(promise: Promise<T>, signal: AbortSignal | undefined): Promise<T> {
-  if (signal === undefined) return promise;
+/**
+ * Settles like `promise`, or first rejects with the Indeterminate abort error when
+ * `signal` aborts, or with `timedOut()` (Indeterminate Timeout) at `deadline`. gRPC
+ * enforces the deadline of the request itself; this one also bounds whatever etcd3
+ * does before sending it (fetching an auth token), so no operation outlives it.
+ */
+function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, deadline: number, timedOut: () => ExternalError): Promise<T> {
   return new Promise<T>((resolve, reject) => {
-    const onAbort = () => {
-      // The request carries on to its deadline; its outcome is no longer wanted.
+    const giveUp = (err: ExternalError) => {
+      done();
+      // The request carries on to its own deadline; its outcome is no longer wanted.
       promise.catch(() => {});
-      reject(aborted(signal, true));
+      reject(err);
     };
-    signal.addEventListener('abort', onAbort, { once: true });
+    const onAbort = () => giveUp(aborted(signal!, true));
+    const timer = setTimeout(() => giveUp(timedOut()), Math.max(0, deadline - Date.now()));
+    const done = () => {
+      clearTimeout(timer);
+      signal?.removeEventListener('abort', onAbort);
+    };
+    signal?.addEventListener('abort', onAbort, { once: true });
     promise.then(
       (value) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         resolve(value);
       },
       (err: unknown) => {
-        signal.removeEventListener('abort', onAbort);
+        done();
         reject(err);
       },
     );

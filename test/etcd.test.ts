@@ -1,5 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as etcd3 from 'etcd3';
 import { CaSResult, type Consensus, Determinate, ErrorCode, ExternalError, Indeterminate, openConsensus, SCAN_ALL, SeqNo } from 'persist-location';
@@ -35,6 +36,7 @@ describe('mapEtcdError (synthetic driver errors)', () => {
     ['duplicate key', grpcError(etcd3.GRPCInvalidArgumentError, 3, 'INVALID_ARGUMENT', 'etcdserver: duplicate key given in txn request'), true, ErrorCode.InvalidArgument],
     ['no space', grpcError(etcd3.GRPCResourceExhastedError, 8, 'RESOURCE_EXHAUSTED', 'etcdserver: mvcc: database space exceeded'), true, ErrorCode.ResourceExhausted],
     ['local message limit', grpcError(etcd3.GRPCResourceExhastedError, 8, 'RESOURCE_EXHAUSTED', 'Received message larger than max (5 vs 4)'), false, ErrorCode.ResourceExhausted],
+    ["etcd's gRPC server message limit", grpcError(etcd3.GRPCResourceExhastedError, 8, 'RESOURCE_EXHAUSTED', 'grpc: received message larger than max (2150682 vs. 2097152)'), true, ErrorCode.ResourceExhausted],
     ['permission denied', grpcError(etcd3.EtcdPermissionDeniedError, 7, 'PERMISSION_DENIED', 'etcdserver: permission denied'), true, ErrorCode.PermissionDenied],
     ['unauthenticated', grpcError(etcd3.GRPCUnauthenticatedError, 16, 'UNAUTHENTICATED', 'etcdserver: invalid auth token'), true, ErrorCode.PermissionDenied],
     ['compacted', grpcError(etcd3.GRPCOutOfRangeError, 11, 'OUT_OF_RANGE', 'etcdserver: mvcc: required revision has been compacted'), true, ErrorCode.FailedPrecondition],
@@ -96,6 +98,10 @@ describe('EndpointBreakers (synthetic failures)', () => {
     const refusal = await b.execute(ok).then(() => undefined, (e: unknown) => e);
     assert.ok(isBroken(refusal));
     assert.ok(mapEtcdError(refusal, 'x') instanceof Determinate);
+    // ...also as etcd3 rethrows it when every endpoint refused (it recasts plain Errors).
+    const rethrown = etcd3.castGrpcError(refusal as Error);
+    assert.ok(mapEtcdError(rethrown, 'x') instanceof Determinate, String(rethrown));
+    assert.equal(mapEtcdError(rethrown, 'x').code, ErrorCode.Unavailable);
   });
 });
 
@@ -121,6 +127,15 @@ describe('etcd:// URIs', () => {
       assert.doesNotMatch(err.message, /hunter2/);
       return true;
     });
+  });
+  test('a prefix that UTF-8 cannot hold exactly rejects with InvalidArgument', () => {
+    for (const prefix of ['/a\u0000b', '/a\uD800', '/\uDC00b']) {
+      assert.throws(
+        () => new EtcdConsensus({ endpoints: ['127.0.0.1:1'], prefix }),
+        (err: Error) => err instanceof Determinate && err.code === ErrorCode.InvalidArgument,
+        JSON.stringify(prefix),
+      );
+    }
   });
   test('malformed URIs reject with InvalidArgument', () => {
     for (const bad of ['etcd:///p', 'etcd://h:1/a%00b', 'etcd://h:1,,h:2/p', 'etcd://h:x/p', 'etcd://h:1/p?timeoutMs=0', 'etcd://h:1/p?maxRequestBytes=abc']) {
@@ -322,14 +337,17 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('the server refusing a too-large request maps to Determinate ResourceExhausted', async () => {
-    // Claim a larger limit than the server's, so the request is sent and refused there.
+    // Claim a larger limit than the server's, so the request is sent and refused there:
+    // by etcd (over --max-request-bytes), or by its gRPC server (512 KiB more than that).
     const c = await openConsensus(etcd.uri(`maxRequestBytes=${4 * 1024 * 1024}`));
     try {
-      await assert.rejects(c.compareAndSet('big', undefined, { seqno: new SeqNo(1), data: new Uint8Array(1600 * 1024) }), (err: Error) => {
-        assert.ok(err instanceof Determinate, String(err));
-        assert.equal(err.code, ErrorCode.ResourceExhausted);
-        return true;
-      });
+      for (const size of [1600 * 1024, 3 * 1024 * 1024]) {
+        await assert.rejects(c.compareAndSet('big', undefined, { seqno: new SeqNo(1), data: new Uint8Array(size) }), (err: Error) => {
+          assert.ok(err instanceof Determinate, `${size} bytes: ${String(err)}`);
+          assert.equal(err.code, ErrorCode.ResourceExhausted);
+          return true;
+        });
+      }
       assert.equal(await c.head('big'), undefined);
     } finally {
       await c.close();
@@ -413,6 +431,56 @@ describe('EtcdConsensus on one etcd member', () => {
     }
   });
 
+  test('a write whose connection drops after it reached etcd is Indeterminate, never re-sent', async () => {
+    // A TCP proxy in front of etcd that, once armed, cuts the connection at the first
+    // bytes etcd sends back (the answer, or a flow-control ping sent on receipt): the
+    // Txn has reached etcd and may have been applied. Re-sending it (etcd3's default
+    // retry policy) reports Committed, or ExpectationMismatch when the first one was
+    // applied: a write done, reported as not done. Both were seen without RUN_ONCE.
+    const [host, port] = etcd.endpoints[0]!.split(':') as [string, string];
+    let armed = false;
+    let cuts = 0;
+    const sockets = new Set<Socket>();
+    const proxy = createServer((client) => {
+      const upstream = connect(Number(port), host);
+      for (const s of [client, upstream]) {
+        sockets.add(s);
+        s.on('error', () => {});
+      }
+      client.on('close', () => upstream.destroy());
+      upstream.on('close', () => client.destroy());
+      client.on('data', (d) => upstream.write(d));
+      upstream.on('data', (d) => {
+        if (!armed) return void client.write(d);
+        armed = false;
+        cuts++;
+        client.destroy();
+        upstream.destroy();
+      });
+    });
+    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
+    const c = await openConsensus(`etcd://127.0.0.1:${(proxy.address() as AddressInfo).port}/cut-${randomUUID()}`);
+    try {
+      assert.equal(await c.compareAndSet('k', undefined, v(1, 'one')), CaSResult.Committed);
+      armed = true;
+      const outcome = await c.compareAndSet('k', new SeqNo(1), v(2, 'two')).then(
+        (r) => r,
+        (err: unknown) => err,
+      );
+      assert.equal(cuts, 1);
+      assert.ok(outcome instanceof Indeterminate, `expected Indeterminate, got ${String(outcome)}`);
+      assert.equal(outcome.code, ErrorCode.Unavailable);
+      // Whether it was applied is for a later read to say; either way nothing else changed.
+      const head = await c.head('k');
+      assert.ok(head?.seqno.value === 1n || head?.seqno.value === 2n, `head ${head?.seqno}`);
+      assert.equal(text(head?.data), head?.seqno.value === 1n ? 'one' : 'two');
+    } finally {
+      await c.close();
+      for (const s of sockets) s.destroy();
+      await new Promise((resolve) => proxy.close(resolve));
+    }
+  });
+
   test('a dead endpoint among live ones: writes that were never sent are retried elsewhere', async () => {
     const dead = `127.0.0.1:${await freePort()}`;
     const c = await openConsensus(`etcd://${dead},${etcd.endpoints[0]}/retry-${randomUUID()}?timeoutMs=5000`);
@@ -427,6 +495,20 @@ describe('EtcdConsensus on one etcd member', () => {
     } finally {
       await c.close();
     }
+  });
+
+  test('close() stops an operation that is retrying an unreachable endpoint', { timeout: 30_000 }, async () => {
+    // A deadline far beyond the test's timeout: only close() can end the retries in time.
+    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=600000`);
+    const pending = c.head('k').then(
+      () => 'resolved',
+      (err: unknown) => err,
+    );
+    await new Promise((r) => setTimeout(r, 200));
+    await c.close();
+    const err = await pending;
+    assert.ok(err instanceof Determinate, String(err));
+    assert.equal(err.code, ErrorCode.Unavailable);
   });
 
   test('an unreachable endpoint is Determinate Unavailable for writes and reads', async () => {
@@ -489,6 +571,25 @@ describe('EtcdConsensus on an etcd with authentication', () => {
       await Promise.all([good.close(), bad.close(), none.close()]);
     }
   });
+
+  // The test's own timeout only turns a hang into a failure: the assertion is on the outcome.
+  test('a hung member while the client fetches its token: operations still end at their deadline', { timeout: 60_000 }, async () => {
+    const c = await openConsensus(`etcd://root:r00t%20pw@${etcd.endpoints[0]!}/auth?timeoutMs=700`);
+    await etcd.pause(0);
+    try {
+      // A fresh handle has no token yet: etcd3 asks the (hung) member for one first.
+      for (const op of [() => c.head('k'), () => c.compareAndSet('k', new SeqNo(1), v(2, 'y'))]) {
+        await assert.rejects(op(), (err: Error) => {
+          assert.ok(err instanceof Indeterminate, String(err));
+          assert.ok(err.isTimeout(), String(err));
+          return true;
+        });
+      }
+    } finally {
+      etcd.resume(0);
+      await c.close();
+    }
+  });
 });
 
 describe('EtcdConsensus on a 3-member cluster whose leader is killed', () => {
@@ -515,8 +616,9 @@ describe('EtcdConsensus on a 3-member cluster whose leader is killed', () => {
         if (done === Math.floor(ops / 3) && killing === undefined) {
           killing = (async () => {
             killed = await etcd.leader();
-            killedAt = performance.now();
             await etcd.kill(killed);
+            // Operations that start from here on can only commit through a new leader.
+            killedAt = performance.now();
           })();
         }
       },

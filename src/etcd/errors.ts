@@ -24,6 +24,8 @@
  * | INVALID_ARGUMENT otherwise                                    | Determinate InvalidArgument              |
  * | RESOURCE_EXHAUSTED "etcdserver: ..." (no space, too many      | Determinate ResourceExhausted (refused   |
  * |   requests)                                                   |   before the proposal)                   |
+ * | RESOURCE_EXHAUSTED "grpc: received message ... larger than    | Determinate ResourceExhausted (etcd's    |
+ * |   max" (over --max-request-bytes + 512 KiB)                   |   gRPC server would not even decode it)  |
  * | RESOURCE_EXHAUSTED otherwise (local gRPC message limits)      | Indeterminate ResourceExhausted          |
  * | PERMISSION_DENIED, UNAUTHENTICATED, and the auth refusals     | Determinate PermissionDenied             |
  * |   etcd sends as INVALID_ARGUMENT (bad password, no user name) |                                          |
@@ -37,6 +39,14 @@
  * Server-side UNAVAILABLE is Indeterminate on purpose: etcd answers "request timed
  * out" or "leader changed" after a proposal was handed to raft, and it may still
  * commit.
+ *
+ * "Never sent" is read from grpc-js's wording because nothing else survives: etcd3
+ * rebuilds every error from its message alone, dropping grpc-js's status object (and
+ * the call's progress, which grpc-js keeps internal). The three details are grpc-js's
+ * own, never etcd's (etcd's all start with "etcdserver:"). Should a grpc-js upgrade reword
+ * them, those errors fall to Indeterminate, the safe side: writes are then no longer
+ * failed over (the unreachable-endpoint tests catch that for "No connection
+ * established", the usual one).
  */
 import * as etcd3 from 'etcd3';
 import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
@@ -144,9 +154,12 @@ export function mapEtcdError(err: unknown, what: string): ExternalError {
         ? determinate(ErrorCode.ResourceExhausted, 'request refused by etcd as larger than its --max-request-bytes')
         : determinate(ErrorCode.InvalidArgument, 'request refused by etcd');
     case GrpcCode.RESOURCE_EXHAUSTED:
-      return fromServer
-        ? determinate(ErrorCode.ResourceExhausted, 'request refused by etcd')
-        : indeterminate(ErrorCode.ResourceExhausted, 'gRPC message limit hit');
+      if (fromServer) return determinate(ErrorCode.ResourceExhausted, 'request refused by etcd');
+      // grpc-go's wording: etcd's gRPC server refused the request message before decoding it.
+      if (/^grpc: received message .*larger than max/.test(details)) {
+        return determinate(ErrorCode.ResourceExhausted, "request refused by etcd's gRPC server as larger than its --max-request-bytes + 512 KiB");
+      }
+      return indeterminate(ErrorCode.ResourceExhausted, 'gRPC message limit hit');
     case GrpcCode.PERMISSION_DENIED:
     case GrpcCode.UNAUTHENTICATED:
       return determinate(ErrorCode.PermissionDenied, 'etcd refused the credentials');

@@ -41,9 +41,12 @@ export class Layout {
   readonly #heads: Buffer;
   readonly #versions: Buffer;
 
-  /** @throws Determinate InvalidArgument for a prefix with a NUL character. */
+  /** @throws Determinate InvalidArgument for a prefix with a NUL character or a lone surrogate. */
   constructor(prefix: string) {
+    if (typeof prefix !== 'string') throw invalidArgument('an etcd location prefix must be a string');
     if (prefix.includes('\u0000')) throw invalidArgument('an etcd location prefix must not contain U+0000');
+    // UTF-8 would write a lone surrogate as U+FFFD: two different prefixes, one location.
+    if (!prefix.isWellFormed()) throw invalidArgument('an etcd location prefix must be well-formed unicode (it contains a lone surrogate)');
     this.prefix = prefix.endsWith('/') ? prefix : `${prefix}/`;
     this.#heads = Buffer.from(`${this.prefix}\u0000h/`, 'utf8');
     this.#versions = Buffer.from(`${this.prefix}\u0000v/`, 'utf8');

@@ -24,6 +24,14 @@ export const RUN_ONCE = {
   execute: async <T>(fn: Call<T>): Promise<T> => fn({ signal: NEVER_ABORTED }),
 } as unknown as Policy;
 
+/**
+ * A call refused because its endpoint is marked down: never sent. A subclass, because
+ * etcd3 rebuilds a plain `Error` from its message (castGrpcError), losing the flag.
+ */
+class EndpointDownError extends Error {
+  readonly isBrokenCircuitError = true;
+}
+
 /** Consecutive failures that mark an endpoint down. */
 const FAILURES_TO_OPEN = 3;
 /** How long an endpoint marked down is skipped. */
@@ -45,9 +53,7 @@ export class EndpointBreakers {
     const execute = async <T>(fn: Call<T>): Promise<T> => {
       if (this.#isOpen(health) && !this.#allOpen()) {
         // etcd3 then tries the next endpoint; this error surfaces only if none is left.
-        throw Object.assign(new Error(`etcd endpoint ${host} is marked down after ${health.failures} failures`), {
-          isBrokenCircuitError: true,
-        });
+        throw new EndpointDownError(`etcd endpoint ${host} is marked down after ${health.failures} failures`);
       }
       try {
         const result = await fn({ signal: NEVER_ABORTED });
