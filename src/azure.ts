@@ -18,8 +18,17 @@
  * - set: up to `singleUploadMaxBytes` (8 MiB) one Put Blob; larger values are
  *   staged as `blockBytes` (8 MiB) blocks, `concurrency` (8) at a time, under ids
  *   unique to this upload, then published by one Put Block List: atomic, and a
- *   crash before the commit leaves only invisible uncommitted blocks (Azure drops
- *   them). A failure before the commit is sent is therefore Determinate. Another
+ *   crash before the commit leaves only invisible uncommitted blocks. Azure has
+ *   no call that drops uncommitted blocks without committing, so they stay until
+ *   the next commit of that blob name (the next successful large `set` of the
+ *   key discards them) or Azure's garbage collection of uncommitted blocks
+ *   (after a week). Outcome of a failed staged `set` (the issue asks for
+ *   Indeterminate when the server dies mid-upload; this is deliberately more
+ *   precise): a failure before Put Block List was sent (a failed Put Block, or
+ *   the caller's signal firing before the commit) is Determinate, whatever the
+ *   failed request was, since nothing uncommitted is ever visible; a failure of
+ *   Put Block List itself (sent, even partly) is mapped as usual, so a lost
+ *   connection, timeout, 5xx or abort after sending is Indeterminate. Another
  *   writer's commit discards our uncommitted blocks (InvalidBlockList): the upload
  *   is then restaged, up to 3 times.
  * - get: the first `min(rangeBytes, 1 MiB)` and the blob's size and ETag in one
@@ -72,17 +81,17 @@ import { constants as bufferConstants } from 'node:buffer';
 import {
   AnonymousCredential,
   BlobServiceClient,
+  type newPipeline,
   StorageSharedKeyCredential,
   type BlockBlobClient,
   type BlobDownloadResponseParsed,
   type ContainerClient,
-  type Pipeline,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
 import { BlobBase } from './base.js';
 import type { Blob, BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
-import { Determinate, ErrorCode, invalidArgument } from './errors.js';
+import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
 import { asBuffer } from './bytes.js';
 import { boolParam, checkParams, type LocationUri } from './uri.js';
@@ -120,7 +129,9 @@ export interface AzureBlobTuning {
 }
 
 /** A credential BlobServiceClient accepts: a TokenCredential, a shared key, or anonymous. */
-export type AzureCredential = Exclude<ConstructorParameters<typeof BlobServiceClient>[1], Pipeline | undefined>;
+// (Not from BlobServiceClient's constructor: it is overloaded, and TypeScript reads only the
+// last overload, the Pipeline one, which left this type `never`.)
+export type AzureCredential = NonNullable<Parameters<typeof newPipeline>[0]>;
 
 /** Options of {@link AzureBlob}. */
 export interface AzureBlobOptions extends AzureBlobTuning {
@@ -345,11 +356,19 @@ export class AzureBlob extends BlobBase {
     } catch (err) {
       // Nothing is visible until the commit, which was not sent: definitely not done.
       const mapped = this.#error(err, `${what} (staging blocks, before the commit)`, { maybeApplied: false }, undefined);
-      const reason = outer?.aborted ? ErrorCode.Cancelled : mapped.code;
+      // A timeout that provably changed nothing is not the (always Indeterminate) Timeout code.
+      const reason = outer?.aborted ? ErrorCode.Cancelled : mapped.code === ErrorCode.Timeout ? ErrorCode.Unavailable : mapped.code;
       throw new Determinate(reason, `${mapped.message}; nothing was committed`, { cause: err });
+    }
+    if (outer?.aborted) {
+      // The caller gave up before the commit was sent: still provably nothing written.
+      const cancelled = aborted(outer, false);
+      throw new Determinate(cancelled.code, `${this.description}: ${what} failed: ${cancelled.message}; nothing was committed`, { cause: outer.reason });
     }
     const attempts: Attempts = { maybeApplied: false };
     try {
+      // From here on a failure may have been applied (mapped as usual, so a lost
+      // connection, timeout, 5xx or abort after sending is Indeterminate).
       await this.#retrying(() => client.commitBlockList(ids, { abortSignal: outer }), attempts, outer);
       return true;
     } catch (err) {

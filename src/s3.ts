@@ -17,8 +17,18 @@
  *   at CompleteMultipartUpload, so a writer that dies mid-way leaves the old value.
  *   A failed upload is aborted (AbortMultipartUpload); if even that fails (the
  *   server is gone) the parts stay until a bucket lifecycle rule
- *   (AbortIncompleteMultipartUpload) removes them. A failure before
- *   CompleteMultipartUpload was sent is Determinate: nothing can become visible.
+ *   (AbortIncompleteMultipartUpload) removes them.
+ *   Outcome of a failed multipart `set` (the issue asks for Indeterminate when the
+ *   server dies mid-upload; this is deliberately more precise): a failure before
+ *   CompleteMultipartUpload was sent (CreateMultipartUpload, any UploadPart, or
+ *   the caller's signal firing before the completion) is Determinate, whatever
+ *   the failed request itself was: S3 shows nothing of an upload that was never
+ *   completed, so the value provably was not written. A failure of
+ *   CompleteMultipartUpload itself (sent, even partly) is mapped like any other
+ *   request, so a lost connection, a timeout, a 5xx or an abort after sending is
+ *   Indeterminate. The AbortMultipartUpload that follows either failure is
+ *   cleanup only: its own failure is noted in the message and never changes
+ *   the kind or code reported.
  * - `get`: one GET of the range `0..partSize-1` (a small value needs nothing
  *   more); its Content-Range tells the size, and while its body streams the rest
  *   is fetched as parallel ranges (`concurrency` in flight), each read straight
@@ -32,7 +42,9 @@
  *   consumes them.
  * - `delete`: HEAD (for the size), then DeleteObject. Not atomic: a `set` between
  *   the two is deleted and `delete` returns the size the HEAD saw. A HEAD 404
- *   cannot tell a missing key from a missing bucket; both return `undefined`.
+ *   cannot tell a missing key from a missing bucket, so it is followed by a
+ *   HeadBucket: a missing bucket rejects Determinate NotFound, a missing key
+ *   returns `undefined`.
  * - `restore`: succeeds if the object exists. Otherwise, on a bucket with
  *   versioning enabled (or suspended), the latest version of the key being a
  *   delete marker, that marker is removed, which brings the previous version
@@ -73,7 +85,7 @@ import {
 import { BlobBase } from './base.js';
 import type { BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
-import { Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
+import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
 import { decodeKey, encodeKey, maxKeyBytesFor } from './s3/keys.js';
 import { errorName, httpStatus, isConnectError, mapS3Error } from './s3/errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
@@ -398,10 +410,19 @@ export class S3Blob extends BlobBase {
       const cleanup = await this.#abortUpload(Key, UploadId);
       throw notWritten(err, `; the multipart upload was not completed, so nothing was written${cleanup}`);
     }
+    if (signal?.aborted) {
+      // The caller gave up before the completion was sent: still provably nothing written.
+      const cleanup = await this.#abortUpload(Key, UploadId);
+      throw notWritten(aborted(signal, false), `; the multipart upload was not completed, so nothing was written${cleanup}`);
+    }
     try {
       await this.#send(new CompleteMultipartUploadCommand({ Bucket, Key, UploadId, MultipartUpload: { Parts: parts } }), `${what} (complete multipart upload)`, signal);
     } catch (err) {
-      // If the completion did land, aborting is a harmless NoSuchUpload.
+      // The completion may have been applied (or still be running on the server),
+      // so `err` is reported as mapped: Indeterminate unless S3 answered with a
+      // plain refusal on the only attempt. The abort that follows is cleanup only
+      // (if the completion did land, it is a harmless NoSuchUpload) and never
+      // changes that outcome, whether it succeeds or fails.
       await this.#abortUpload(Key, UploadId);
       throw err;
     }
@@ -422,7 +443,11 @@ export class S3Blob extends BlobBase {
     const Key = this.#name(key);
     const what = `delete(${JSON.stringify(key)})`;
     const head = await this.#send<{ ContentLength?: number }, undefined>(new HeadObjectCommand({ Bucket: this.#bucket, Key }), what, signal, undefined);
-    if (head === undefined) return undefined;
+    if (head === undefined) {
+      // A HEAD's 404 has no body to tell a missing key from a missing bucket.
+      await this.#headBucket(signal);
+      return undefined;
+    }
     await this.#send(new DeleteObjectCommand({ Bucket: this.#bucket, Key }), what, signal);
     return head.ContentLength ?? 0;
   }
@@ -489,7 +514,12 @@ export class S3Blob extends BlobBase {
     } catch (err) {
       throw new Determinate(ErrorCode.InvalidArgument, `${this.description}: no AWS region: pass region= or set AWS_REGION`, { cause: err });
     }
-    await this.#send(new HeadBucketCommand({ Bucket: this.#bucket }), 'check bucket', opts?.signal).catch((err: unknown) => {
+    await this.#headBucket(opts?.signal);
+  }
+
+  /** HeadBucket, with a missing bucket named as such. */
+  async #headBucket(signal: AbortSignal | undefined): Promise<void> {
+    await this.#send(new HeadBucketCommand({ Bucket: this.#bucket }), 'check bucket', signal).catch((err: unknown) => {
       // HEAD has no body, so a missing bucket is a bare 404.
       if (err instanceof ExternalError && err.code === ErrorCode.NotFound) {
         throw new Determinate(ErrorCode.NotFound, `${this.description}: the bucket ${this.#bucket} does not exist`, { cause: err });

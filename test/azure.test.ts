@@ -3,11 +3,11 @@ import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import { createServer, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { BlobServiceClient } from '@azure/storage-blob';
+import { BlobServiceClient, BlockBlobClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { ErrorCode, ExternalError, openBlob, type Blob } from 'persist-location';
 import { AzureBlob, decodeKey, encodeKey, mapAzureError, maxKeyBytesFor, type AzureBlobOptions } from 'persist-location/azure';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
-import { startAzurite, type AzuriteServer } from './servers/azurite.js';
+import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { freePort } from './servers/ports.js';
 
 const MiB = 1024 * 1024;
@@ -183,7 +183,7 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
   }
 
   /** Serves the scripted replies in order, per "METHOD comp" (e.g. "PUT undelete", "HEAD "). */
-  async function scripted(script: Record<string, Reply[]>) {
+  async function scripted(script: Record<string, Reply[]>, options: Partial<AzureBlobOptions> = {}) {
     const seen: string[] = [];
     const stub = await stubbed((req, res) => {
       const comp = new URL(req.url ?? '/', 'http://x').searchParams.get('comp') ?? '';
@@ -193,7 +193,7 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
       const body = Buffer.from(reply.body ?? '');
       res.writeHead(reply.status, { 'content-length': String(body.length), ...reply.headers });
       res.end(body);
-    });
+    }, options);
     return { ...stub, seen };
   }
   const notFound: Reply = { status: 404, headers: { 'x-ms-error-code': 'BlobNotFound' } };
@@ -262,6 +262,53 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
       await stub.blob.set('k', Buffer.from('v'));
       await assert.rejects(stub.blob.set('k', Buffer.from('v')), (err) => expectExternal(err, false, ErrorCode.PermissionDenied));
     } finally {
+      await stub.close();
+    }
+  });
+
+  test('staged set: a block that keeps timing out is Determinate (never the Indeterminate-only Timeout code); no commit sent', async () => {
+    const timedOut: Reply = { status: 504, headers: { 'x-ms-error-code': 'GatewayTimeout' } };
+    const stub = await scripted({ 'PUT block': [timedOut, timedOut, timedOut] }, { singleUploadMaxBytes: 1024, blockBytes: 1024, concurrency: 1 });
+    try {
+      await assert.rejects(stub.blob.set('k', Buffer.alloc(2048, 1)), (err) => {
+        expectExternal(err, true, ErrorCode.Unavailable);
+        assert.equal((err as ExternalError).isTimeout(), false);
+        assert.match((err as Error).message, /nothing was committed/);
+        return true;
+      });
+      assert.deepEqual(stub.seen, ['PUT block', 'PUT block', 'PUT block']);
+    } finally {
+      await stub.close();
+    }
+  });
+
+  test('staged set: the caller aborting after the last block, before the commit, is Determinate Cancelled', async () => {
+    const controller = new AbortController();
+    const seen: string[] = [];
+    let staged = 0;
+    // Fires the abort on the client side right after the last block was staged:
+    // between the staging and the commit, the window this test is about.
+    const stageBlock = BlockBlobClient.prototype.stageBlock;
+    BlockBlobClient.prototype.stageBlock = async function (this: BlockBlobClient, ...args: Parameters<BlockBlobClient['stageBlock']>) {
+      const response = await stageBlock.apply(this, args);
+      if (++staged === 2) controller.abort(new Error('caller gave up'));
+      return response;
+    };
+    const stub = await stubbed(
+      (req, res) => {
+        const comp = new URL(req.url ?? '/', 'http://x').searchParams.get('comp') ?? '';
+        seen.push(`${req.method} ${comp}`);
+        res.writeHead(comp === 'block' ? 201 : 500, { 'content-length': '0' });
+        res.end();
+      },
+      { singleUploadMaxBytes: 1024, blockBytes: 1024, concurrency: 1 },
+    );
+    try {
+      await assert.rejects(stub.blob.set('k', Buffer.alloc(2048, 1), { signal: controller.signal }), (err) => expectExternal(err, true, ErrorCode.Cancelled));
+      assert.equal(staged, 2);
+      assert.deepEqual(seen, ['PUT block', 'PUT block'], 'no commit was sent');
+    } finally {
+      BlockBlobClient.prototype.stageBlock = stageBlock;
       await stub.close();
     }
   });
@@ -513,6 +560,19 @@ describe('AzureBlob against Azurite', () => {
     }
   });
 
+  test('an explicit credential with an endpoint (the credential option type-checks and works)', async () => {
+    const blob = new AzureBlob({
+      container,
+      prefix: `credential/${randomUUID()}`,
+      endpoint: server.endpoint,
+      credential: new StorageSharedKeyCredential(AZURITE_ACCOUNT, AZURITE_KEY),
+      retry: FAST_RETRY,
+    });
+    opened.push(blob);
+    await blob.set('k', Buffer.from('with a shared key'));
+    assert.equal(Buffer.from((await blob.get('k'))!.toContiguous()).toString(), 'with a shared key');
+  });
+
   test('a missing container is Determinate NotFound; a wrong key is Determinate PermissionDenied', async () => {
     const missing = open('x', { container: `missing-${randomUUID().slice(0, 8)}` });
     await assert.rejects(missing.set('k', Buffer.from('v')), (err) => expectExternal(err, true, ErrorCode.NotFound) && /ContainerNotFound/.test((err as Error).message));
@@ -524,6 +584,32 @@ describe('AzureBlob against Azurite', () => {
     const denied = open('x', { connectionString: wrongKey });
     await assert.rejects(denied.set('k', Buffer.from('v')), (err) => expectExternal(err, true, ErrorCode.PermissionDenied));
     await assert.rejects(denied.get('k'), (err) => expectExternal(err, true, ErrorCode.PermissionDenied));
+  });
+
+  test('a failed staged set leaves only invisible uncommitted blocks, and the next set of the key discards them', async () => {
+    const dir = `orphans/${randomUUID()}`;
+    const blob = open(dir, { singleUploadMaxBytes: MiB, blockBytes: MiB, concurrency: 1 });
+    const blocks = service.getContainerClient(container).getBlockBlobClient(`${dir}/${encodeKey('k')}`);
+    await blob.set('k', Buffer.from('old'));
+    const controller = new AbortController();
+    const pending = blob.set('k', pattern(32 * MiB, 12), { signal: controller.signal });
+    pending.catch(() => undefined); // asserted below
+    for (;;) {
+      if (((await blocks.getBlockList('uncommitted')).uncommittedBlocks?.length ?? 0) > 0) break;
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    controller.abort(new Error('caller gave up'));
+    await assert.rejects(pending, (err) => expectExternal(err, true, ErrorCode.Cancelled));
+    assert.equal(Buffer.from((await blob.get('k'))!.toContiguous()).toString(), 'old', 'the staged blocks are not visible');
+    assert.deepEqual(await collect(blob.list()), [{ key: 'k', sizeInBytes: 3 }]);
+    // Azure has no call to drop uncommitted blocks short of a commit (see src/azure.ts).
+    assert.ok(((await blocks.getBlockList('uncommitted')).uncommittedBlocks?.length ?? 0) > 0);
+    const value = pattern(3 * MiB, 13);
+    await blob.set('k', value);
+    const after = await blocks.getBlockList('all');
+    assert.equal(after.uncommittedBlocks?.length ?? 0, 0, 'the commit discarded the orphaned blocks');
+    assert.equal(after.committedBlocks?.length, 3);
+    assert.ok(Buffer.from((await blob.get('k'))!.toContiguous()).equals(value));
   });
 
   test('aborting a set in flight: staged → Determinate (nothing committed), single upload → Indeterminate', async () => {

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
+import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -205,6 +206,122 @@ describe('S3Blob against a stand-in client', () => {
     await blob.close();
   });
 
+  /** A stand-in for the multipart requests; `fail` may answer a request with an error instead. */
+  const multipartClient = (fail: (name: string, input: Record<string, unknown>) => Error | undefined) =>
+    fakeClient((name, input) => {
+      const failure = fail(name, input);
+      if (failure !== undefined) return failure;
+      switch (name) {
+        case 'CreateMultipartUpload':
+          return { UploadId: 'u1' };
+        case 'UploadPart':
+          return { ETag: `"p${String(input.PartNumber)}"` };
+        case 'CompleteMultipartUpload':
+        case 'AbortMultipartUpload':
+          return {};
+        default:
+          return new Error(`unexpected ${name}`);
+      }
+    });
+
+  test('set and get keep at most `concurrency` parts or ranges in flight', async () => {
+    const value = pattern(26 * MiB, 5);
+    let inFlight = 0;
+    let most = 0;
+    const slowly = async <T>(reply: T): Promise<T> => {
+      most = Math.max(most, ++inFlight);
+      await new Promise((r) => setTimeout(r, 2));
+      inFlight--;
+      return reply;
+    };
+    const { client, sent } = fakeClient((name, input) => {
+      switch (name) {
+        case 'CreateMultipartUpload':
+          return { UploadId: 'u1' };
+        case 'UploadPart':
+          return slowly({ ETag: `"p${String(input.PartNumber)}"` });
+        case 'CompleteMultipartUpload':
+          return {};
+        case 'GetObject':
+          return slowly(rangeReply(value, input.Range, '"v"'));
+        default:
+          return new Error(`unexpected ${name}`);
+      }
+    });
+    const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB, concurrency: 2 });
+    await blob.set('k', value);
+    assert.equal(sent.filter(([n]) => n === 'UploadPart').length, 6);
+    assert.equal(most, 2, 'parts in flight');
+    most = 0;
+    const got = await blob.get('k');
+    assert.ok(Buffer.from(got!.toContiguous()).equals(value));
+    assert.equal(got!.segments.length, 6);
+    assert.equal(most, 2, 'ranges in flight after the first');
+    await blob.close();
+  });
+
+  test('a CompleteMultipartUpload that fails after sending is Indeterminate, even when the cleanup abort fails too', async () => {
+    for (const completeError of [netError('ECONNRESET'), sdkError('InternalError', 503)]) {
+      const { client, sent } = multipartClient((name) =>
+        name === 'CompleteMultipartUpload' ? completeError : name === 'AbortMultipartUpload' ? netError('ECONNREFUSED') : undefined,
+      );
+      const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB });
+      await assert.rejects(blob.set('k', Buffer.alloc(11 * MiB, 1)), (err: unknown) => {
+        assert.ok(err instanceof ExternalError, String(err));
+        assert.equal(err.determinate, false, err.message);
+        return true;
+      });
+      assert.deepEqual(
+        sent.map(([n]) => n),
+        ['CreateMultipartUpload', 'UploadPart', 'UploadPart', 'UploadPart', 'CompleteMultipartUpload', 'AbortMultipartUpload'],
+      );
+      await blob.close();
+    }
+  });
+
+  test('a failed part is Determinate and the upload is aborted; a failing abort is only noted', async () => {
+    const { client, sent } = multipartClient((name, input) =>
+      name === 'UploadPart' && input.PartNumber === 2 ? netError('ECONNRESET') : name === 'AbortMultipartUpload' ? netError('ECONNRESET') : undefined,
+    );
+    const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB, concurrency: 1 });
+    await assert.rejects(blob.set('k', Buffer.alloc(11 * MiB, 1)), (err: unknown) => {
+      assert.ok(err instanceof ExternalError, String(err));
+      assert.equal(err.determinate, true, err.message);
+      assert.equal(err.code, ErrorCode.Unavailable);
+      assert.match(err.message, /nothing was written/);
+      assert.match(err.message, /aborting upload u1 failed too/);
+      return true;
+    });
+    assert.deepEqual(sent.map(([n]) => n), ['CreateMultipartUpload', 'UploadPart', 'UploadPart', 'AbortMultipartUpload']);
+    await blob.close();
+  });
+
+  test('the caller aborting after the last part, before the completion: Determinate Cancelled, upload aborted', async () => {
+    const controller = new AbortController();
+    const { client, sent } = multipartClient((name, input) => {
+      if (name === 'UploadPart' && input.PartNumber === 3) controller.abort(new Error('caller gave up'));
+      return undefined;
+    });
+    const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB, concurrency: 1 });
+    await assert.rejects(blob.set('k', Buffer.alloc(11 * MiB, 1), { signal: controller.signal }), { name: 'Determinate', code: ErrorCode.Cancelled });
+    assert.deepEqual(sent.map(([n]) => n), ['CreateMultipartUpload', 'UploadPart', 'UploadPart', 'UploadPart', 'AbortMultipartUpload']);
+    await blob.close();
+  });
+
+  test('delete of a missing key returns undefined; in a missing bucket it rejects Determinate NotFound', async () => {
+    for (const bucketExists of [true, false]) {
+      const { client } = fakeClient((name) => {
+        if (name === 'HeadObject') return sdkError('NotFound', 404);
+        if (name === 'HeadBucket') return bucketExists ? {} : sdkError('NotFound', 404);
+        return new Error(`unexpected ${name}`);
+      });
+      const blob = new S3Blob({ bucket: 'b', client });
+      if (bucketExists) assert.equal(await blob.delete('k'), undefined);
+      else await assert.rejects(blob.delete('k'), { name: 'Determinate', code: ErrorCode.NotFound, message: /bucket b does not exist/ });
+      await blob.close();
+    }
+  });
+
   test('restore on a versioned bucket removes the latest delete marker', async () => {
     let restored = false;
     const { client, sent } = fakeClient((name, input) => {
@@ -378,6 +495,8 @@ describe('S3Blob on s3rver', () => {
     opened.push(missing);
     await assert.rejects(missing.set('k', Buffer.from('x')), { name: 'Determinate', code: ErrorCode.NotFound });
     await assert.rejects(missing.get('k'), { name: 'Determinate', code: ErrorCode.NotFound });
+    await assert.rejects(missing.delete('k'), { name: 'Determinate', code: ErrorCode.NotFound });
+    await assert.rejects(missing.restore('k'), { name: 'Determinate', code: ErrorCode.NotFound });
     const wrong = new S3Blob({ bucket: 'suite', clientConfig: { ...clientConfig(), credentials: { accessKeyId: 'WRONG', secretAccessKey: 'WRONG' } } });
     opened.push(wrong);
     await assert.rejects(wrong.set('k', Buffer.from('x')), { name: 'Determinate', code: ErrorCode.PermissionDenied });
@@ -443,6 +562,64 @@ describe('S3Blob on s3rver', () => {
     }
   });
 
+  /**
+   * Kills the server at `when` during a 20 MiB multipart set of a key holding
+   * `old`, restarts it, and checks the outcome: Determinate only if the old
+   * value is intact, and after an Indeterminate one either value, whole.
+   */
+  const killDuringMultipart = async (name: string, when: (chunk: Buffer, forwarded: number) => boolean): Promise<ExternalError> => {
+    const proxy = await killingProxy(server.port);
+    try {
+      const prefix = `${run}-kill-${name}`;
+      const blob = new S3Blob({
+        bucket: 'faults',
+        clientConfig: { endpoint: `http://127.0.0.1:${proxy.port}`, region: 'us-east-1', forcePathStyle: true, maxAttempts: 2 },
+        prefix,
+        partSize: 5 * MiB,
+        concurrency: 2,
+      });
+      opened.push(blob);
+      await blob.set('k', Buffer.from('old'));
+      const value = pattern(20 * MiB, 11);
+      proxy.arm(when, () => server.kill());
+      const err = await blob.set('k', value).then(
+        () => new Error(`the set succeeded although the server was killed (${name})`),
+        (e: unknown) => e,
+      );
+      await proxy.fired();
+      await server.restart();
+      assert.ok(err instanceof ExternalError, String(err));
+      const after = await blob.get('k');
+      assert.ok(after !== undefined, `${name}: the key vanished`);
+      const got = Buffer.from(after.toContiguous());
+      if (err.determinate) {
+        assert.equal(got.toString(), 'old', `${name}: a Determinate failure left the old value (${err.message})`);
+        assert.match(err.message, /nothing was written/);
+      } else {
+        assert.ok(got.toString() === 'old' || got.equals(value), `${name}: after an Indeterminate failure, the old or the whole new value`);
+      }
+      await blob.set('k', value);
+      assert.ok(Buffer.from((await blob.get('k'))!.toContiguous()).equals(value), `${name}: a set after the restart works`);
+      return err;
+    } finally {
+      await proxy.close();
+    }
+  };
+
+  test('server killed at points spread over a multipart upload: Determinate only when nothing can be visible', async () => {
+    // Early in the first parts, and late in the last ones (the upload sends about 20 MiB).
+    for (const [name, bytes] of [['early', 2 * MiB], ['late', 19.5 * MiB]] as const) {
+      const err = await killDuringMultipart(name, (_chunk, forwarded) => forwarded >= bytes);
+      assert.equal(err.determinate, true, `${name}: killed while parts were uploading, before the completion was sent: ${err.message}`);
+    }
+  });
+
+  test('server killed as CompleteMultipartUpload is sent: Indeterminate; afterwards the old or the whole new value', async () => {
+    const completing = (chunk: Buffer): boolean => /^POST [^ ]*[?&]uploadId=/.test(chunk.toString('latin1', 0, Math.min(chunk.length, 2048)));
+    const err = await killDuringMultipart('commit', completing);
+    assert.equal(err.determinate, false, `the completion was being sent: ${err.message}`);
+  });
+
   test('server killed during a large upload: the set fails, no partial object; after a restart all works', async () => {
     const blob = new S3Blob({ bucket: 'faults', clientConfig: { ...clientConfig(), maxAttempts: 2 }, prefix: run, partSize: 5 * MiB, concurrency: 2 });
     opened.push(blob);
@@ -474,3 +651,64 @@ describe('S3Blob on s3rver', () => {
     assert.equal(Buffer.from((await blob.get('small'))!.toContiguous()).toString(), 'ok');
   });
 });
+
+interface KillingProxy {
+  port: number;
+  /** Runs `action` once, when a request chunk satisfies `when` (given the bytes forwarded so far). */
+  arm(when: (chunk: Buffer, forwarded: number) => boolean, action: () => Promise<void>): void;
+  /** Resolves when the armed action has run. */
+  fired(): Promise<void>;
+  close(): Promise<void>;
+}
+
+/**
+ * A TCP proxy in front of s3rver that runs an action (killing the server) at a
+ * chosen point of the request stream: after so many request bytes, or at the
+ * first chunk of a given request. Mid-upload kills without guessing timings.
+ */
+async function killingProxy(upstreamPort: number): Promise<KillingProxy> {
+  let when: ((chunk: Buffer, forwarded: number) => boolean) | undefined;
+  let action: (() => Promise<void>) | undefined;
+  let forwarded = 0;
+  let done: Promise<void> = Promise.resolve();
+  const sockets = new Set<Socket>();
+  const srv: Server = createServer((client) => {
+    const upstream = connect(upstreamPort, '127.0.0.1');
+    sockets.add(client).add(upstream);
+    const drop = (): void => {
+      client.destroy();
+      upstream.destroy();
+      sockets.delete(client);
+      sockets.delete(upstream);
+    };
+    client.on('error', drop).on('close', drop);
+    upstream.on('error', drop).on('close', drop);
+    // Registered before the pipe: the action runs before this chunk is forwarded.
+    client.on('data', (chunk: Buffer) => {
+      forwarded += chunk.byteLength;
+      if (action !== undefined && when !== undefined && when(chunk, forwarded)) {
+        const run = action;
+        action = undefined;
+        done = run();
+      }
+    });
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+  const address = srv.address();
+  if (address === null || typeof address === 'string') throw new Error('proxy has no port');
+  return {
+    port: address.port,
+    arm(condition, run) {
+      forwarded = 0;
+      when = condition;
+      action = run;
+    },
+    fired: () => done,
+    async close() {
+      for (const socket of sockets) socket.destroy();
+      await new Promise((r) => srv.close(r));
+    },
+  };
+}
