@@ -14,6 +14,7 @@ import {
   validateKey,
   validatePrefix,
   validateScan,
+  validateSignal,
   validateTruncate,
   validateValue,
 } from './validate.js';
@@ -30,6 +31,7 @@ abstract class Handle {
   }
 
   protected checkOpen(opts: OpOptions | undefined): void {
+    validateSignal(opts);
     if (this.#closing !== undefined) throw new Error(`${this.description} is closed`);
     throwIfAborted(opts?.signal);
   }

@@ -11,7 +11,11 @@
 /** Encodes strings, keeping the characters of `literal` and escaping every other byte. */
 export function percentEscaper(literal: string, hex: '0123456789ABCDEF' | '0123456789abcdef'): (s: string) => string {
   const keep = new Uint8Array(128);
-  for (const c of literal) keep[c.charCodeAt(0)] = 1;
+  for (const c of literal) {
+    // A literal '%' would make `%41` and `A` collide; non-ASCII has no single byte.
+    if (c === '%' || c.charCodeAt(0) >= 128) throw new Error(`percentEscaper: ${JSON.stringify(c)} cannot be kept literally`);
+    keep[c.charCodeAt(0)] = 1;
+  }
   const escaped = Array.from({ length: 256 }, (_, b) =>
     b < 128 && keep[b] === 1 ? String.fromCharCode(b) : `%${hex[b >> 4]}${hex[b & 15]}`,
   );

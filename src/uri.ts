@@ -92,7 +92,9 @@ const SECRET_PARAM = /pass|secret|token|key|sig|credential/i;
  */
 export function redactUri(uri: string): string {
   return String(uri)
-    .replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)([^/?#@]*)@/, (_all, scheme: string, userinfo: string) => {
+    // Like WHATWG URL (and so pg), the userinfo ends at the LAST '@' of the authority:
+    // a password with a raw '@' must be hidden whole, not up to its first '@'.
+    .replace(/^([a-zA-Z][a-zA-Z0-9+.-]*:\/\/)([^/?#]*)@/, (_all, scheme: string, userinfo: string) => {
       const colon = userinfo.indexOf(':');
       return colon < 0 ? `${scheme}${userinfo}@` : `${scheme}${userinfo.slice(0, colon)}:***@`;
     })

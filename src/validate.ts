@@ -91,6 +91,17 @@ export function validateTruncate(key: unknown, seqno: unknown): void {
   validateSeqNo(seqno, 'truncate seqno');
 }
 
+/**
+ * The signal of an operation's options, when there is one, is a real AbortSignal:
+ * a look-alike would only fail inside a backend, possibly after the request was sent.
+ */
+export function validateSignal(opts: unknown): void {
+  const signal: unknown = (opts as { signal?: unknown } | null | undefined)?.signal;
+  if (signal !== undefined && !(signal instanceof AbortSignal)) {
+    throw invalidArgument(`options.signal must be an AbortSignal, got ${describe(signal)}`);
+  }
+}
+
 /** A short, safe description of a bad argument for error messages. */
 function describe(v: unknown): string {
   if (v === null) return 'null';

@@ -118,6 +118,12 @@ describe('stressConsensus catches broken stores', () => {
     });
   }
 
+  test('options that would record nothing are refused, not reported ok', async () => {
+    for (const opts of [{ keys: 0 }, { clients: 0 }, { ops: -1 }, { handles: Number.NaN }, { keys: 1.5 }]) {
+      await assert.rejects(stressConsensus(brokenLocation({}), opts), RangeError, JSON.stringify(opts));
+    }
+  });
+
   test('the same broken-store harness without bugs passes', async () => {
     const report = await stressConsensus(brokenLocation({}), { ops: 1500, keys: 4, clients: 8 });
     assert.equal(report.verdict, 'ok', JSON.stringify(report.violations[0]));

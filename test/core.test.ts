@@ -6,6 +6,7 @@ import {
   Determinate,
   ExternalError,
   Indeterminate,
+  MemBlob,
   MemConsensus,
   SeqNo,
   SegmentedBytes,
@@ -103,6 +104,19 @@ describe('validation runs before storage is touched', () => {
     await assert.rejects(c.head(''), { code: 'InvalidArgument' });
   });
 
+  test('a signal that is not an AbortSignal is InvalidArgument, before anything is written', async () => {
+    const fake = { signal: { aborted: false } } as unknown as { signal: AbortSignal };
+    const c = new MemConsensus();
+    await assert.rejects(c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: new Uint8Array() }, fake), { code: 'InvalidArgument', message: /AbortSignal/ });
+    assert.equal(await c.head('k'), undefined);
+    const b = new MemBlob();
+    await assert.rejects(b.set('k', new Uint8Array(), fake), { code: 'InvalidArgument' });
+    await assert.rejects(async () => {
+      for await (const _ of b.list('', fake));
+    }, { code: 'InvalidArgument' });
+    assert.equal(await b.get('k'), undefined);
+  });
+
   test('scan accepts SCAN_ALL', async () => {
     assert.equal(SCAN_ALL, Number.MAX_SAFE_INTEGER);
     assert.deepEqual(await new MemConsensus().scan('k', SeqNo.minimum(), SCAN_ALL), []);
@@ -133,6 +147,14 @@ describe('openBlob / openConsensus', () => {
     assert.equal(redactUri('s3://b/p?endpoint=http://h&secretAccessKey=abc'), 's3://b/p?endpoint=http://h&secretAccessKey=***');
     assert.equal(redactUri('azure://c?sig=xyz&sv=1'), 'azure://c?sig=***&sv=1');
     await assert.rejects(openConsensus('redis://alice:s3cret@host'), (e: Error) => !e.message.includes('s3cret'));
+  });
+
+  test('a password containing a raw @ is redacted whole', async () => {
+    // pg (WHATWG URL) reads the password up to the last '@' of the authority.
+    assert.equal(redactUri('postgres://alice:p@ss@w0rd@db:5432/x'), 'postgres://alice:***@db:5432/x');
+    assert.equal(redactUri('postgresql://alice:p@ss@db/x?schema=a@b'), 'postgresql://alice:***@db/x?schema=a@b');
+    assert.equal(redactUri('file:///dir/a:b@c'), 'file:///dir/a:b@c', 'an @ in a path is not userinfo');
+    await assert.rejects(openConsensus('mem://alice:p@ss@w0rd@db/x?nope=1'), (e: Error) => e instanceof Determinate && !e.message.includes('w0rd') && e.message.includes('mem://alice:***@db/x'));
   });
 
   test('a missing driver is named, with the command that installs it', () => {

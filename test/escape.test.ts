@@ -29,3 +29,8 @@ test('unescaping rejects what no string spells', () => {
   for (const bad of ['%', '%4', '%zz', 'é', '%C3', '%FF', '%ED%A0%80']) assert.equal(percentUnescape(bad), undefined, bad);
   assert.equal(percentUnescape('%41%62c'), 'Abc');
 });
+
+test('an escaper that would be ambiguous cannot be built', () => {
+  assert.throws(() => percentEscaper('ab%', '0123456789ABCDEF'), /'%'|"%"/);
+  assert.throws(() => percentEscaper('abé', '0123456789ABCDEF'), /cannot be kept literally/);
+});

@@ -167,6 +167,11 @@ async function invalidArguments(b: Blob, maxKeyBytes: number): Promise<void> {
   const signal = AbortSignal.abort(new Error('stop'));
   await expectRejects(() => b.set('aborted', text('x'), { signal }), { determinate: true }, 'set with an already aborted signal rejects Determinate');
   expectEqual(await b.get('aborted'), undefined, 'an aborted set wrote nothing');
+  // Every operation honours its signal, reads included (SPEC OpOptions).
+  await expectRejects(() => b.get('aborted', { signal }), {}, 'get with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => b.delete('aborted', { signal }), {}, 'delete with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => b.restore('aborted', { signal }), {}, 'restore with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => collect(b.list('', { signal })), {}, 'list with an already aborted signal rejects with an ExternalError');
 }
 
 async function values(a: Blob, b: Blob, largeBytes: number): Promise<void> {

@@ -178,6 +178,11 @@ async function invalidArguments(c: Consensus): Promise<void> {
   const err = await expectRejects(() => c.compareAndSet(k, undefined, v(1, 'x'), { signal }), { determinate: true }, 'CaS with an already aborted signal rejects Determinate');
   expect(err instanceof ExternalError, 'an abort is an ExternalError');
   expectEqual(show(await c.head(k)), undefined, 'an aborted CaS wrote nothing');
+  // Every operation honours its signal, reads included (SPEC OpOptions).
+  await expectRejects(() => c.head(k, { signal }), {}, 'head with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => c.scan(k, SeqNo.minimum(), 1, { signal }), {}, 'scan with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => c.truncate(k, SeqNo.minimum(), { signal }), {}, 'truncate with an already aborted signal rejects with an ExternalError');
+  await expectRejects(() => collect(c.listKeys({ signal })), {}, 'listKeys with an already aborted signal rejects with an ExternalError');
 }
 
 async function byteIsolation(c: Consensus): Promise<void> {

@@ -18,8 +18,14 @@
  * Indeterminate write may or may not have taken effect, at any time after its call
  * (even after it returned an error), so it is never required and may be linearized
  * anywhere after its call. An Indeterminate read says nothing and is ignored.
+ *
+ * The model includes SPEC's argument rules: a compareAndSet whose new seqno is above
+ * 2^63-1 or not above `expected`, or a scan whose limit is not a positive integer,
+ * is refused before anything happens: an `ok` outcome of it is a violation, and an
+ * unknown one never took effect.
  */
 import type { CaSResult } from '../consensus.js';
+import { MAX_CONSENSUS_SEQNO } from '../validate.js';
 
 /** A version as recorded in a history: data as a string the recorder chose (e.g. hex). */
 export interface HistoryVersion {
@@ -157,6 +163,10 @@ function step(state: State, op: HistoryOp, id: number, z: Zobrist): State | unde
       return head !== undefined && head.seqno === seen.seqno && head.data === seen.data ? state : undefined;
     }
     case 'compareAndSet': {
+      // Arguments are checked before anything else (SPEC): a seqno out of range or not
+      // above `expected` is refused, so neither outcome is possible. This also keeps
+      // heads strictly growing along a branch, which isDead relies on.
+      if (op.seqno < 0n || op.seqno > MAX_CONSENSUS_SEQNO || (op.expected !== undefined && op.seqno <= op.expected)) return undefined;
       const matches = head === undefined ? op.expected === undefined : op.expected === head.seqno;
       const outcome = op.result.type === 'ok' ? op.result.value : 'Committed'; // unknown: try the effect only
       if (outcome === 'ExpectationMismatch') return matches ? undefined : state;
@@ -168,7 +178,7 @@ function step(state: State, op: HistoryOp, id: number, z: Zobrist): State | unde
       };
     }
     case 'scan': {
-      if (op.result.type !== 'ok') return undefined;
+      if (op.result.type !== 'ok' || !(Number.isInteger(op.limit) && op.limit > 0)) return undefined;
       const seen = op.result.value;
       let i = 0;
       while (i < state.versions.length && state.versions[i]!.seqno < op.from) i++;
@@ -272,7 +282,8 @@ function search(ops: HistoryOp[], maxSteps: number, exact: boolean): KeyResult {
   const memoKey = (next: State): string => {
     if (exact) {
       const present = next.versions.map((v) => String.fromCharCode(v.id & 0xffff, v.id >>> 16)).join('');
-      return String.fromCharCode(...words) + '|' + present;
+      // Not String.fromCharCode(...words): a spread of a huge key's bitset overflows the stack.
+      return Buffer.from(words.buffer, words.byteOffset, words.byteLength).toString('latin1') + '|' + present;
     }
     return String.fromCharCode(
       lin1 & 0xffff,
@@ -298,7 +309,8 @@ function search(ops: HistoryOp[], maxSteps: number, exact: boolean): KeyResult {
 
   while (done < required) {
     if (++steps > maxSteps) return { verdict: 'unknown', steps, linearized: [], unordered: [] };
-    if (entry === undefined) break; // cannot happen while a return remains; defensive
+    // Cannot happen while a return remains; if it ever did, the search proved nothing.
+    if (entry === undefined) return { verdict: 'unknown', steps, linearized: [], unordered: [] };
     if (entry.isCall) {
       const id = entry.id;
       const op = ops[id]!;

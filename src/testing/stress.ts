@@ -57,6 +57,12 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
   const total = opts.ops ?? 2000;
   const nKeys = opts.keys ?? 8;
   const nClients = opts.clients ?? 16;
+  // Zero keys or clients would record nothing and still report ok.
+  for (const [name, value, least] of [['ops', total, 0], ['keys', nKeys, 1], ['clients', nClients, 1], ['handles', opts.handles ?? 1, 1]] as const) {
+    if (!Number.isSafeInteger(value) || value < least) {
+      throw new RangeError(`stressConsensus: ${name} must be an integer >= ${least}, got ${String(value)}`);
+    }
+  }
   const nHandles = Math.max(1, Math.min(opts.handles ?? Math.min(nClients, 4), nClients));
   const prefix = opts.keyPrefix ?? `stress-${randomUUID()}-`;
   const keys = Array.from({ length: nKeys }, (_, i) => `${prefix}${i}`);
