@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer as createHttpServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { BlobServiceClient, BlockBlobClient, StorageSharedKeyCredential } from '@azure/storage-blob';
 import { ErrorCode, ExternalError, openBlob, type Blob } from 'persist-location';
@@ -9,6 +8,7 @@ import { AzureBlob, decodeKey, encodeKey, mapAzureError, maxKeyBytesFor, type Az
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { freePort } from './servers/ports.js';
+import { tripwireProxy, type TripwireProxy } from './servers/proxy.js';
 
 const MiB = 1024 * 1024;
 /** Quick retries, so that failures against a dead server surface in well under a second. */
@@ -637,7 +637,7 @@ describe('AzureBlob against Azurite', () => {
 
 describe('AzureBlob when the server fails', () => {
   let server: AzuriteServer;
-  let proxy: KillingProxy;
+  let proxy: TripwireProxy;
   const container = 'faults';
   const opened: Blob[] = [];
 
@@ -646,7 +646,7 @@ describe('AzureBlob when the server fails', () => {
     await BlobServiceClient.fromConnectionString(server.connectionString).getContainerClient(container).create();
     // Azurite saves its metadata every 5 s, so a SIGKILL sooner would lose the container.
     await new Promise((r) => setTimeout(r, 6000));
-    proxy = await killingProxy(server.port);
+    proxy = await tripwireProxy(server.port);
   });
   after(async () => {
     await Promise.all(opened.map((b) => b.close()));
@@ -679,9 +679,9 @@ describe('AzureBlob when the server fails', () => {
   test('SIGKILL during a staged upload: Determinate, no partial blob; after a restart everything works', async () => {
     const blob = viaProxy({ singleUploadMaxBytes: MiB, blockBytes: 2 * MiB, concurrency: 2 });
     await blob.set('before', Buffer.from('x'));
-    proxy.killAfter(5 * MiB, () => server.kill());
+    proxy.arm('request', (_chunk, carried) => carried >= 5 * MiB, () => server.kill());
     await assert.rejects(blob.set('victim', pattern(24 * MiB, 5)), (err) => expectExternal(err, true, ErrorCode.Unavailable) && /nothing was committed/.test((err as Error).message));
-    await proxy.killed();
+    await proxy.fired();
     await server.restart();
     assert.equal(await blob.get('victim'), undefined, 'no partial blob');
     assert.ok(!(await collect(blob.list())).some((m) => m.key === 'victim'));
@@ -694,9 +694,9 @@ describe('AzureBlob when the server fails', () => {
   test('SIGKILL while the block list commit is in flight: Indeterminate; afterwards nothing or the whole value', async () => {
     const blob = viaProxy({ singleUploadMaxBytes: MiB, blockBytes: MiB, concurrency: 4 });
     const value = pattern(6 * MiB, 9);
-    proxy.killOn('comp=blocklist', () => server.kill());
+    proxy.arm('request', (chunk) => chunk.includes('comp=blocklist'), () => server.kill());
     await assert.rejects(blob.set('committing', value), (err) => expectExternal(err, false));
-    await proxy.killed();
+    await proxy.fired();
     await server.restart();
     const got = await blob.get('committing');
     assert.ok(got === undefined || Buffer.from(got.toContiguous()).equals(value), 'nothing, or the whole value');
@@ -705,9 +705,9 @@ describe('AzureBlob when the server fails', () => {
   test('SIGKILL during a single upload: Indeterminate; afterwards nothing or the whole value', async () => {
     const blob = viaProxy({ singleUploadMaxBytes: 8 * MiB });
     const value = pattern(6 * MiB, 8);
-    proxy.killAfter(2 * MiB, () => server.kill());
+    proxy.arm('request', (_chunk, carried) => carried >= 2 * MiB, () => server.kill());
     await assert.rejects(blob.set('victim2', value), (err) => expectExternal(err, false));
-    await proxy.killed();
+    await proxy.fired();
     await server.restart();
     const got = await blob.get('victim2');
     assert.ok(got === undefined || Buffer.from(got.toContiguous()).equals(value), 'nothing, or the whole value');
@@ -720,71 +720,4 @@ async function collect<T>(iterable: AsyncIterable<T>): Promise<T[]> {
   const out: T[] = [];
   for await (const item of iterable) out.push(item);
   return out;
-}
-
-interface KillingProxy {
-  port: number;
-  /** Runs `action` once `bytes` more request bytes have gone through to the server. */
-  killAfter(bytes: number, action: () => Promise<void>): void;
-  /** Runs `action` right after forwarding a request chunk that contains `text`. */
-  killOn(text: string, action: () => Promise<void>): void;
-  /** Resolves when the armed action has run. */
-  killed(): Promise<void>;
-  close(): Promise<void>;
-}
-
-/**
- * A TCP proxy in front of Azurite that fires an action (killing the server) after a
- * given number of request bytes: "mid-upload" without guessing timings.
- */
-async function killingProxy(upstreamPort: number): Promise<KillingProxy> {
-  let budget = Infinity;
-  let marker: string | undefined;
-  let action: (() => Promise<void>) | undefined;
-  let done: Promise<void> = Promise.resolve();
-  const sockets = new Set<Socket>();
-  const srv: Server = createServer((client) => {
-    const upstream = connect(upstreamPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    const drop = () => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    client.on('data', (chunk: Buffer) => {
-      budget -= chunk.byteLength;
-      const hit = budget <= 0 || (marker !== undefined && chunk.includes(marker));
-      if (hit && action !== undefined) {
-        const run = action;
-        action = undefined;
-        done = run();
-      }
-    });
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const address = srv.address();
-  if (address === null || typeof address === 'string') throw new Error('proxy has no port');
-  return {
-    port: address.port,
-    killAfter(bytes, run) {
-      budget = bytes;
-      marker = undefined;
-      action = run;
-    },
-    killOn(text, run) {
-      budget = Infinity;
-      marker = text;
-      action = run;
-    },
-    killed: () => done,
-    async close() {
-      for (const s of sockets) s.destroy();
-      await new Promise((r) => srv.close(r));
-    },
-  };
 }

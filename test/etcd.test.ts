@@ -1,6 +1,5 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { type AddressInfo, connect, createServer, type Socket } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import * as etcd3 from 'etcd3';
 import { CaSResult, type Consensus, Determinate, ErrorCode, ExternalError, Indeterminate, openConsensus, SCAN_ALL, SeqNo } from 'persist-location';
@@ -9,6 +8,7 @@ import { EndpointBreakers } from '../src/etcd/policies.js';
 import { consensusImplTest, hostileKeys, stressConsensus, type StressReport } from 'persist-location/testing';
 import { freePort } from './servers/ports.js';
 import { startEtcd, type EtcdCluster } from './servers/etcd.js';
+import { tripwireProxy } from './servers/proxy.js';
 
 const v = (seqno: number, data: string) => ({ seqno: new SeqNo(seqno), data: Buffer.from(data) });
 const summary = (r: StressReport) =>
@@ -438,31 +438,15 @@ describe('EtcdConsensus on one etcd member', () => {
     // retry policy) reports Committed, or ExpectationMismatch when the first one was
     // applied: a write done, reported as not done. Both were seen without RUN_ONCE.
     const [host, port] = etcd.endpoints[0]!.split(':') as [string, string];
-    let armed = false;
     let cuts = 0;
-    const sockets = new Set<Socket>();
-    const proxy = createServer((client) => {
-      const upstream = connect(Number(port), host);
-      for (const s of [client, upstream]) {
-        sockets.add(s);
-        s.on('error', () => {});
-      }
-      client.on('close', () => upstream.destroy());
-      upstream.on('close', () => client.destroy());
-      client.on('data', (d) => upstream.write(d));
-      upstream.on('data', (d) => {
-        if (!armed) return void client.write(d);
-        armed = false;
-        cuts++;
-        client.destroy();
-        upstream.destroy();
-      });
-    });
-    await new Promise<void>((resolve) => proxy.listen(0, '127.0.0.1', resolve));
-    const c = await openConsensus(`etcd://127.0.0.1:${(proxy.address() as AddressInfo).port}/cut-${randomUUID()}`);
+    const proxy = await tripwireProxy(Number(port), host);
+    const c = await openConsensus(`etcd://127.0.0.1:${proxy.port}/cut-${randomUUID()}`);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'one')), CaSResult.Committed);
-      armed = true;
+      proxy.arm('response', () => true, (cut) => {
+        cuts++;
+        cut();
+      });
       const outcome = await c.compareAndSet('k', new SeqNo(1), v(2, 'two')).then(
         (r) => r,
         (err: unknown) => err,
@@ -476,8 +460,7 @@ describe('EtcdConsensus on one etcd member', () => {
       assert.equal(text(head?.data), head?.seqno.value === 1n ? 'one' : 'two');
     } finally {
       await c.close();
-      for (const s of sockets) s.destroy();
-      await new Promise((resolve) => proxy.close(resolve));
+      await proxy.close();
     }
   });
 

@@ -1,7 +1,6 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync, readdirSync, statSync } from 'node:fs';
-import { createServer, connect, type Server, type Socket } from 'node:net';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
@@ -10,6 +9,7 @@ import { ErrorCode, ExternalError, openBlob } from 'persist-location';
 import { decodeKey, defaultClientConfig, encodeKey, mapS3Error, maxKeyBytesFor, S3Blob, type S3BlobOptions } from 'persist-location/s3';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
 import { freePort } from './servers/ports.js';
+import { tripwireProxy, type TripwireProxy } from './servers/proxy.js';
 import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
 
 const MiB = 1024 * 1024;
@@ -568,7 +568,7 @@ describe('S3Blob on s3rver', () => {
    * value is intact, and after an Indeterminate one either value, whole.
    */
   const killDuringMultipart = async (name: string, when: (chunk: Buffer, forwarded: number) => boolean): Promise<ExternalError> => {
-    const proxy = await killingProxy(server.port);
+    const proxy = await tripwireProxy(server.port);
     try {
       const prefix = `${run}-kill-${name}`;
       const blob = new S3Blob({
@@ -581,7 +581,7 @@ describe('S3Blob on s3rver', () => {
       opened.push(blob);
       await blob.set('k', Buffer.from('old'));
       const value = pattern(20 * MiB, 11);
-      proxy.arm(when, () => server.kill());
+      proxy.arm('request', when, () => server.kill());
       const err = await blob.set('k', value).then(
         () => new Error(`the set succeeded although the server was killed (${name})`),
         (e: unknown) => e,
@@ -651,64 +651,3 @@ describe('S3Blob on s3rver', () => {
     assert.equal(Buffer.from((await blob.get('small'))!.toContiguous()).toString(), 'ok');
   });
 });
-
-interface KillingProxy {
-  port: number;
-  /** Runs `action` once, when a request chunk satisfies `when` (given the bytes forwarded so far). */
-  arm(when: (chunk: Buffer, forwarded: number) => boolean, action: () => Promise<void>): void;
-  /** Resolves when the armed action has run. */
-  fired(): Promise<void>;
-  close(): Promise<void>;
-}
-
-/**
- * A TCP proxy in front of s3rver that runs an action (killing the server) at a
- * chosen point of the request stream: after so many request bytes, or at the
- * first chunk of a given request. Mid-upload kills without guessing timings.
- */
-async function killingProxy(upstreamPort: number): Promise<KillingProxy> {
-  let when: ((chunk: Buffer, forwarded: number) => boolean) | undefined;
-  let action: (() => Promise<void>) | undefined;
-  let forwarded = 0;
-  let done: Promise<void> = Promise.resolve();
-  const sockets = new Set<Socket>();
-  const srv: Server = createServer((client) => {
-    const upstream = connect(upstreamPort, '127.0.0.1');
-    sockets.add(client).add(upstream);
-    const drop = (): void => {
-      client.destroy();
-      upstream.destroy();
-      sockets.delete(client);
-      sockets.delete(upstream);
-    };
-    client.on('error', drop).on('close', drop);
-    upstream.on('error', drop).on('close', drop);
-    // Registered before the pipe: the action runs before this chunk is forwarded.
-    client.on('data', (chunk: Buffer) => {
-      forwarded += chunk.byteLength;
-      if (action !== undefined && when !== undefined && when(chunk, forwarded)) {
-        const run = action;
-        action = undefined;
-        done = run();
-      }
-    });
-    client.pipe(upstream);
-    upstream.pipe(client);
-  });
-  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
-  const address = srv.address();
-  if (address === null || typeof address === 'string') throw new Error('proxy has no port');
-  return {
-    port: address.port,
-    arm(condition, run) {
-      forwarded = 0;
-      when = condition;
-      action = run;
-    },
-    fired: () => done,
-    async close() {
-      for (const socket of sockets) socket.destroy();
-      await new Promise((r) => srv.close(r));
-    },
-  };
-}
