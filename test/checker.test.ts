@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { MemConsensus } from 'persist-location';
+import { ErrorCode, Indeterminate, MemConsensus } from 'persist-location';
 import { FlakyConsensus, checkLinearizable, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { brokenLocation, type Bugs } from './broken-store.js';
 
@@ -122,6 +122,38 @@ describe('stressConsensus catches broken stores', () => {
     for (const opts of [{ keys: 0 }, { clients: 0 }, { ops: -1 }, { handles: Number.NaN }, { keys: 1.5 }]) {
       await assert.rejects(stressConsensus(brokenLocation({}), opts), RangeError, JSON.stringify(opts));
     }
+  });
+
+  test('a run that proves nothing is not ok: no write committed, or the final reads failed', async () => {
+    const never = await stressConsensus(async () => new FlakyConsensus(new MemConsensus({ name: `never-${randomUUID()}` }), { rate: 1 }), {
+      ops: 300,
+      keys: 2,
+      clients: 4,
+    });
+    assert.equal(never.committed, 0);
+    assert.equal(never.ok, false);
+    assert.match(never.unproven.join('; '), /no compareAndSet committed/);
+
+    // Reads that always fail Indeterminate: the history is trivially linearizable,
+    // but a lost write would go unseen.
+    const name = `blind-${randomUUID()}`;
+    const blind = await stressConsensus(
+      async () => {
+        const inner = new MemConsensus({ name });
+        return new Proxy(inner, {
+          get(target, prop, receiver) {
+            if (prop === 'head' || prop === 'scan') return () => Promise.reject(new Indeterminate(ErrorCode.Unavailable, 'reads are down'));
+            const value: unknown = Reflect.get(target, prop, receiver);
+            return typeof value === 'function' ? value.bind(target) : value;
+          },
+        });
+      },
+      { ops: 300, keys: 2, clients: 4 },
+    );
+    assert.equal(blind.verdict, 'ok');
+    assert.ok(blind.committed > 0);
+    assert.equal(blind.ok, false);
+    assert.match(blind.unproven.join('; '), /final head of .* failed/);
   });
 
   test('the same broken-store harness without bugs passes', async () => {

@@ -10,11 +10,14 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { deriveScratch } from '../src/cli/scratch.js';
 import { startEtcd } from './servers/etcd.js';
-import { secretsOf, scrub, showData, showKey } from '../src/cli/output.js';
+import { Progress, secretsOf, scrub, showData, showKey } from '../src/cli/output.js';
+import { Gate } from '../src/cli/gate.js';
+import { freePort } from './servers/ports.js';
+import type { Consensus } from 'persist-location';
 import { parseSeqNo } from '../src/cli/args.js';
 import { bench, parseMix, parseSize } from '../src/cli/bench.js';
 import { blobCommands } from '../src/cli/blob.js';
-import { check, formatReport } from '../src/cli/check.js';
+import { check, formatReport, stressProblem } from '../src/cli/check.js';
 import { consensusCommands } from '../src/cli/consensus.js';
 
 const BIN = fileURLToPath(new URL('../../bin/persist-location.js', import.meta.url));
@@ -139,7 +142,7 @@ describe('helpers', () => {
           status: 'fail',
           durationMs: 20,
           error: 'the history is NOT linearizable: 1 violation(s)\nsecond line',
-          stress: { ok: false, verdict: 'violation', violations: 1, undecidedKeys: [], committed: 3, mismatches: 1, failed: 0, unknown: 2, errors: [] },
+          stress: { ok: false, verdict: 'violation', violations: 1, undecidedKeys: [], committed: 3, mismatches: 1, failed: 0, unknown: 2, errors: [], unproven: [] },
         },
       ],
       cleanup: [{ target: 'consensus', scratch: 'sqlite:x.check-1.db', removed: false, note: 'left in place' }],
@@ -153,12 +156,58 @@ describe('helpers', () => {
     assert.match(text, /1 of 2 checks did not pass/);
   });
 
+  test('a terminal that reports 0 columns (a pty never sized) still gets the progress text', () => {
+    const written: string[] = [];
+    const stream = { isTTY: true, columns: 0, write: (s: string) => written.push(s) } as unknown as NodeJS.WriteStream;
+    const progress = new Progress({ enabled: true, stream });
+    progress.start('consensus conformance');
+    assert.match(written.join(''), /consensus conformance \.\.\./);
+  });
+
+  test('a shut gate parks new calls and opens, waits for running calls, then closes the handles', async () => {
+    let release!: () => void;
+    let closed = 0;
+    const inner = {
+      head: () => new Promise((resolve) => (release = () => resolve(undefined))),
+      close: async () => void closed++,
+    } as unknown as Consensus;
+    const gate = new Gate();
+    const c = await gate.consensus(async () => inner);
+    const running = c.head('k');
+    let shut = false;
+    const shutting = gate.shut().then(() => (shut = true));
+    await new Promise((resolve) => setImmediate(resolve));
+    assert.equal(shut, false, 'shut() waits for the running call');
+    let late = false;
+    void c.head('k').then(() => (late = true));
+    void gate.consensus(async () => inner).then(() => (late = true));
+    release();
+    assert.equal(await running, undefined);
+    await shutting;
+    assert.equal(closed, 1);
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.equal(late, false, 'calls and opens after shut() never settle');
+  });
+
+  test('a linearizability run passes only when it is linearizable and most operations succeeded', () => {
+    const base = { ok: true, ops: 100, errors: [], verdict: 'ok' as const, violations: [], undecidedKeys: [], unproven: [] as string[], committed: 20, failed: 0, unknown: 0 };
+    assert.equal(stressProblem(base), undefined);
+    assert.equal(stressProblem({ ...base, ops: 2, committed: 0 }), undefined, 'a tiny run may hold no CaS at all');
+    assert.equal(stressProblem({ ...base, failed: 30, unknown: 20 }), undefined);
+    // Against a server that refuses writes or stops answering: trivially linearizable, verifies nothing.
+    assert.match(stressProblem({ ...base, committed: 0, failed: 60, unknown: 0 })!, /60 of 100 operations failed with a storage error \(60 determinate, 0 indeterminate; 0 committed\)/);
+    assert.match(stressProblem({ ...base, ok: false, verdict: 'violation', violations: [{}] as never[] })!, /NOT linearizable/);
+    assert.match(stressProblem({ ...base, ok: false, verdict: 'unknown', undecidedKeys: ['k'] })!, /could not be checked/);
+    assert.match(stressProblem({ ...base, ok: false, unproven: ['the final head of k failed'] })!, /proved too little: the final head of k failed/);
+  });
+
   test('bench mixes and sizes', () => {
     assert.deepEqual(parseMix('cas=50,head=40,scan=10', 'consensus'), { cas: 50, head: 40, scan: 10 });
     assert.throws(() => parseMix('get=1', 'consensus'), /unknown consensus operation 'get'/);
     assert.throws(() => parseMix('cas=0', 'consensus'), /weight above 0/);
     assert.equal(parseSize('4k', 'value-size', 1), 4096);
     assert.equal(parseSize('1MiB', 'value-size', 1), 1 << 20);
+    assert.throws(() => parseSize('5000m', 'value-size', 1), /--value-size must be at most 1024m/);
   });
 });
 
@@ -186,13 +235,28 @@ describe('persist-location (spawned)', () => {
   });
 
   test('unknown commands and options are one clear line and exit 64', () => {
-    for (const args of [['frobnicate'], ['consensus', 'frob'], ['--bogus'], ['consensus', 'list', '--ops', '5'], ['consensus', 'head'], ['consensus', 'truncate', 'k', 'vx'], ['check', '--only', 'both']]) {
+    for (const args of [['frobnicate'], ['consensus', 'frob'], ['--bogus'], ['consensus', 'list', '--ops', '5'], ['consensus', 'head'], ['consensus', 'truncate', 'k', 'vx'], ['check', '--only', 'both'], ['check', '--ops', '5']]) {
       const r = cli(cwd, args);
       assert.equal(r.status, 64, `${args.join(' ')}: ${r.err}`);
       assertOneErrorLine(r);
     }
     assert.match(cli(cwd, ['frobnicate']).err, /unknown command 'frobnicate'/);
     assert.match(cli(cwd, ['--bogus']).err, /unknown option '--bogus'/);
+    // parseArgs' own multi-line wording would otherwise show through.
+    const dashed = cli(cwd, ['consensus', 'scan', 'k', '--limit', '-1']);
+    assert.equal(dashed.status, 64);
+    assertOneErrorLine(dashed);
+    assert.match(dashed.err, /option '--limit' needs a value; for a value starting with '-', write --limit=VALUE \(see persist-location consensus scan --help\)$/m);
+    const data = cli(cwd, ['consensus', 'cas', 'k', 'none', 'v1', '-x']);
+    assert.equal(data.status, 64);
+    assert.match(data.err, /unknown option '-x'; an argument starting with '-' goes after '--'/);
+    // --json is refused where there is no JSON output, rather than ignored.
+    for (const args of [['consensus', 'cas', 'k', 'none', 'v1', 'x', '--json'], ['blob', 'get', 'k', '--json'], ['blob', 'rm', 'k', '--json']]) {
+      const r = cli(cwd, args);
+      assert.equal(r.status, 64, args.join(' '));
+      assert.match(r.err, /option --json does not apply/);
+    }
+    assert.equal(cli(cwd, ['bench', '--value-size', '5000m']).status, 64);
   });
 
   test('check passes on the default embedded location, leaves no scratch behind and the user keys untouched', () => {
@@ -347,6 +411,7 @@ describe('persist-location (spawned)', () => {
       ['check', '--only', 'consensus', '--consensus', uri],
       ['check', '--only', 'consensus', '--consensus', uri, '--json', '--verbose'],
       ['consensus', 'list', '--consensus', uri.replace('?', '?bogus=1&')],
+      ['consensus', 'list', uri], // --consensus forgotten: echoed as an unexpected argument
     ]) {
       const r = cli(cwd, args);
       assert.notEqual(r.status, 0, args.join(' '));
@@ -392,6 +457,92 @@ describe('persist-location (spawned)', () => {
     const [code, signal] = await exited;
     assert.ok(signal === 'SIGINT' || code === 130, `exit ${code} ${signal}\n${err}`);
     assert.match(err, /interrupted; removing the scratch location/);
+    assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('.check-')), []);
+  });
+
+  test('a closed stdout (| head -1) ends a command quietly with status 141, without a stack trace', async () => {
+    const dir = freshDir();
+    ok(cli(dir, ['blob', 'put', 'big'], randomBytes(4 << 20)), 'put');
+    ok(cli(dir, ['consensus', 'cas', 'k', 'none', 'v1', 'x']), 'cas');
+    for (const args of [['blob', 'get', 'big'], ['consensus', 'list']]) {
+      const child = spawn(process.execPath, [BIN, ...args], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout.destroy(); // the reader goes away before the first byte
+      let err = '';
+      child.stderr.on('data', (chunk: Buffer) => (err += chunk.toString()));
+      const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+      assert.equal(code, 141, `${args.join(' ')}: ${err}`);
+      assert.equal(err, '', args.join(' '));
+    }
+  });
+
+  test('check goes on and cleans up when its stderr (the progress) is closed', async () => {
+    const dir = freshDir();
+    const child = spawn(process.execPath, [BIN, 'check', '--ops', '200'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    child.stderr.destroy(); // as in: persist-location check 2>&1 | head -1
+    let out = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const code = await new Promise<number | null>((resolve) => child.on('exit', (c) => resolve(c)));
+    assert.equal(code, 0, out);
+    assert.match(out, /All 5 checks passed/);
+    assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('.check-')), []);
+  });
+
+  test('a location whose server does not answer fails at "open location" at once; the runs are skipped', async () => {
+    // etcd opens lazily: without a probe, every operation of both runs would time out in turn.
+    const uri = `etcd://127.0.0.1:${await freePort()}/app?timeoutMs=1000`;
+    const r = cli(cwd, ['check', '--only', 'consensus', '--consensus', uri, '--ops', '200', '--json', '--quiet']);
+    assert.equal(r.status, 1, r.err);
+    const report = JSON.parse(r.out) as { checks: { name: string; status: string; error?: string }[]; cleanup: { removed: boolean; note?: string }[] };
+    assert.deepEqual(
+      report.checks.map((c) => [c.name, c.status]),
+      [['consensus: open location', 'fail'], ['consensus conformance', 'skip'], ['consensus linearizability', 'skip']],
+    );
+    assert.match(report.checks[0]!.error!, /Unavailable|unreachable/);
+    // Nothing was written, so there is nothing to remove (and no warning that it could not be).
+    assert.deepEqual(report.cleanup.map((c) => c.removed), [true]);
+  });
+
+  test('an interrupt during the blob suite stops the suite before removing its scratch directory', async () => {
+    const dir = freshDir();
+    const child = spawn(process.execPath, [BIN, 'check', '--only', 'blob'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let err = '';
+    const exited = new Promise<[number | null, NodeJS.Signals | null]>((resolve) => child.on('exit', (code, signal) => resolve([code, signal])));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        err += chunk.toString();
+        if (err.includes('blob conformance ...')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`check ended before the blob suite:\n${err}`)));
+    });
+    await new Promise((resolve) => setTimeout(resolve, 20));
+    child.kill('SIGINT');
+    const [code, signal] = await exited;
+    assert.ok(signal === 'SIGINT' || code === 130, `exit ${code} ${signal}\n${err}`);
+    const after = err.slice(err.indexOf('interrupted; removing'));
+    // Removing the directory under a suite still running made it fail (and print so),
+    // and its next writes could re-create what was removed.
+    assert.doesNotMatch(after, /FAIL|pass/, err);
+    assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('.check-')), []);
+  });
+
+  test('an interrupted bench stops its clients, reports what ran, removes its scratch location and exits 130', async () => {
+    const dir = freshDir();
+    const child = spawn(process.execPath, [BIN, 'bench', '--duration', '2m', '--clients', '4'], { cwd: dir, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    await new Promise<void>((resolve, reject) => {
+      child.stderr.on('data', (chunk: Buffer) => {
+        err += chunk.toString();
+        if (err.includes('bench consensus ...')) resolve();
+      });
+      child.on('exit', () => reject(new Error(`bench ended before its run:\n${err}`)));
+    });
+    child.kill('SIGINT');
+    assert.equal(await exited, 130, err);
+    assert.match(out, /\(interrupted\)/);
+    assert.match(out, /^ +all +\d+/m);
     assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('.check-')), []);
   });
 

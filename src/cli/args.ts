@@ -37,8 +37,8 @@ export const OPTIONS = {
 export type OptionName = keyof typeof OPTIONS;
 export type OptionValues = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
 
-/** Options every command accepts. */
-export const GLOBAL_OPTIONS: readonly OptionName[] = ['consensus', 'blob', 'json', 'verbose', 'quiet', 'help'];
+/** Options every command accepts. (`--json` is not one: a command without JSON output refuses it.) */
+export const GLOBAL_OPTIONS: readonly OptionName[] = ['consensus', 'blob', 'verbose', 'quiet', 'help'];
 
 /** What a command's `run` receives. */
 export interface Context {

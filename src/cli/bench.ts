@@ -49,7 +49,7 @@ export interface BenchReport {
 export const bench: Command = {
   name: 'bench',
   summary: 'measure throughput and latency under a workload',
-  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix'],
+  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix', 'json'],
   help: `Usage: persist-location bench [--target consensus|blob] [options]
 
 Runs concurrent clients, each issuing its next operation as soon as the previous one
@@ -65,7 +65,8 @@ Options:
   --blob URI               Blob location (default file:.persist/blob)
   --clients N              concurrent clients (default 16)
   --keys N                 distinct keys; fewer keys, more CaS contention (default 16)
-  --value-size SIZE        bytes per written value: 256, 4k, 1m (default 256)
+  --value-size SIZE        bytes per written value: 256, 4k, 1m, at most 1024m
+                           (default 256)
   --duration TIME          how long to run: 500ms, 10s, 2m (default 10s)
   --mix OP=W,...           operation weights (default consensus ${DEFAULT_MIX.consensus},
                            blob ${DEFAULT_MIX.blob});
@@ -90,8 +91,13 @@ export function parseSize(text: string | undefined, option: string, fallback: nu
   const m = /^([0-9]+)\s*(b|k|kb|kib|m|mb|mib)?$/i.exec(text.trim());
   if (m === null) throw new UsageError(`--${option} must be a size like 256, 4k or 1m, got '${text}'`);
   const unit = (m[2] ?? 'b').toLowerCase();
-  return Number(m[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
+  const bytes = Number(m[1]) * (unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 * 1024 : 1);
+  if (bytes > MAX_VALUE_BYTES) throw new UsageError(`--${option} must be at most 1024m (1 GiB), got '${text}'`);
+  return bytes;
 }
+
+/** The largest value bench writes: it is held in memory, and Node cannot make random buffers past 2 GiB. */
+const MAX_VALUE_BYTES = 1024 * 1024 * 1024;
 
 /** Reads `cas=50,head=40,scan=10` into weights, checking the operation names. */
 export function parseMix(text: string, target: Target): Record<string, number> {
@@ -193,7 +199,8 @@ async function runBench(ctx: Context): Promise<number> {
       const deadline = began + durationMs;
       const ticker = setInterval(() => {
         const elapsed = performance.now() - began;
-        ctx.progress.tick(elapsed, durationMs, `${formatDuration(elapsed)}/${formatDuration(durationMs)}  ${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${errors} errors` : ''}`, false);
+        // The line shows the elapsed time already: the detail is what was done in it.
+        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${errors} errors` : ''}`, false);
       }, 100);
       try {
         await Promise.all(
@@ -220,8 +227,9 @@ async function runBench(ctx: Context): Promise<number> {
       await workload.close();
     }
   } finally {
-    stopWatching();
+    // Still watching: a first interrupt during the removal lets it finish.
     cleanup = await removeScratch(scratch, target);
+    stopWatching();
   }
 
   const seconds = measuredMs / 1000;

@@ -21,7 +21,7 @@ async function withBlob<T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise
 export const blobLs: Command = {
   name: 'blob ls',
   summary: 'list keys and sizes',
-  options: [],
+  options: ['json'],
   help: `Usage: persist-location blob ls [PREFIX] [--json]
 
 Lists the keys of the Blob location that start with PREFIX (default: all keys),

@@ -6,10 +6,12 @@
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { Blob } from '../blob.js';
+import { ErrorCode, ExternalError } from '../errors.js';
 import { openBlob, openConsensus } from '../location.js';
 import type { StressReport } from '../testing/index.js';
 import { redactUri } from '../uri.js';
 import { parseCount, usageIf, type Command, type Context } from './args.js';
+import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
 import { EXIT, formatDuration, formatRate, printJson, printLines, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
@@ -40,7 +42,7 @@ export interface CheckReport {
 export const check: Command = {
   name: 'check',
   summary: 'verify a location: conformance suites and a linearizability run',
-  options: ['ops', 'clients', 'keys', 'only'],
+  options: ['ops', 'clients', 'keys', 'only', 'json'],
   help: `Usage: persist-location check [--consensus URI] [--blob URI] [options]
 
 Verifies that the locations behave as persist-location requires: runs the Consensus
@@ -65,7 +67,8 @@ Options:
   --consensus URI         Consensus location (default sqlite:.persist/consensus.db)
   --blob URI              Blob location (default file:.persist/blob)
   --only consensus|blob   check only one of the two
-  --ops N                 operations of the linearizability run (default 2000)
+  --ops N                 operations of the linearizability run, at least 100
+                          (default 2000)
   --clients N             its concurrent clients (default 16)
   --keys N                its keys; fewer keys, more contention (default 8)
   --json                  print the report as JSON on stdout
@@ -86,7 +89,8 @@ async function runCheck(ctx: Context): Promise<number> {
   const only = ctx.values.only;
   usageIf(only !== undefined && only !== 'consensus' && only !== 'blob', `--only must be consensus or blob, got '${only}'`);
   const stressOpts = {
-    ops: parseCount(ctx.values.ops, 'ops', 2000),
+    // Fewer operations would hardly exercise the location (and might hold no write).
+    ops: parseCount(ctx.values.ops, 'ops', 2000, 100),
     clients: parseCount(ctx.values.clients, 'clients', 16),
     keys: parseCount(ctx.values.keys, 'keys', 8),
   };
@@ -98,27 +102,33 @@ async function runCheck(ctx: Context): Promise<number> {
 
   const began = performance.now();
   const report: CheckReport = { ok: false, durationMs: 0, locations: {}, checks: [], cleanup: [] };
+  // Every open and call in the scratch locations goes through the gate, so that an
+  // interrupt can stop them all before it removes the locations.
+  const gate = new Gate();
+  // Targets whose location was opened: anything of ours can only be in those.
+  const opened = new Set<LocationKind>();
   const stopWatching = removeOnInterrupt(
     targets.map((t) => [scratches.get(t)!, t] as const),
-    () => ctx.progress.finish(),
+    () => ctx.progress.silence(),
+    () => gate.shut(),
   );
   try {
     for (const target of targets) {
       const scratch = scratches.get(target)!;
       report.locations[target] = { location: redactUri(target === 'consensus' ? ctx.consensusUri : ctx.blobUri), scratch: scratch.display };
-      if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress)));
-      else report.checks.push(...(await checkBlob(scratch, ctx.progress)));
+      if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress, gate, opened)));
+      else report.checks.push(...(await checkBlob(scratch, ctx.progress, gate, opened)));
     }
   } finally {
-    stopWatching();
+    // Still watching: an interrupt now removes the scratch locations all the same.
     for (const target of targets) {
       const scratch = scratches.get(target)!;
-      const open = report.checks.find((c) => c.target === target && c.name === `${target}: open location`);
       // A server that could not be reached has nothing of ours, and would only fail again.
-      const unreachable = open?.status === 'fail' && scratch.localPath === undefined && scratch.scheme !== 'mem';
+      const unreachable = !opened.has(target) && scratch.localPath === undefined && scratch.scheme !== 'mem';
       const done = unreachable ? { removed: true, note: 'nothing to remove: the location could not be opened' } : await removeScratch(scratch, target);
       report.cleanup.push({ target, scratch: scratch.display, ...done });
     }
+    stopWatching();
   }
   report.durationMs = performance.now() - began;
   report.ok = report.checks.every((c) => c.status === 'pass');
@@ -131,11 +141,21 @@ async function checkConsensus(
   scratch: ScratchLocation,
   stressOpts: { ops: number; clients: number; keys: number },
   progress: Progress,
+  gate: Gate,
+  reached: Set<LocationKind>,
 ): Promise<CheckResult[]> {
+  const open = (uri: string) => gate.consensus(() => openConsensus(uri));
   const opened = await step('consensus', 'open location', progress, async () => {
-    await makeParent(scratch);
-    const c = await openConsensus(scratch.uri);
-    await c.close();
+    await gate.run(() => makeParent(scratch));
+    const c = await open(scratch.uri);
+    reached.add('consensus');
+    try {
+      // Some backends connect lazily: one read shows now that the server answers,
+      // rather than after every operation of the runs below has timed out.
+      await c.head(PROBE_KEY).catch(unreached(reached, 'consensus'));
+    } finally {
+      await c.close();
+    }
   });
   if (opened.status === 'fail') {
     return [opened, skipped('consensus', 'consensus conformance'), skipped('consensus', 'consensus linearizability')];
@@ -147,16 +167,17 @@ async function checkConsensus(
   let suite = 0;
   const conformance = await step('consensus', 'consensus conformance', progress, async () => {
     rec.onRecord = (n) => progress.tick(n, undefined);
-    await consensusImplTest(async () => measuredConsensus(await openConsensus(scratch.child(`suite${++suite}`)), rec));
+    await consensusImplTest(async () => measuredConsensus(await open(scratch.child(`suite${++suite}`)), rec));
   }, rec);
 
   let stress: StressReport | undefined;
   const linearizability = await step('consensus', 'consensus linearizability', progress, async () => {
-    stress = await stressConsensus(() => openConsensus(scratch.uri), {
+    stress = await stressConsensus(() => open(scratch.uri), {
       ...stressOpts,
       onProgress: (done, total) => progress.tick(done, total),
     });
-    if (!stress.ok) throw new Error(stressFailure(stress));
+    const problem = stressProblem(stress);
+    if (problem !== undefined) throw new Error(problem);
   });
   if (stress !== undefined) {
     const { history: _h, violations, latencyMs, opsPerSec, durationMs: _d, ops, ...counts } = stress;
@@ -166,32 +187,70 @@ async function checkConsensus(
   return [opened, conformance, linearizability];
 }
 
-function stressFailure(r: StressReport): string {
+/**
+ * Why a linearizability run did not pass, or undefined when it did. A history of
+ * failed operations is trivially linearizable but proves nothing (against a server
+ * that refuses every write, or stops answering, all of them fail), so a run in
+ * which most operations failed with storage errors does not pass either.
+ */
+export function stressProblem(
+  r: Pick<StressReport, 'ok' | 'ops' | 'errors' | 'unproven' | 'verdict' | 'violations' | 'undecidedKeys' | 'committed' | 'failed' | 'unknown'>,
+): string | undefined {
+  const storageErrors = r.failed + r.unknown;
+  const mostFailed = storageErrors * 2 > r.ops;
+  if (r.ok && !mostFailed) return undefined;
   if (r.errors.length > 0) return `${r.errors.length} operation(s) failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
   if (r.verdict === 'violation') {
     return `the history is NOT linearizable: ${r.violations.length} violation(s), first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
   }
-  return `the history could not be checked (verdict ${r.verdict}; undecided keys: ${r.undecidedKeys.length}); try fewer --ops or more --keys`;
+  if (r.verdict !== 'ok') {
+    return `the history could not be checked (verdict ${r.verdict}; undecided keys: ${r.undecidedKeys.length}); try fewer --ops or more --keys`;
+  }
+  if (mostFailed) {
+    return `${storageErrors} of ${r.ops} operations failed with a storage error (${r.failed} determinate, ${r.unknown} indeterminate; ${r.committed} committed): too few succeeded to verify anything`;
+  }
+  if (r.unproven.length > 0) return `the run proved too little: ${r.unproven.join('; ')}`;
+  return 'the run did not pass';
 }
 
-async function checkBlob(scratch: ScratchLocation, progress: Progress): Promise<CheckResult[]> {
+async function checkBlob(scratch: ScratchLocation, progress: Progress, gate: Gate, reached: Set<LocationKind>): Promise<CheckResult[]> {
+  const open = (uri: string) => gate.blob(() => openBlob(uri));
   let maxKeyBytes: number | undefined;
   const opened = await step('blob', 'open location', progress, async () => {
-    await makeParent(scratch);
+    await gate.run(() => makeParent(scratch));
     // Object stores may cap keys lower, less for a longer prefix: the suite checks the
     // cap of the locations it runs in (its two paths have prefixes of the same length).
-    const b = await openBlob(scratch.child('path0'));
-    maxKeyBytes = (b as Blob & { maxKeyBytes?: number }).maxKeyBytes;
-    await b.close();
+    const b = await open(scratch.child('path0'));
+    reached.add('blob');
+    try {
+      maxKeyBytes = (b as Blob & { maxKeyBytes?: number }).maxKeyBytes;
+      await b.get(PROBE_KEY).catch(unreached(reached, 'blob')); // as for Consensus: the server answers
+    } finally {
+      await b.close();
+    }
   });
   if (opened.status === 'fail') return [opened, skipped('blob', 'blob conformance')];
   const { blobImplTest } = await import('../testing/index.js');
   const rec = new Recorder();
   const conformance = await step('blob', 'blob conformance', progress, async () => {
     rec.onRecord = (n) => progress.tick(n, undefined);
-    await blobImplTest(async (path) => measuredBlob(await openBlob(scratch.child(path)), rec), maxKeyBytes === undefined ? {} : { maxKeyBytes });
+    await blobImplTest(async (path) => measuredBlob(await open(scratch.child(path)), rec), maxKeyBytes === undefined ? {} : { maxKeyBytes });
   }, rec);
   return [opened, conformance];
+}
+
+/** A key only read, never written, to see that a location answers. */
+const PROBE_KEY = 'persist-location-check-probe';
+
+/**
+ * Rethrows the probe's error; a lazily connecting backend that cannot reach its server
+ * has written nothing, so `target` is not counted as reached (no cleanup is tried).
+ */
+function unreached(reached: Set<LocationKind>, target: LocationKind): (err: unknown) => never {
+  return (err) => {
+    if (err instanceof ExternalError && err.determinate && err.code === ErrorCode.Unavailable) reached.delete(target);
+    throw err;
+  };
 }
 
 /** Creates the folder a local scratch location goes in (`.persist/` on first use). */

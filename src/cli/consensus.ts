@@ -25,7 +25,7 @@ function versionJson(v: VersionedData): object {
 export const consensusList: Command = {
   name: 'consensus list',
   summary: 'list every key that has data',
-  options: [],
+  options: ['json'],
   help: `Usage: persist-location consensus list [--json]
 
 Lists every key of the Consensus location, one per line, sorted. Keys that are not
@@ -54,7 +54,7 @@ Examples:
 export const consensusHead: Command = {
   name: 'consensus head',
   summary: 'show the latest version of a key',
-  options: [],
+  options: ['json'],
   help: `Usage: persist-location consensus head KEY [--json]
 
 Shows the version of KEY with the greatest seqno: its seqno, size and data. Data is
@@ -87,7 +87,7 @@ Examples:
 export const consensusScan: Command = {
   name: 'consensus scan',
   summary: 'show the versions of a key',
-  options: ['from', 'limit'],
+  options: ['from', 'limit', 'json'],
   help: `Usage: persist-location consensus scan KEY [--from SEQNO] [--limit N] [--json]
 
 Shows the versions of KEY with seqno >= SEQNO (default v0), oldest first, at most N

@@ -12,7 +12,7 @@ import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
-import { EXIT, Progress, UsageError, neverPrint, scrubSecrets, secretsOf, writeOut } from './output.js';
+import { EXIT, OutputClosed, Progress, UsageError, neverPrint, scrubSecrets, secretsOf, tolerateClosedOutput, writeOut } from './output.js';
 
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
@@ -42,7 +42,7 @@ Commands:
 Options for every command:
   --consensus URI   Consensus location (default ${DEFAULT_CONSENSUS})
   --blob URI        Blob location (default ${DEFAULT_BLOB})
-  --json            JSON on stdout (check, bench, list, head, scan, ls)
+  --json            JSON on stdout (only check, bench, list, head, scan, ls)
   -q, --quiet       no progress on stderr
   -v, --verbose     on failure, show the stack trace and causes
   -h, --help        help for any command, e.g. persist-location consensus cas --help
@@ -59,6 +59,7 @@ Exit codes:
   2   consensus cas: ExpectationMismatch (the head was not EXPECTED; nothing written)
   64  usage error: unknown command or option, bad argument
   130 interrupted (Ctrl-C); check and bench remove their scratch location first
+  141 standard output was closed before all of it was written (e.g. | head -1)
 
 Examples:
   persist-location check
@@ -85,7 +86,9 @@ function quietWarnings(): void {
 /** Runs the CLI on `argv` (without `node` and the script) and resolves to the exit code. */
 export async function main(argv: readonly string[]): Promise<number> {
   quietWarnings();
-  neverPrint(secretsOf(rawUriOptions(argv)));
+  tolerateClosedOutput();
+  // Every argument too: a URI typed without --consensus is echoed back as unexpected.
+  neverPrint(secretsOf([...rawUriOptions(argv), ...argv]));
   let verbose = argv.includes('--verbose') || argv.includes('-v');
   const progress = new Progress({ enabled: !argv.includes('--quiet') && !argv.includes('-q') });
   try {
@@ -93,7 +96,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     try {
       parsed = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: true, tokens: true });
     } catch (err) {
-      throw new UsageError(cleanParseError(err));
+      throw new UsageError(cleanParseError(err), { cause: commandNamedIn(argv) });
     }
     const values = parsed.values as OptionValues;
     verbose = values.verbose === true;
@@ -157,6 +160,8 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
   } catch (err) {
     progress.finish();
+    // The reader has what it wanted (`| head -1`): nothing to report.
+    if (err instanceof OutputClosed) return EXIT.outputClosed;
     process.stderr.write(scrubSecrets(failureText(err, verbose)));
     return err instanceof UsageError ? EXIT.usage : EXIT.failed;
   }
@@ -188,12 +193,25 @@ function firstLine(message: string): string {
   return line.trim() === '' ? 'unknown error' : line.trim();
 }
 
+/** The command `argv` names, found leniently (for pointing a bad option at its help). */
+function commandNamedIn(argv: readonly string[]): Command | undefined {
+  const { positionals } = parseArgs({ args: [...argv], options: OPTIONS, allowPositionals: true, strict: false });
+  const words = positionals[0] === 'help' ? positionals.slice(1) : positionals;
+  return COMMANDS.find((c) => c.name === `${words[0]} ${words[1]}`) ?? COMMANDS.find((c) => c.name === words[0]);
+}
+
 function cleanParseError(err: unknown): string {
   const message = err instanceof Error ? err.message : String(err);
   const unknown = /^Unknown option '([^']+)'/.exec(message);
-  if (unknown !== null) return `unknown option '${unknown[1]}'`;
+  if (unknown !== null) {
+    // `-5` or `-x` is more likely a value (a negative number, data) than an option.
+    const hint = /^-[^-]/.test(unknown[1]!) ? `; an argument starting with '-' goes after '--', as in: -- ${unknown[1]}` : '';
+    return `unknown option '${unknown[1]}'${hint}`;
+  }
   const missing = /^Option '([^']+?)(?: <value>)?' argument missing/.exec(message);
   if (missing !== null) return `option '${missing[1]}' needs a value`;
+  const dashed = /^Option '([^']+?)(?: <value>)?' argument is ambiguous/.exec(message);
+  if (dashed !== null) return `option '${dashed[1]}' needs a value; for a value starting with '-', write ${dashed[1]}=VALUE`;
   return firstLine(message);
 }
 

@@ -17,6 +17,8 @@ export const EXIT = {
   usage: 64,
   /** Stopped by Ctrl-C (128 + SIGINT), as shells report it. */
   interrupted: 130,
+  /** Standard output was closed early (`| head`): 128 + SIGPIPE, what a shell reports for `cat`. */
+  outputClosed: 141,
 } as const;
 
 /** A mistake on the command line: printed with a pointer to `--help`, exit 64. */
@@ -39,10 +41,31 @@ export function scrubSecrets(text: string): string {
   return scrub(text, knownSecrets);
 }
 
+/** Standard output was closed by its reader (`| head -1`): the command stops quietly. */
+export class OutputClosed extends Error {
+  override readonly name = 'OutputClosed';
+}
+
+/**
+ * Makes a closed stdout or stderr a condition the CLI handles rather than a crash:
+ * without a listener, Node throws the stream's EPIPE as an uncaught exception, which
+ * would kill `check` (leaving its scratch location) when its progress reader goes away.
+ * A failed stdout write rejects {@link writeOut}; stderr (progress and messages only)
+ * is written on a best-effort basis.
+ */
+export function tolerateClosedOutput(): void {
+  process.stdout.on('error', () => {});
+  process.stderr.on('error', () => {});
+}
+
 /** Writes to stdout and resolves once the bytes are handed to the OS, so exit never truncates a pipe. */
 export function writeOut(data: string | Uint8Array): Promise<void> {
   return new Promise((resolve, reject) => {
-    process.stdout.write(data, (err) => (err ? reject(err) : resolve()));
+    if (process.stdout.destroyed) return reject(new OutputClosed('standard output is closed'));
+    process.stdout.write(data, (err) => {
+      if (!err) resolve();
+      else reject((err as NodeJS.ErrnoException).code === 'EPIPE' || process.stdout.destroyed ? new OutputClosed('standard output is closed', { cause: err }) : err);
+    });
   });
 }
 
@@ -69,7 +92,7 @@ export function printJson(value: unknown): Promise<void> {
 export class Progress {
   readonly #stream: NodeJS.WriteStream;
   readonly #live: boolean;
-  readonly #enabled: boolean;
+  #enabled: boolean;
   #label = '';
   #started = 0;
   #lastDraw = 0;
@@ -131,8 +154,15 @@ export class Progress {
     else if (line !== undefined) this.#stream.write(`${line}\n`);
   }
 
+  /** Clears the line and prints no more progress (the run was interrupted). */
+  silence(): void {
+    this.finish();
+    this.#enabled = false;
+  }
+
   #draw(text: string): void {
-    const width = this.#stream.columns ?? 80;
+    // A pseudo-terminal whose size was never set reports 0 columns.
+    const width = this.#stream.columns || 80;
     const fitted = text.length >= width ? `${text.slice(0, Math.max(0, width - 2))}…` : text;
     this.#stream.write(`\r\x1b[2K${fitted}`);
     this.#drawn = true;

@@ -281,9 +281,15 @@ function messageOf(err: unknown): string {
 /**
  * Until the returned function is called, an interrupt (Ctrl-C, SIGTERM) removes the
  * scratch locations and ends the process by that signal (status 130 or 143), so an
- * interrupted run leaves nothing behind either. A second interrupt ends it at once.
+ * interrupted run leaves nothing behind either. `stopWork` must resolve once nothing
+ * more can be written to them (see gate.ts): removing them while work goes on would
+ * race with it. A second interrupt ends the process at once.
  */
-export function removeOnInterrupt(scratches: readonly (readonly [ScratchLocation, LocationKind])[], before: () => void): () => void {
+export function removeOnInterrupt(
+  scratches: readonly (readonly [ScratchLocation, LocationKind])[],
+  before: () => void,
+  stopWork: () => Promise<void>,
+): () => void {
   let interrupted = false;
   const stop = () => {
     process.off('SIGINT', handler);
@@ -300,10 +306,13 @@ export function removeOnInterrupt(scratches: readonly (readonly [ScratchLocation
     interrupted = true;
     before();
     process.stderr.write('persist-location: interrupted; removing the scratch location (interrupt again to leave it)\n');
-    void Promise.all(scratches.map(([s, kind]) => removeScratch(s, kind))).then((results) => {
-      for (const r of results) if (!r.removed) process.stderr.write(`persist-location: warning: ${r.note}\n`);
-      die(signal);
-    });
+    void stopWork()
+      .catch(() => {})
+      .then(() => Promise.all(scratches.map(([s, kind]) => removeScratch(s, kind))))
+      .then((results) => {
+        for (const r of results) if (!r.removed) process.stderr.write(`persist-location: warning: ${r.note}\n`);
+        die(signal);
+      });
   }
   process.on('SIGINT', handler);
   process.on('SIGTERM', handler);

@@ -25,7 +25,10 @@ export interface StressOptions {
 }
 
 export interface StressReport {
-  /** True iff the history was proven linearizable and no client hit a non-storage error. */
+  /**
+   * True iff the history was proven linearizable, no client hit a non-storage error,
+   * every final read succeeded and at least one write committed.
+   */
   ok: boolean;
   verdict: CheckResult['verdict'];
   /** Operations issued by clients, plus the final reads. */
@@ -41,6 +44,12 @@ export interface StressReport {
   unknown: number;
   /** Errors that were not ExternalErrors: bugs in the backend. */
   errors: string[];
+  /**
+   * Why the run proves less than it should, though the history may be linearizable:
+   * a final read failed (a lost write on that key would go unseen), or nothing
+   * committed at all. Any entry makes `ok` false.
+   */
+  unproven: string[];
   durationMs: number;
   opsPerSec: number;
   latencyMs: { p50: number; p90: number; p99: number; max: number };
@@ -71,6 +80,7 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
   const history: HistoryOp[] = [];
   const latencies: number[] = [];
   const errors: string[] = [];
+  const unproven: string[] = [];
   let issued = 0;
   let finished = 0;
   let committed = 0;
@@ -151,6 +161,7 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
     latencies.push(op.end - op.start);
     history.push(op);
     opts.onProgress?.(++finished, total + keys.length * 2);
+    return op;
   };
 
   const began = performance.now();
@@ -170,9 +181,11 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
     // Final reads: an acknowledged write that was lost shows up here.
     const reader = handles[0]!;
     for (const key of keys) {
-      await run(-1, reader, key, 0, new Map());
-      await run(-1, reader, key, 70, new Map(), true);
+      for (const op of [await run(-1, reader, key, 0, new Map()), await run(-1, reader, key, 70, new Map(), true)]) {
+        if (op.result.type !== 'ok') unproven.push(`the final ${op.op} of ${key} failed, so lost writes on it would go unseen`);
+      }
     }
+    if (total > 0 && committed === 0) unproven.push('no compareAndSet committed, so the run proved nothing');
   } finally {
     await Promise.all(handles.map((h) => h.close()));
   }
@@ -181,7 +194,7 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
   latencies.sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
   return {
-    ok: check.ok && errors.length === 0,
+    ok: check.ok && errors.length === 0 && unproven.length === 0,
     verdict: check.verdict,
     ops: history.length,
     violations: check.violations,
@@ -191,6 +204,7 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
     failed,
     unknown,
     errors,
+    unproven,
     durationMs,
     opsPerSec: (history.length / durationMs) * 1000,
     latencyMs: { p50: pct(50), p90: pct(90), p99: pct(99), max: latencies[latencies.length - 1] ?? 0 },
