@@ -11,6 +11,14 @@ export interface TripwireProxy {
    * the chunk is forwarded. `cut` drops that connection, so the chunk never arrives.
    */
   arm(direction: Direction, when: (chunk: Buffer, carried: number) => boolean, action: (cut: () => void) => unknown): void;
+  /**
+   * Chaos: from now on each chunk, either way, cuts its connection with probability
+   * `rate` before it is forwarded (0 turns it off). Requests are cut before or after
+   * they reach the server, answers after: every kind of lost connection.
+   */
+  chaos(rate: number, random?: () => number): void;
+  /** Connections cut by {@link chaos} so far. */
+  readonly cuts: number;
   /** Resolves when the armed action has run (and settled, if it returned a promise). */
   fired(): Promise<void>;
   close(): Promise<void>;
@@ -25,6 +33,9 @@ export interface TripwireProxy {
 export async function tripwireProxy(upstreamPort: number, upstreamHost = '127.0.0.1'): Promise<TripwireProxy> {
   let armed: { direction: Direction; when: (chunk: Buffer, carried: number) => boolean; action: (cut: () => void) => unknown } | undefined;
   let carried = 0;
+  let chaosRate = 0;
+  let chaosRandom: () => number = Math.random;
+  let cuts = 0;
   let done: Promise<void> = Promise.resolve();
   const sockets = new Set<Socket>();
   const srv: Server = createServer((client) => {
@@ -39,6 +50,11 @@ export async function tripwireProxy(upstreamPort: number, upstreamHost = '127.0.
     client.on('error', cut).on('close', cut);
     upstream.on('error', cut).on('close', cut);
     const watch = (direction: Direction) => (chunk: Buffer) => {
+      if (chaosRate > 0 && chaosRandom() < chaosRate) {
+        cuts++;
+        cut();
+        return;
+      }
       if (armed?.direction !== direction) return;
       carried += chunk.byteLength;
       if (!armed.when(chunk, carried)) return;
@@ -60,6 +76,13 @@ export async function tripwireProxy(upstreamPort: number, upstreamHost = '127.0.
     arm(direction, when, action) {
       carried = 0;
       armed = { direction, when, action };
+    },
+    chaos(rate, random = Math.random) {
+      chaosRate = rate;
+      chaosRandom = random;
+    },
+    get cuts() {
+      return cuts;
     },
     fired: () => done,
     async close() {
