@@ -34,7 +34,10 @@
  * | UNIMPLEMENTED                                                 | Determinate Unknown                      |
  * | ABORTED                                                       | Indeterminate Aborted                    |
  * | DATA_LOSS                                                     | Indeterminate DataLoss                   |
- * | UNKNOWN, INTERNAL, anything else                              | Indeterminate Unknown                    |
+ * | UNKNOWN "context deadline exceeded" (etcd gave up at the      | Indeterminate Timeout                    |
+ * |   request's deadline: seen on reads waiting for raft)         |                                          |
+ * | UNKNOWN "context canceled"                                    | Indeterminate Cancelled                  |
+ * | UNKNOWN otherwise, INTERNAL, anything else                    | Indeterminate Unknown                    |
  *
  * Server-side UNAVAILABLE is Indeterminate on purpose: etcd answers "request timed
  * out" or "leader changed" after a proposal was handed to raft, and it may still
@@ -46,7 +49,11 @@
  * own, never etcd's (etcd's all start with "etcdserver:"). Should a grpc-js upgrade reword
  * them, those errors fall to Indeterminate, the safe side: writes are then no longer
  * failed over (the unreachable-endpoint tests catch that for "No connection
- * established", the usual one).
+ * established", the usual one). grpc-js gives them only before a call has a stream:
+ * a failed pick, a channel closed while the call waited for one, or HTTP/2
+ * REFUSED_STREAM (the server promises it did not process the stream). The opposite
+ * mistake, a call that reached etcd read as never sent and so failed over and sent
+ * again, is what the test cutting connections at random through a proxy would catch.
  */
 import * as etcd3 from 'etcd3';
 import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
@@ -175,6 +182,13 @@ export function mapEtcdError(err: unknown, what: string): ExternalError {
       return indeterminate(ErrorCode.Aborted, 'request aborted');
     case GrpcCode.DATA_LOSS:
       return indeterminate(ErrorCode.DataLoss, 'etcd reports data loss');
+    case GrpcCode.UNKNOWN:
+      // grpc-go sends UNKNOWN with the bare text of an error that is no gRPC status: etcd
+      // passes some of its context's errors on that way (seen on reads from a 3-member
+      // cluster with timeoutMs=100).
+      if (details.startsWith('context deadline exceeded')) return indeterminate(ErrorCode.Timeout, 'operation timed out (at etcd)');
+      if (details.startsWith('context canceled')) return indeterminate(ErrorCode.Cancelled, 'request cancelled (at etcd)');
+      return indeterminate(ErrorCode.Unknown, 'etcd request failed');
     default:
       return indeterminate(ErrorCode.Unknown, 'etcd request failed');
   }
