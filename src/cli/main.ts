@@ -55,7 +55,8 @@ printed. SeqNos are written v5 or 5.
 
 Exit codes:
   0   success
-  1   failure: a check did not pass, a storage error, a missing key or file
+  1   failure: a check did not pass, a storage error, a missing blob key or file
+      (a consensus key without data is not one: head prints "no data")
   2   consensus cas: ExpectationMismatch (the head was not EXPECTED; nothing written)
   64  usage error: unknown command or option, bad argument
   130 interrupted (Ctrl-C); check and bench remove their scratch location first

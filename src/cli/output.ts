@@ -9,7 +9,7 @@ import { performance } from 'node:perf_hooks';
 /** Exit codes, documented in `persist-location --help`. */
 export const EXIT = {
   ok: 0,
-  /** A failure: storage error, failed check, missing key, unreadable file. */
+  /** A failure: storage error, failed check, missing blob key, unreadable file. */
   failed: 1,
   /** `consensus cas` found a different head: nothing was written. */
   mismatch: 2,
