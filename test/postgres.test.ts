@@ -18,6 +18,7 @@ import {
 import { mapPostgresError, PostgresConsensus, postgresOptionsFromUri } from 'persist-location/postgres';
 import { checkLinearizable, consensusImplTest, hostileKeys, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { freePort } from './servers/ports.js';
+import { tripwireProxy } from './servers/proxy.js';
 import { startPostgres, type PostgresServer } from './servers/postgres.js';
 
 let server: PostgresServer;
@@ -561,6 +562,98 @@ test('a server restart under load: typed errors promptly, the pool recovers, no 
     if (faultServer !== server) await faultServer.stop();
   }
 });
+
+test('connections cut at random under load (pool of several, group commit): linearizable, errors typed, the pool recovers', { timeout: 120_000 }, async () => {
+  const upstream = new URL(server.baseUrl);
+  const proxy = await tripwireProxy(Number(upstream.port), upstream.hostname);
+  const via = new URL(server.baseUrl);
+  via.port = String(proxy.port);
+  const connectTimeoutMs = 2000;
+  const statementTimeoutMs = 2000;
+  const options = {
+    connectionString: via.toString(),
+    schema: server.schema('chaos'),
+    poolSize: 4,
+    casConcurrency: 2,
+    connectTimeoutMs,
+    statementTimeoutMs,
+  };
+  const nHandles = 4;
+  const ops = 2000;
+  const handles: PostgresConsensus[] = [];
+  try {
+    for (let i = 0; i < nHandles; i++) handles.push(await PostgresConsensus.open(options));
+    // The handles outlive the run (close is left to us) so that the pools that
+    // saw the faults are the ones checked for recovery afterwards.
+    let next = 0;
+    const report = await stressConsensus(
+      async () => {
+        const h = handles[next++]!;
+        if (next === nHandles) proxy.chaos(0.02);
+        return keepOpen(h);
+      },
+      {
+        ops,
+        keys: 4,
+        clients: 16,
+        handles: nHandles,
+        // The final reads (which prove no acknowledged write was lost) run without faults.
+        onProgress: (done) => {
+          if (done >= ops) proxy.chaos(0);
+        },
+      },
+    );
+    proxy.chaos(0);
+    const summary = `cuts ${proxy.cuts}, committed ${report.committed}, failed ${report.failed}, unknown ${report.unknown}`;
+    assert.deepEqual(report.errors, [], summary);
+    // The ops that could not be placed, after the last few that could.
+    const violation = report.violations[0] && { ...report.violations[0], linearized: report.violations[0].linearized.slice(-8) };
+    assert.equal(report.verdict, 'ok', `${summary}: ${JSON.stringify(violation, bigintJson)}`);
+    assert.deepEqual(report.unproven, [], summary);
+    assert.ok(report.ok, summary);
+    assert.ok(proxy.cuts >= 10, `too few faults to prove anything: ${summary}`);
+    assert.ok(report.unknown > 0, `no operation saw a cut: ${summary}`);
+    assert.ok(report.committed >= 20, `too few commits: ${summary}`);
+    for (const op of report.history) {
+      // Not a speed assertion: a hung operation would take far longer than its budgets
+      // (a compareAndSet may queue for the connect budget first; a truncate racing
+      // commits runs its statement up to 10 times).
+      const budget = (op.op === 'truncate' ? 10 : 2) * (connectTimeoutMs + statementTimeoutMs) + 10_000;
+      if (op.end - op.start >= budget) assert.fail(`${op.op} on ${op.key} took ${op.end - op.start} ms: ${JSON.stringify(op.result, bigintJson)}`);
+    }
+
+    // Faults off: every handle's pool serves every kind of operation again.
+    await Promise.all(
+      handles.flatMap((h, i) =>
+        Array.from({ length: 8 }, async (_, j) => {
+          const key = `after-chaos-${i}-${j}`;
+          assert.equal(await h.compareAndSet(key, undefined, { seqno: new SeqNo(1n), data: bytes('a') }), CaSResult.Committed);
+          assert.equal(await h.compareAndSet(key, new SeqNo(1n), { seqno: new SeqNo(2n), data: bytes('b') }), CaSResult.Committed);
+          assert.equal(await h.truncate(key, new SeqNo(2n)), 1);
+          assert.deepEqual((await h.scan(key, SeqNo.minimum(), SCAN_ALL)).map((v) => text(v.data)), ['b']);
+          assert.equal(text((await h.head(key))!.data), 'b');
+        }),
+      ),
+    );
+  } finally {
+    proxy.chaos(0);
+    await Promise.all(handles.map((h) => h.close()));
+    await proxy.close();
+  }
+});
+
+/** `c` with a close() that does nothing, for a harness that closes what it opens. */
+function keepOpen(c: Consensus): Consensus {
+  return {
+    listKeys: (opts) => c.listKeys(opts),
+    head: (key, opts) => c.head(key, opts),
+    compareAndSet: (key, expected, next, opts) => c.compareAndSet(key, expected, next, opts),
+    scan: (key, from, limit, opts) => c.scan(key, from, limit, opts),
+    truncate: (key, seqno, opts) => c.truncate(key, seqno, opts),
+    close: async () => {},
+    [Symbol.asyncDispose]: async () => {},
+  };
+}
 
 function bigintJson(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
