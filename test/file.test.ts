@@ -10,7 +10,7 @@ import { after, before, describe, test } from 'node:test';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, openBlob, type Blob } from 'persist-location';
 import { FileBlob, fsError } from 'persist-location/file';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
-import { checkValue, churnKeys, crashKeys, makeValue } from './fixtures/file-value.js';
+import { checkValue, churnKeys, crashKeys, makeValue, raceKeys } from './fixtures/file-value.js';
 
 const WRITER = new URL('./fixtures/file-writer.js', import.meta.url).pathname;
 const text = (s: string): Buffer => Buffer.from(s, 'utf8');
@@ -563,7 +563,110 @@ describe('crash safety', () => {
     assert.deepEqual(walk(root).filter((p) => p.includes('.pl-tmp.')), [], 'no temporary file is left after the sweep');
     await b.close();
   });
+  test('processes overwriting and reading shared keys, some SIGKILLed mid-set, only ever read one whole written value', async (t) => {
+    const root = fresh();
+    const now = (): number => performance.timeOrigin + performance.now();
+    /** Per key and seq: when the set began and ended (for a set in flight at a kill: when its writer was seen dead). */
+    type Write = { start: number; end: number; acked: boolean };
+    const sets = raceKeys.map(() => new Map<bigint, Write>());
+    const reads: { index: number; seq: bigint | undefined; start: number; end: number; child: number }[] = [];
+    // Four slots, each running one child at a time until the deadline; most are
+    // SIGKILLed at a random moment. Only output is gathered here: every check runs
+    // after all children are gone, so a failing check leaves no child behind.
+    const runs: { id: number; out: string; err: string; code: number | null; signal: NodeJS.Signals | null; dead: number }[] = [];
+    let spawned = 0;
+    const deadline = performance.now() + 12_000;
+    const slot = async (): Promise<void> => {
+      for (let i = 0; i < 3 || performance.now() < deadline; i++) {
+        const id = ++spawned;
+        // Three children in four are killed; they are given endless work, so none finishes first.
+        const kill = id % 4 !== 0;
+        const child = spawn(process.execPath, [WRITER, root, 'race', String(id * 1_000_000), kill ? '1000000000' : '300'], { stdio: ['ignore', 'pipe', 'pipe'] });
+        let out = '';
+        let err = '';
+        child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+        const ready = new Promise<void>((resolve) => child.stdout.on('data', (d: Buffer) => ((out += d.toString()), resolve())));
+        // 'close', not 'exit': only then has all of the child's output been read.
+        const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((r) => child.on('close', (code, signal) => r({ code, signal })));
+        if (kill) {
+          await Promise.race([ready, exited]);
+          await Promise.race([exited, new Promise((r) => setTimeout(r, Math.random() * 500))]);
+          child.kill('SIGKILL');
+        }
+        const { code, signal } = await exited;
+        // Whatever a killed writer did, it did before it was seen dead.
+        runs.push({ id, out, err, code, signal, dead: now() });
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(slot));
+
+    let killed = 0;
+    let finished = 0;
+    for (const { id, out, err, code, signal, dead } of runs) {
+      if (signal === 'SIGKILL') killed++;
+      else {
+        assert.equal(code, 0, `race child ${id} failed (${signal ?? code}): ${err}`);
+        assert.match(out, /done 300\n$/, `race child ${id} did not finish`);
+        finished++;
+      }
+      // Only whole lines: the last one (after the last newline) may have been cut by the kill.
+      for (const line of out.split('\n').slice(0, -1)) {
+        // Times widened by a millisecond: each process reads the shared clock with sub-millisecond error.
+        let m = /^([AB]) (\d+) (\d+) ([\d.]+)$/.exec(line);
+        if (m !== null) {
+          const byKey = sets[Number(m[2])]!;
+          const seq = BigInt(m[3]!);
+          if (m[1] === 'B') byKey.set(seq, { start: Number(m[4]) - 1, end: dead + 1, acked: false });
+          else Object.assign(byKey.get(seq)!, { end: Number(m[4]) + 1, acked: true });
+          continue;
+        }
+        m = /^G (\d+) (\d+|-) ([\d.]+) ([\d.]+)$/.exec(line);
+        if (m !== null) reads.push({ index: Number(m[1]), seq: m[2] === '-' ? undefined : BigInt(m[2]!), start: Number(m[3]) - 1, end: Number(m[4]) + 1, child: id });
+      }
+    }
+
+    // The value a read (or the final state) may hold: one whose set began before the
+    // read ended and was not certainly overwritten before the read began, i.e. no
+    // acknowledged set began after it ended and ended before the read began.
+    const acked = (index: number): [bigint, Write][] => [...sets[index]!.entries()].filter(([, s]) => s.acked);
+    const check = (index: number, seq: bigint | undefined, start: number, end: number, what: string): void => {
+      const key = raceKeys[index]!;
+      if (seq === undefined) {
+        const before = acked(index).filter(([, s]) => s.end < start);
+        assert.deepEqual(before.map(([q]) => q), [], `${what} of ${key} found nothing after a set was acknowledged`);
+        return;
+      }
+      const set = sets[index]!.get(seq);
+      assert.ok(set !== undefined, `${what} of ${key} returned seq ${seq}, which no writer set`);
+      assert.ok(set.start < end, `${what} of ${key} returned seq ${seq} before its set began`);
+      const newer = acked(index).filter(([q, s]) => q !== seq && s.start > set.end && s.end < start);
+      assert.deepEqual(newer.map(([q]) => q), [], `${what} of ${key} returned seq ${seq}, already overwritten`);
+    };
+    for (const r of reads) check(r.index, r.seq, r.start, r.end, `a get by child ${r.child}`);
+
+    // A new handle (before any sweep, so with the dead writers' temporary files still
+    // there) sees one whole written value per key, and list shows only those keys.
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    const start = now();
+    const present: string[] = [];
+    for (const [index, key] of raceKeys.entries()) {
+      const got = await b.get(key);
+      check(index, got === undefined ? undefined : checkValue(key, got.toContiguous()), start, now(), 'the final get');
+      if (got !== undefined) present.push(key);
+    }
+    assert.deepEqual(await keysOf(b), present.sort());
+    const stale = walk(root).filter((p) => p.includes('.pl-tmp.')).length;
+    await b.sweep();
+    assert.deepEqual(walk(root).filter((p) => p.includes('.pl-tmp.')), [], 'no temporary file is left after the sweep');
+    await b.close();
+    const setCount = sets.reduce((n, m) => n + m.size, 0);
+    const unacked = sets.reduce((n, m) => n + [...m.values()].filter((s) => !s.acked).length, 0);
+    t.diagnostic(`${spawned} children, ${killed} killed, ${finished} finished; ${setCount} sets (${unacked} in flight at a kill), ${reads.length} gets; ${stale} temporary files swept`);
+    assert.ok(killed >= 8, `only ${killed} of ${spawned} children were killed`);
+    assert.ok(reads.filter((r) => r.seq !== undefined).length > 100, 'too few gets found a value');
+  });
 });
+
 
 function run(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -3,12 +3,14 @@ import { spawn } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, SCAN_ALL, SeqNo, openConsensus } from 'persist-location';
 import { SqliteConsensus, sqliteError } from 'persist-location/sqlite';
 import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { crashValue } from './fixtures/sqlite-crash-value.js';
+import { stressTag } from './fixtures/sqlite-stress-value.js';
 
 let dir: string;
 let n = 0;
@@ -523,25 +525,54 @@ describe('concurrency', () => {
     assert.ok(report.mismatches > 0, 'the run had no contention');
   });
 
-  test('stress: clients in several processes on one file are linearizable', async () => {
+  test('stress: clients in several processes (worker and inline) on one file, some SIGKILLed and respawned, are linearizable', async (t) => {
     const path = fresh();
     const prefix = `mp-${n}-`;
+    const nKeys = 4;
     const child = new URL('./fixtures/sqlite-stress-child.js', import.meta.url).pathname;
-    const runs = [0, 1, 2].map((p) => run(child, [path, String(p * 100), '6', '700', prefix, '3', p === 1 ? '1' : '0']));
-    const outputs = await Promise.all(runs);
+    // Only output is gathered while children run: every check runs after all of
+    // them are gone, so a failing check leaves no child behind.
+    const runs: { base: number; stdout: string; stderr: string; code: number | null; signal: NodeJS.Signals | null }[] = [];
+    let spawned = 0;
+    // Four slots, each running one child at a time (odd slots with the writer
+    // worker) until the deadline; most children are SIGKILLed at a random moment
+    // of their life (while opening, committing, reading, ...), the others finish.
+    const deadline = performance.now() + 12_000;
+    const slot = async (s: number): Promise<void> => {
+      for (let i = 0; i < 3 || performance.now() < deadline; i++) {
+        const id = ++spawned;
+        const base = id * 100;
+        // Four children in five are killed; they are given endless work, so none finishes first.
+        const kill = id % 5 !== 0;
+        const child_ = spawnChild(child, [path, String(base), '6', kill ? '1000000000' : '600', prefix, String(nKeys), String(s % 2)]);
+        if (kill) {
+          // Mostly while it runs; sometimes while it opens (creating the file or
+          // recovering the WAL of a child killed before it).
+          const whileOpening = id % 7 === 0;
+          if (!whileOpening) await Promise.race([child_.ready, child_.exited]);
+          await Promise.race([child_.exited, sleep(Math.random() * (whileOpening ? 400 : 600))]);
+          child_.proc.kill('SIGKILL');
+        }
+        const { code, signal } = await child_.exited;
+        runs.push({ base, stdout: child_.stdout(), stderr: child_.stderr(), code, signal });
+      }
+    };
+    await Promise.all([0, 1, 2, 3].map(slot));
     const history: HistoryOp[] = [];
-    for (const out of outputs) {
-      assert.equal(out.code, 0, out.stderr);
-      const ops = JSON.parse(out.stdout, (_k, v: unknown) => (isBig(v) ? BigInt(v.$big) : v)) as HistoryOp[];
-      // Each process's clock is performance.timeOrigin + performance.now(): the
-      // same wall-clock origin, read at start with sub-millisecond error. Widening
-      // every interval by a millisecond keeps that error from faking a violation.
-      for (const op of ops) history.push({ ...op, start: op.start - 1, end: op.end + 1 });
+    let killed = 0;
+    let finished = 0;
+    for (const r of runs) {
+      if (r.signal === 'SIGKILL') killed++;
+      else {
+        assert.equal(r.code, 0, `child ${r.base} failed (${r.signal ?? r.code}): ${r.stderr}`);
+        finished++;
+      }
+      history.push(...parseHistory(r.stdout, r.signal === 'SIGKILL', `child ${r.base}`));
     }
     // Final reads from this process, after every child exited.
     const reader = await SqliteConsensus.open(path);
     const now = () => performance.timeOrigin + performance.now();
-    for (let k = 0; k < 3; k++) {
+    for (let k = 0; k < nKeys; k++) {
       const key = `${prefix}${k}`;
       const start = now();
       const all = await reader.scan(key, new SeqNo(0), SCAN_ALL);
@@ -553,16 +584,25 @@ describe('concurrency', () => {
         end: now(),
         from: 0n,
         limit: SCAN_ALL,
-        result: { type: 'ok', value: all.map((x) => ({ seqno: x.seqno.value, data: text(x.data)! })) },
+        result: { type: 'ok', value: all.map((x) => ({ seqno: x.seqno.value, data: stressTag(x.data) })) },
       });
     }
     await reader.close();
+    const db = new Database(path);
+    assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
+    db.close();
     const check = checkLinearizable(history);
-    const committed = history.filter((h) => h.op === 'compareAndSet' && h.result.type === 'ok' && h.result.value === 'Committed').length;
-    const processes = new Set(history.filter((h) => h.op === 'compareAndSet' && h.result.type === 'ok' && h.result.value === 'Committed').map((h) => Math.floor((h.client ?? 0) / 100)));
-    assert.equal(check.verdict, 'ok', JSON.stringify(check.violations.slice(0, 1), (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
-    assert.ok(committed > 100, `only ${committed} commits`);
-    assert.equal(processes.size, 3, 'every process committed writes');
+    // The first violation, with only the tail of what could be ordered before it.
+    const shown = check.violations.slice(0, 1).map((v) => ({ ...v, linearized: v.linearized.slice(-12) }));
+    assert.equal(check.verdict, 'ok', JSON.stringify(shown, (_k, v: unknown) => (typeof v === 'bigint' ? String(v) : v)));
+    const commits = history.filter((h) => h.op === 'compareAndSet' && h.result.type === 'ok' && h.result.value === 'Committed');
+    const unknown = history.filter((h) => h.op !== 'head' && h.op !== 'scan' && h.result.type === 'unknown').length;
+    const processes = new Set(commits.map((h) => Math.floor((h.client ?? 0) / 100)));
+    assert.ok(killed >= 8, `only ${killed} of ${spawned} children were killed`);
+    assert.ok(commits.length > 100, `only ${commits.length} commits`);
+    assert.ok(processes.size >= 2, `only ${processes.size} processes committed writes`);
+    assert.ok(unknown > 0, 'no write was in flight at a kill');
+    t.diagnostic(`${spawned} children, ${killed} killed, ${finished} finished; ${history.length} ops, ${commits.length} commits, ${unknown} unknown writes`);
   });
 
   test('crash: writers SIGKILLed at random moments lose no acknowledged write, and the file stays sound', async () => {
@@ -645,13 +685,58 @@ function isBig(v: unknown): v is { $big: string } {
   return typeof v === 'object' && v !== null && typeof (v as { $big?: unknown }).$big === 'string';
 }
 
-function run(script: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve) => {
-    const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
-    let stdout = '';
-    let stderr = '';
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
-    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
-    proc.on('exit', (code) => resolve({ code, stdout, stderr }));
+/**
+ * Rebuilds a child's history from its event lines. A call without a return was in
+ * flight when the child died: its outcome is unknown. Each process's clock is
+ * performance.timeOrigin + performance.now(): the same wall-clock origin, read at
+ * start with sub-millisecond error; widening every interval by a millisecond
+ * keeps that error from faking a violation.
+ */
+function parseHistory(stdout: string, killed: boolean, name: string): HistoryOp[] {
+  const calls = new Map<number, HistoryOp>();
+  const ops: HistoryOp[] = [];
+  const lines = stdout.split('\n');
+  // A kill can cut the last line short; anything else must parse.
+  if (killed) lines.pop();
+  else assert.equal(lines.pop(), '', `${name}: output does not end with a newline`);
+  let done = false;
+  for (const line of lines) {
+    const e = JSON.parse(line, (_k, v: unknown) => (isBig(v) ? BigInt(v.$big) : v)) as
+      | { call: number; op: HistoryOp }
+      | { ret: number; end: number; result: HistoryOp['result'] }
+      | { ready: true }
+      | { done: true };
+    if ('call' in e) {
+      const op = { ...e.op, start: e.op.start - 1, end: Infinity, result: { type: 'unknown' } } as HistoryOp;
+      calls.set(e.call, op);
+      ops.push(op);
+    } else if ('ret' in e) {
+      const op = calls.get(e.ret);
+      assert.ok(op !== undefined, `${name}: a return without its call`);
+      op.end = e.end + 1;
+      op.result = e.result as never;
+    } else if ('done' in e) done = true;
+  }
+  if (!killed) {
+    assert.ok(done, `${name} exited without finishing`);
+    assert.ok(ops.every((op) => op.end !== Infinity), `${name} finished with operations in flight`);
+  }
+  return ops;
+}
+
+function spawnChild(script: string, args: string[]) {
+  const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let stdout = '';
+  let stderr = '';
+  const ready = new Promise<void>((resolve) => {
+    proc.stdout.on('data', (d: Buffer) => {
+      // The child prints {"ready":true} first.
+      if (stdout === '' && d.length > 0) resolve();
+      stdout += d.toString();
+    });
   });
+  proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+  // 'close', not 'exit': only then has all of the child's output been read.
+  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) => proc.on('close', (code, signal) => resolve({ code, signal })));
+  return { proc, ready, exited, stdout: () => stdout, stderr: () => stderr };
 }
