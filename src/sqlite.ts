@@ -48,6 +48,7 @@
  * | CANTOPEN, IOERR                      | Determinate Unavailable       | Indeterminate |
  * | NOTADB                               | Determinate DataLoss          | Indeterminate |
  * | CORRUPT                              | Indeterminate DataLoss        | Indeterminate |
+ * | INTERRUPT                            | Determinate Cancelled         | Indeterminate |
  * | anything else                        | Determinate Unknown           | Indeterminate |
  *
  * A worker that dies with a batch in flight makes that batch Indeterminate; writes
