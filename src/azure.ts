@@ -34,7 +34,8 @@
  * - get: the first `min(rangeBytes, 1 MiB)` and the blob's size and ETag in one
  *   request. A value that fits is that one response. A larger one is read in
  *   parallel `rangeBytes` ranges, range 0 again included, each guarded by If-Match on that ETag
- *   and accepted only if it answers with that same ETag, straight into one buffer
+ *   and accepted only if it answers with that same ETag and the size the first
+ *   response reported, straight into one buffer
  *   (one copy, from the socket). If the blob is overwritten meanwhile (412, or
  *   another ETag), it is read again in one unranged request (one response is one
  *   version): never a mix, and always progress. The SDK's resuming of broken
@@ -46,7 +47,8 @@
  *   (BlobHandler.downloadBlockBlobOrAppendBlob captures the block list, reads the
  *   data, then reads `etag` from the live metadata document, which Put Block List
  *   updates in place). Under overwrites, the first response's ETag can thus name
- *   a newer version than its bytes, and ranges guarded by it then mix two values.
+ *   a newer version than its bytes (and its size), and ranges guarded by it then
+ *   mix two values, or cut the newer one to the older one's size.
  *   An If-Match that passes brackets the block-list capture with the ETag check,
  *   and an equal ETag header after it proves no commit in between; only such
  *   responses, or one response for the whole value, are known to be one version.
@@ -252,7 +254,15 @@ export class AzureBlob extends BlobBase {
             drain(r);
             throw new VersionChangedError(`the range at ${offset} was read under If-Match ${etag} but answered with ETag ${r.etag}`);
           }
-          await readInto(r.readableStreamBody, out, offset, length);
+          // The size came from the unguarded probe, whose ETag header may name a
+          // newer version than its size (see the module comment): a guarded range
+          // of a blob of another size proves the probe mixed two versions.
+          const rangeTotal = totalFromContentRange(r.contentRange);
+          if (rangeTotal !== total) {
+            drain(r);
+            throw new VersionChangedError(`the range at ${offset} of a ${total}-byte value answered for a ${String(rangeTotal)}-byte blob under the same ETag ${etag}`);
+          }
+          await readInto(r.readableStreamBody, out, offset, length, signal);
         },
         attempts,
         outer,
@@ -260,7 +270,7 @@ export class AzureBlob extends BlobBase {
     if (total <= probe) {
       // The whole value in one response: one version, whatever its ETag says.
       try {
-        await readInto(head.readableStreamBody, out, 0, total);
+        await readInto(head.readableStreamBody, out, 0, total, signal);
       } catch (err) {
         if (signal.aborted) throw err;
         await rangeAt(0, total); // the body broke off: fetch it again, guarded
@@ -281,7 +291,7 @@ export class AzureBlob extends BlobBase {
         async () => {
           const r = await download(client, 0, undefined, signal);
           const out = this.#allocate(r.contentLength ?? 0);
-          await readInto(r.readableStreamBody, out, 0, out.byteLength);
+          await readInto(r.readableStreamBody, out, 0, out.byteLength, signal);
           return new SegmentedBytes(out);
         },
         attempts,

@@ -15,9 +15,12 @@
  * - `set`: one PutObject up to `multipartThreshold` (8 MiB); above it a multipart
  *   upload with `concurrency` parts in flight. S3 makes the object visible only
  *   at CompleteMultipartUpload, so a writer that dies mid-way leaves the old value.
- *   A failed upload is aborted (AbortMultipartUpload); if even that fails (the
- *   server is gone) the parts stay until a bucket lifecycle rule
- *   (AbortIncompleteMultipartUpload) removes them.
+ *   A failed upload is aborted (AbortMultipartUpload, up to 3 rounds of the
+ *   SDK's attempts); if even that fails (the server is gone) the parts stay until
+ *   a bucket lifecycle rule (AbortIncompleteMultipartUpload) removes them. So do
+ *   empty uploads (no parts) that a CreateMultipartUpload created when its answer
+ *   was lost (the SDK's retry then creates another): no UploadId names them, and
+ *   the uploads pending for a key cannot be told from those of concurrent writers.
  *   Outcome of a failed multipart `set` (the issue asks for Indeterminate when the
  *   server dies mid-upload; this is deliberately more precise): a failure before
  *   CompleteMultipartUpload was sent (CreateMultipartUpload, any UploadPart, or
@@ -35,7 +38,8 @@
  *   into its own segment of the returned SegmentedBytes. Every range is sent with
  *   If-Match of the first response's ETag and its ETag is checked too (for stores
  *   that ignore If-Match), so a concurrent overwrite never yields a mix of two
- *   values: the read starts over (up to 5 times, then Determinate Aborted). A
+ *   values: the read starts over (up to 5 times, then Determinate Aborted), as it
+ *   does when a later range is unsatisfiable (416: replaced by a shorter object). A
  *   store that sends no ETag at all gets no such protection. An empty value
  *   answers the range with 416 (or `bytes 0-0/0` on some stores): that is `""`.
  * - `list`: ListObjectsV2 pages (1000 keys), requested one at a time as the loop
@@ -85,7 +89,7 @@ import {
 import { BlobBase } from './base.js';
 import type { BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
+import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from './errors.js';
 import { decodeKey, encodeKey, maxKeyBytesFor } from './s3/keys.js';
 import { errorName, httpStatus, isConnectError, mapS3Error } from './s3/errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
@@ -98,6 +102,8 @@ const MiB = 1024 * 1024;
 /** S3's smallest part (but the last) and largest part count. */
 const MIN_PART_SIZE = 5 * MiB;
 const MAX_PARTS = 10_000;
+/** Rounds of the SDK's attempts at aborting a failed multipart upload. */
+const ABORT_ROUNDS = 3;
 /** How often `get` starts over when the object keeps changing under it. */
 const GET_RETRIES = 5;
 
@@ -296,9 +302,12 @@ export class S3Blob extends BlobBase {
     try {
       out = await this.#send<GetOutput, undefined>(command, what, signal, undefined);
     } catch (err) {
-      // A range starting at 0 is unsatisfiable only for an empty object.
-      if (start === 0 && err instanceof ExternalError && (err.cause as { name?: unknown } | undefined)?.name === 'InvalidRange') {
-        return emptyRange(undefined);
+      if (err instanceof ExternalError && (err.cause as { name?: unknown } | undefined)?.name === 'InvalidRange') {
+        // A range starting at 0 is unsatisfiable only for an empty object; a later
+        // one, within the size the first range reported, only if the object was
+        // replaced by a shorter one (on a store that ignores If-Match).
+        if (start === 0) return emptyRange(undefined);
+        throw new ObjectChanged('a later range is beyond the end of the object: it was replaced by a shorter one');
       }
       throw err;
     }
@@ -423,19 +432,30 @@ export class S3Blob extends BlobBase {
       // plain refusal on the only attempt. The abort that follows is cleanup only
       // (if the completion did land, it is a harmless NoSuchUpload) and never
       // changes that outcome, whether it succeeds or fails.
-      await this.#abortUpload(Key, UploadId);
-      throw err;
+      const cleanup = await this.#abortUpload(Key, UploadId);
+      if (cleanup === '' || !(err instanceof ExternalError)) throw err;
+      const Kind = err.determinate ? Determinate : Indeterminate;
+      throw new Kind(err.code, `${err.message}${cleanup}`, { cause: err.cause });
     }
   }
 
   /** Best-effort AbortMultipartUpload; returns a note for the error message when it failed. */
   async #abortUpload(Key: string, UploadId: string): Promise<string> {
-    try {
-      await this.#send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId }), 'abort multipart upload', AbortSignal.timeout(30_000), undefined);
-      return '';
-    } catch (err) {
-      return ` (aborting upload ${UploadId} failed too, its parts remain until a lifecycle rule removes them: ${err instanceof Error ? err.message : String(err)})`;
+    const deadline = AbortSignal.timeout(30_000);
+    let failure: unknown;
+    // The abort is idempotent (a repeat answers 404, taken as done), and whatever
+    // broke the upload (a flaky network) may break it too: a few more rounds of
+    // the SDK's attempts than for other requests, so that parts are rarely left.
+    for (let round = 0; round < ABORT_ROUNDS && !deadline.aborted; round++) {
+      try {
+        await this.#send(new AbortMultipartUploadCommand({ Bucket: this.#bucket, Key, UploadId }), 'abort multipart upload', deadline, undefined);
+        return '';
+      } catch (err) {
+        failure = err;
+        if (err instanceof ExternalError && err.determinate && err.code !== ErrorCode.Unavailable) break;
+      }
     }
+    return ` (aborting upload ${UploadId} failed too, its parts remain until a lifecycle rule removes them: ${failure instanceof Error ? failure.message : String(failure)})`;
   }
 
   protected async _delete(key: string, opts?: OpOptions): Promise<number | undefined> {

@@ -40,7 +40,7 @@ export class ShortBodyError extends Error {
  * Copies a response body into `target[offset, offset + length)` as it arrives: the
  * only copy a get makes. Rejects if the body is shorter or longer.
  */
-export async function readInto(body: NodeJS.ReadableStream | undefined, target: Buffer, offset: number, length: number): Promise<void> {
+export async function readInto(body: NodeJS.ReadableStream | undefined, target: Buffer, offset: number, length: number, signal?: AbortSignal): Promise<void> {
   if (body === undefined) {
     if (length === 0) return;
     throw new ShortBodyError(`the response has no body; expected ${length} bytes`);
@@ -58,8 +58,10 @@ export async function readInto(body: NodeJS.ReadableStream | undefined, target: 
     }
   } catch (err) {
     // With the SDK's stream retries off (see the get in src/azure.ts), a body that
-    // breaks off surfaces as a plain Error: make it a retryable connection failure.
-    if (err instanceof ShortBodyError || (err as Error | null)?.name === 'AbortError') throw err;
+    // breaks off surfaces as a plain Error, or as an AbortError when the socket
+    // closed under it: make it a retryable connection failure. Only an abort of
+    // `signal` (the caller, or a failed sibling range) is an abort.
+    if (err instanceof ShortBodyError || ((err as Error | null)?.name === 'AbortError' && signal?.aborted === true)) throw err;
     throw new ShortBodyError(`the response body broke off after ${at - offset} of ${length} bytes: ${(err as Error | null)?.message ?? String(err)}`, { cause: err });
   }
   if (at !== end) throw new ShortBodyError(`the response body ended after ${at - offset} of ${length} bytes`);

@@ -11,8 +11,10 @@
  * - it lacks AbortMultipartUpload and ListMultipartUploads: {@link multipartShim}
  *   adds them;
  * - it ignores If-Match on GET and writes a PUT in place (a reader can see a torn
- *   value), so atomicity of S3Blob.get under overwrites is tested with a stand-in
- *   client instead;
+ *   value, and a PUT cut mid-body leaves a truncated object): started with
+ *   `{ atomic: true }`, {@link atomicStore} makes every object write all-or-nothing
+ *   and serializes it with the reads of that key, as S3 behaves, so that tests of
+ *   S3Blob under overwrites and lost connections see S3Blob's faults, not s3rver's;
  * - it lists by walking directories, so when names have `/` (S3Blob cuts encoded
  *   keys longer than 200 characters into chunks) pages are not in key order and
  *   a listing of more than one page can miss such keys. The tests list fewer keys
@@ -20,10 +22,12 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync } from 'node:fs';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { createHash, randomUUID } from 'node:crypto';
+import { mkdir, mkdtemp, readdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { freePort } from './ports.js';
 
@@ -40,6 +44,7 @@ export class S3rverProcess {
     readonly directory: string,
     readonly buckets: readonly string[],
     removeDir: boolean,
+    readonly atomic: boolean,
   ) {
     this.#removeDir = removeDir;
   }
@@ -49,10 +54,14 @@ export class S3rverProcess {
     return `http://127.0.0.1:${this.port}`;
   }
 
-  /** Starts s3rver with the given buckets in a fresh temporary directory. */
-  static async start(buckets: readonly string[]): Promise<S3rverProcess> {
+  /**
+   * Starts s3rver with the given buckets in a fresh temporary directory; with
+   * `atomic`, object writes are all-or-nothing and isolated from reads (see the
+   * module comment).
+   */
+  static async start(buckets: readonly string[], options: { atomic?: boolean } = {}): Promise<S3rverProcess> {
     const directory = await mkdtemp(join(tmpdir(), 'persist-s3rver-'));
-    const server = new S3rverProcess(await freePort(), directory, buckets, true);
+    const server = new S3rverProcess(await freePort(), directory, buckets, true, options.atomic === true);
     try {
       await server.restart();
     } catch (err) {
@@ -66,7 +75,7 @@ export class S3rverProcess {
   async restart(): Promise<void> {
     if (this.#child !== undefined) throw new Error('s3rver is already running');
     // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 keeps in its legacy provider.
-    const child = spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', String(this.port), this.directory, ...this.buckets], {
+    const child = spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', this.atomic ? 'atomic' : 'plain', String(this.port), this.directory, ...this.buckets], {
       stdio: ['pipe', 'pipe', 'pipe'],
     });
     this.#child = child;
@@ -122,6 +131,7 @@ interface KoaContext {
 }
 type KoaMiddleware = (ctx: KoaContext, next: () => Promise<void>) => Promise<void>;
 interface S3rverInstance {
+  store: unknown;
   middleware: KoaMiddleware[];
   run(): Promise<unknown>;
 }
@@ -156,8 +166,13 @@ function multipartShim(directory: string): KoaMiddleware {
     }
     if (ctx.method === 'GET' && !onObject && 'uploads' in ctx.query) {
       const ids = existsSync(uploads) ? await readdir(uploads) : [];
+      // A directory without `key` is no upload: s3rver recreates the directory of an
+      // aborted upload when a part of it was still arriving.
       const entries = await Promise.all(
-        ids.map(async (id) => `<Upload><Key>${xmlEscape(await readFile(join(uploads, id, 'key'), 'utf8'))}</Key><UploadId>${id}</UploadId></Upload>`),
+        ids.map(async (id) => {
+          const key = await readFile(join(uploads, id, 'key'), 'utf8').catch(() => undefined);
+          return key === undefined ? '' : `<Upload><Key>${xmlEscape(key)}</Key><UploadId>${id}</UploadId></Upload>`;
+        }),
       );
       ctx.status = 200;
       ctx.type = 'application/xml';
@@ -170,7 +185,117 @@ function multipartShim(directory: string): KoaMiddleware {
   };
 }
 
-async function serve(port: number, directory: string, buckets: string[]): Promise<void> {
+interface StoredObject {
+  bucket: string;
+  key: string;
+  content: unknown;
+  metadata: Record<string, unknown>;
+}
+interface FilesystemStore {
+  getResourcePath(bucket: string, key: string, resource: string): string;
+  getMetadata(bucket: string, key: string): Promise<unknown>;
+  putMetadata(bucket: string, key: string, metadata: Record<string, unknown>, md5: string): Promise<void>;
+  existsObject(bucket: string, key: string): Promise<boolean>;
+  deleteObject(bucket: string, key: string): Promise<unknown>;
+  getObject(bucket: string, key: string, options: unknown): Promise<{ content?: NodeJS.ReadableStream | null } | null>;
+  putObject(object: StoredObject): Promise<{ size: number; md5: string }>;
+  putObjectMultipart(bucket: string, uploadId: string, parts: unknown): Promise<unknown>;
+  putPart(bucket: string, uploadId: string, partNumber: unknown, content: unknown): Promise<unknown>;
+}
+
+/**
+ * Makes s3rver's object writes atomic, the way S3's are: a PUT's body is received
+ * whole before anything is written (a cut request changes nothing), the object is
+ * written to a temporary file and renamed into place, and one lock per object
+ * orders every write (PUT, CompleteMultipartUpload, DELETE) with every read
+ * (GET until its body has been sent, HEAD, the metadata a listing reads), so a
+ * reader sees the old or the new object, never a mix.
+ */
+function atomicStore(store: FilesystemStore): void {
+  const held = new AsyncLocalStorage<string>();
+  const tails = new Map<string, Promise<void>>();
+  const acquire = async (id: string): Promise<() => void> => {
+    const previous = tails.get(id) ?? Promise.resolve();
+    let release!: () => void;
+    const mine = new Promise<void>((resolve) => (release = resolve));
+    const tail = previous.then(() => mine);
+    tails.set(id, tail);
+    void tail.then(() => {
+      if (tails.get(id) === tail) tails.delete(id);
+    });
+    await previous;
+    return release;
+  };
+  // The store calls its own methods (getObject → getMetadata, CompleteMultipartUpload
+  // → putObject): a call made while holding the object's lock does not take it again.
+  const locked = async <T>(bucket: string, key: string, run: () => Promise<T>): Promise<T> => {
+    const id = `${bucket}/${key}`;
+    if (held.getStore() === id) return run();
+    const release = await acquire(id);
+    try {
+      return await held.run(id, run);
+    } finally {
+      release();
+    }
+  };
+  const original = {
+    getMetadata: store.getMetadata.bind(store),
+    existsObject: store.existsObject.bind(store),
+    deleteObject: store.deleteObject.bind(store),
+    getObject: store.getObject.bind(store),
+    putObjectMultipart: store.putObjectMultipart.bind(store),
+    putPart: store.putPart.bind(store),
+  };
+  store.getMetadata = (bucket, key) => locked(bucket, key, () => original.getMetadata(bucket, key));
+  store.existsObject = (bucket, key) => locked(bucket, key, () => original.existsObject(bucket, key));
+  store.deleteObject = (bucket, key) => locked(bucket, key, () => original.deleteObject(bucket, key));
+  store.getObject = async (bucket, key, options) => {
+    const id = `${bucket}/${key}`;
+    const release = await acquire(id);
+    try {
+      const object = await held.run(id, () => original.getObject(bucket, key, options));
+      const content = object?.content;
+      // Held until the body has been sent or the connection dropped (koa destroys the stream).
+      if (content) content.once('close', release);
+      else release();
+      return object;
+    } catch (err) {
+      release();
+      throw err;
+    }
+  };
+  store.putObject = async (object) => {
+    const chunks: Buffer[] = [];
+    if (Buffer.isBuffer(object.content)) chunks.push(object.content);
+    else for await (const chunk of object.content as AsyncIterable<Buffer>) chunks.push(chunk);
+    const content = Buffer.concat(chunks);
+    // A request body that ended early (the connection was cut) must write nothing.
+    const declared = (object.content as { headers?: Record<string, unknown> }).headers?.['content-length'];
+    if (declared !== undefined && Number(declared) !== content.length) throw new Error(`the body has ${content.length} of ${String(declared)} bytes`);
+    const md5 = createHash('md5').update(content).digest('hex');
+    return locked(object.bucket, object.key, async () => {
+      const path = store.getResourcePath(object.bucket, object.key, 'object');
+      await mkdir(dirname(path), { recursive: true });
+      const temporary = `${path}.${randomUUID()}.tmp`;
+      await writeFile(temporary, content);
+      await rename(temporary, path);
+      await store.putMetadata(object.bucket, object.key, object.metadata, md5);
+      return { size: content.length, md5 };
+    });
+  };
+  // S3 refuses parts of an upload that does not exist (or was aborted); s3rver would
+  // recreate its directory.
+  store.putPart = async (bucket, uploadId, partNumber, content) => {
+    if (!existsSync(join(store.getResourcePath(bucket, '', 'uploads'), uploadId, 'key'))) throw new Error(`no upload ${uploadId}`);
+    return original.putPart(bucket, uploadId, partNumber, content);
+  };
+  store.putObjectMultipart = async (bucket, uploadId, parts) => {
+    const key = await readFile(join(store.getResourcePath(bucket, '', 'uploads'), uploadId, 'key'), 'utf8');
+    return locked(bucket, key, () => original.putObjectMultipart(bucket, uploadId, parts));
+  };
+}
+
+async function serve(atomic: boolean, port: number, directory: string, buckets: string[]): Promise<void> {
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverConstructor;
   const server = new S3rver({
     port,
@@ -180,6 +305,7 @@ async function serve(port: number, directory: string, buckets: string[]): Promis
     configureBuckets: buckets.map((name) => ({ name, configs: [] })),
   });
   server.middleware.unshift(multipartShim(directory));
+  if (atomic) atomicStore((server as unknown as { store: FilesystemStore }).store);
   await server.run();
   process.stdout.write('READY\n');
   // The parent holds our stdin open; when it dies, so do we (no orphaned servers).
@@ -188,8 +314,8 @@ async function serve(port: number, directory: string, buckets: string[]): Promis
 }
 
 if (process.argv[1] === fileURLToPath(import.meta.url) && process.argv[2] === '--serve') {
-  const [port, directory, ...buckets] = process.argv.slice(3);
-  serve(Number(port), directory!, buckets).catch((err: unknown) => {
+  const [mode, port, directory, ...buckets] = process.argv.slice(3);
+  serve(mode === 'atomic', Number(port), directory!, buckets).catch((err: unknown) => {
     console.error(err);
     process.exit(1);
   });
