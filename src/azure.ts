@@ -10,8 +10,9 @@
  * names are not in that form are ignored.
  *
  * Key cap: blob names are at most 1024 characters and escaping can triple a key,
- * so keys are capped at floor((1024 - prefix bytes - 1) / 3) UTF-8 bytes (341
- * without a prefix, 327 for a 40-byte prefix); {@link AzureBlob.maxKeyBytes} says
+ * so keys are capped at floor((1024 - name prefix bytes) / 3) UTF-8 bytes, where the
+ * name prefix is the location prefix plus its `/` (341 without a prefix, 327 for a
+ * 40-byte prefix); {@link AzureBlob.maxKeyBytes} says
  * it, and longer keys reject with Determinate InvalidArgument naming the cap.
  *
  * Operations:

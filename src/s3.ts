@@ -64,8 +64,8 @@
  * &multipartThreshold=BYTES&partSize=BYTES&concurrency=N]`. Credentials come from
  * the SDK's default provider chain (AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY,
  * profiles, SSO, instance roles, ...), never from the URI. The region comes from
- * `region`, else the SDK's chain (AWS_REGION, profile), else `us-east-1` when an
- * `endpoint` is given (S3-compatible stores ignore it).
+ * `region`; else, with an `endpoint` (S3-compatible stores ignore the region), from
+ * AWS_REGION or `us-east-1`; else from the SDK's chain (AWS_REGION, profile).
  */
 import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
