@@ -31,7 +31,8 @@
  *   Put Block List itself (sent, even partly) is mapped as usual, so a lost
  *   connection, timeout, 5xx or abort after sending is Indeterminate. Another
  *   writer's commit discards our uncommitted blocks (InvalidBlockList): the upload
- *   is then restaged, up to 3 times.
+ *   is then restaged after a random pause, up to 5 rounds in all, then Determinate
+ *   Aborted.
  * - get: the first `min(rangeBytes, 1 MiB)` and the blob's size and ETag in one
  *   request. A value that fits is that one response. A larger one is read in
  *   parallel `rangeBytes` ranges, range 0 again included, each guarded by If-Match on that ETag
@@ -99,7 +100,7 @@ import { SegmentedBytes } from './segmented-bytes.js';
 import { asBuffer } from './bytes.js';
 import { boolParam, checkParams, type LocationUri } from './uri.js';
 import { decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
-import { azureErrorCode, azureStatus, mapAzureError, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
+import { azureErrorCode, azureStatus, mapAzureError, sleep, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
 import { blockIds, forEachLimit, readInto, totalFromContentRange, VersionChangedError } from './azure/transfer.js';
 
 export { mapAzureError, type RetryOptions } from './azure/errors.js';
@@ -113,7 +114,9 @@ const MAX_BLOCK_BYTES = 4000 * MiB;
 const MAX_ROUNDS = 5;
 const MAX_BUFFER_BYTES = bufferConstants.MAX_LENGTH;
 /** Restaging rounds when another writer's commit discarded our blocks. */
-const MAX_STAGED_ROUNDS = 3;
+const MAX_STAGED_ROUNDS = 5;
+/** Pause before restaging: random up to this many ms times 2^round, so writers racing on one key drift apart. */
+const RESTAGE_PAUSE_MS = 20;
 
 /** Transfer sizes and limits; the defaults suit both Azure and Azurite. */
 export interface AzureBlobTuning {
@@ -349,6 +352,14 @@ export class AzureBlob extends BlobBase {
       if (committed) return;
       if (round >= MAX_STAGED_ROUNDS) {
         throw new Determinate(ErrorCode.Aborted, `${this.description}: ${what} failed: other writers of the same key kept discarding its staged blocks (${round} rounds)`);
+      }
+      // Writers that keep discarding each other's blocks are in step: a random
+      // pause lets one of them commit first.
+      try {
+        await sleep(Math.random() * RESTAGE_PAUSE_MS * 2 ** round, signal);
+      } catch (err) {
+        const cancelled = aborted(signal!, false);
+        throw new Determinate(cancelled.code, `${this.description}: ${what} failed: ${cancelled.message}; nothing was committed`, { cause: err });
       }
     }
   }

@@ -194,6 +194,27 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
   const notFound: Reply = { status: 404, headers: { 'x-ms-error-code': 'BlobNotFound' } };
   const found = (size: number): Reply => ({ status: 200, headers: { 'content-length': String(size), etag: '"0x1"', 'x-ms-blob-type': 'BlockBlob' } });
 
+  test('staged set: a commit that lost its blocks to another writer is restaged, at most 5 rounds, then Determinate Aborted', async () => {
+    const lost: Reply = { status: 400, headers: { 'x-ms-error-code': 'InvalidBlockList' } };
+    const committed: Reply = { status: 201, headers: { etag: '"0x2"' } };
+    const staged = (n: number): Reply[] => Array.from({ length: n }, () => ({ status: 201 }));
+    const options = { singleUploadMaxBytes: 1024, blockBytes: 1024, concurrency: 1 };
+    const twice = await scripted({ 'PUT block': staged(6), 'PUT blocklist': [lost, lost, committed] }, options);
+    try {
+      await twice.blob.set('k', Buffer.alloc(2048, 1));
+      assert.deepEqual(twice.seen, ['PUT block', 'PUT block', 'PUT blocklist', 'PUT block', 'PUT block', 'PUT blocklist', 'PUT block', 'PUT block', 'PUT blocklist']);
+    } finally {
+      await twice.close();
+    }
+    const always = await scripted({ 'PUT block': staged(10), 'PUT blocklist': Array.from({ length: 5 }, () => lost) }, options);
+    try {
+      await assert.rejects(always.blob.set('k', Buffer.alloc(2048, 1)), (err) => expectExternal(err, true, ErrorCode.Aborted) && /5 rounds/.test((err as Error).message));
+      assert.equal(always.seen.filter((w) => w === 'PUT blocklist').length, 5);
+    } finally {
+      await always.close();
+    }
+  });
+
   test('restore undeletes a soft-deleted blob when the account supports it', async () => {
     const stub = await scripted({ HEAD: [notFound, found(4)], 'PUT undelete': [{ status: 200 }] });
     try {
