@@ -10,6 +10,11 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { deriveScratch } from '../src/cli/scratch.js';
 import { startEtcd } from './servers/etcd.js';
+import { startPostgres, type PostgresServer } from './servers/postgres.js';
+import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
+import { startAzurite, type AzuriteServer } from './servers/azurite.js';
+import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
+import { BlobServiceClient } from '@azure/storage-blob';
 import { Progress, secretsOf, scrub, showData, showKey } from '../src/cli/output.js';
 import { Gate } from '../src/cli/gate.js';
 import { freePort } from './servers/ports.js';
@@ -29,8 +34,8 @@ interface Ran {
   err: string;
 }
 
-function cli(cwd: string, args: string[], input?: Buffer | string): Ran {
-  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, input: input ?? '', timeout: 90_000, env: { ...process.env, NO_COLOR: '1' } });
+function cli(cwd: string, args: string[], input?: Buffer | string, env: Record<string, string> = {}): Ran {
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, input: input ?? '', timeout: 90_000, env: { ...process.env, NO_COLOR: '1', ...env } });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, out: r.stdout.toString('utf8'), err: r.stderr.toString('utf8') };
 }
@@ -568,5 +573,86 @@ describe('persist-location (spawned)', () => {
     assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', '--json']), 'ls').out), []);
     assert.deepEqual(readdirSync(join(dir, '.persist')).filter((f) => f.includes('check')), []);
     assert.equal(cli(dir, ['bench', '--mix', 'get=1']).status, 64);
+  });
+});
+
+/** What `check --json` says about the runs and the cleanup, for the tests below. */
+interface CheckJson {
+  ok: boolean;
+  checks: { name: string; status: string }[];
+  cleanup: { removed: boolean; note?: string }[];
+}
+
+function passedCheck(r: Ran, names: string[]): void {
+  const report = JSON.parse(r.out) as CheckJson;
+  assert.equal(report.ok, true, r.out);
+  assert.deepEqual(report.checks.map((c) => [c.name, c.status]), names.map((n) => [n, 'pass']));
+  assert.deepEqual(report.cleanup.map((c) => [c.removed, c.note]), [[true, undefined]]);
+}
+
+// Issue 4: check works in a scratch namespace of the same storage, so that afterwards
+// `consensus list` / `blob ls` show only the user's keys and nothing else is left there.
+describe('check beside the user location on a real server (spawned)', () => {
+  let cwd: string;
+  let pg: PostgresServer | undefined;
+  let s3: S3rverProcess | undefined;
+  let azure: AzuriteServer | undefined;
+  before(async () => {
+    cwd = freshDir();
+    // All three at once; a server that does not come up fails the hook loudly (after stops the others).
+    const [p, s, a] = await Promise.allSettled([startPostgres(), S3rverProcess.start(['cli']), startAzurite()]);
+    pg = p.status === 'fulfilled' ? p.value : undefined;
+    s3 = s.status === 'fulfilled' ? s.value : undefined;
+    azure = a.status === 'fulfilled' ? a.value : undefined;
+    for (const r of [p, s, a]) if (r.status === 'rejected') throw r.reason;
+  });
+  after(async () => {
+    await Promise.allSettled([pg?.stop(), s3?.stop(), azure?.stop()]);
+  });
+
+  test('postgres: the user schema keeps only its key and no scratch schema remains', async () => {
+    const schema = pg!.schema('app');
+    const uri = `${pg!.baseUrl}?schema=${schema}&casBatchSize=8&application_name=cli-test`;
+    ok(cli(cwd, ['consensus', 'cas', 'mine', 'none', 'v1', 'x', '--consensus', uri]), 'cas');
+    const r = ok(cli(cwd, ['check', '--only', 'consensus', '--consensus', uri, '--ops', '500', '--json', '--quiet']), 'check postgres');
+    passedCheck(r, ['consensus: open location', 'consensus conformance', 'consensus linearizability']);
+    assert.deepEqual(JSON.parse(ok(cli(cwd, ['consensus', 'list', '--json', '--consensus', uri]), 'list').out), ['mine']);
+    // Scratch schemas are named after the user's (`${schema}_check_ID...`).
+    const left = await pg!.sql(`SELECT nspname FROM pg_namespace WHERE starts_with(nspname, $1) ORDER BY nspname`, [schema]);
+    assert.deepEqual(left.rows.map((row: { nspname: string }) => row.nspname), [schema]);
+  });
+
+  test('s3: blob ls shows only the user key and the bucket holds no other object', async () => {
+    const env = { AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
+    const uri = `s3://cli/app?endpoint=${encodeURIComponent(s3!.endpoint)}&forcePathStyle=true`;
+    ok(cli(cwd, ['blob', 'put', 'my/blob', '--blob', uri], 'my bytes', env), 'put');
+    const r = ok(cli(cwd, ['check', '--only', 'blob', '--blob', uri, '--json', '--quiet'], undefined, env), 'check s3');
+    passedCheck(r, ['blob: open location', 'blob conformance']);
+    assert.deepEqual(JSON.parse(ok(cli(cwd, ['blob', 'ls', '--json', '--blob', uri], undefined, env), 'ls').out), [{ key: 'my/blob', size: 8 }]);
+    const raw = new S3Client({ endpoint: s3!.endpoint, forcePathStyle: true, region: 'us-east-1', credentials: S3RVER_CREDENTIALS });
+    try {
+      const listed = await raw.send(new ListObjectsV2Command({ Bucket: 'cli' }));
+      assert.equal(listed.IsTruncated, false);
+      assert.deepEqual((listed.Contents ?? []).map((o) => o.Key), ['app/my%2Fblob']);
+    } finally {
+      raw.destroy();
+    }
+  });
+
+  test('azure: blob ls shows only the user key and the container holds no other blob', async () => {
+    const env = { AZURE_STORAGE_CONNECTION_STRING: azure!.connectionString };
+    const service = BlobServiceClient.fromConnectionString(azure!.connectionString);
+    await service.getContainerClient('cli').create();
+    const uri = `azure://cli/app?endpoint=${encodeURIComponent(azure!.endpoint)}`;
+    ok(cli(cwd, ['blob', 'put', 'my/blob', '--blob', uri], 'my bytes', env), 'put');
+    const r = ok(cli(cwd, ['check', '--only', 'blob', '--blob', uri, '--json', '--quiet'], undefined, env), 'check azure');
+    passedCheck(r, ['blob: open location', 'blob conformance']);
+    assert.deepEqual(JSON.parse(ok(cli(cwd, ['blob', 'ls', '--json', '--blob', uri], undefined, env), 'ls').out), [{ key: 'my/blob', size: 8 }]);
+    const names: string[] = [];
+    for await (const b of service.getContainerClient('cli').listBlobsFlat()) names.push(b.name);
+    assert.deepEqual(names, ['app/my%2Fblob']);
+    const containers: string[] = [];
+    for await (const c of service.listContainers()) containers.push(c.name);
+    assert.deepEqual(containers, ['cli']);
   });
 });

@@ -12,7 +12,7 @@
  * | file:             | `.persist/blob`              | `.persist/blob.check-ID`             | `.persist/blob.check-ID/n`          | deleting the directory     |
  * | postgres(ql):     | `?schema=S` (default `consensus`) | `?schema=S_check_ID`            | `?schema=S_check_ID_n`              | `DROP SCHEMA ... CASCADE` (best effort) |
  * | etcd:             | prefix `/P`                  | prefix `/P.check-ID/`                | `/P.check-ID/n/`                    | deleting the key range (best effort) |
- * | s3:, azure:       | prefix `P`                   | prefix `P.check-ID`                  | `P.check-ID/n`                      | deleting every listed key  |
+ * | s3:, azure:       | prefix `P`                   | prefix `P.check-ID`                  | `P.check-ID/n`                      | deleting every key of each |
  * | mem:              | `mem://NAME`                 | `mem://NAME.check-ID`                | `mem://NAME.check-ID/n`             | (gone with the process)    |
  *
  * A location without a prefix (`etcd://host:port`, `s3://bucket`) gets the scratch
@@ -215,25 +215,34 @@ export async function removeScratch(scratch: ScratchLocation, kind: LocationKind
 }
 
 async function deleteAllBlobs(scratch: ScratchLocation): Promise<ScratchCleanup> {
-  const blob = await openBlob(scratch.uri);
-  try {
-    // Children are string extensions of the scratch root, so one listing holds them all.
-    const keys: string[] = [];
-    for await (const m of blob.list('')) keys.push(m.key);
-    for (const key of keys) await blob.delete(key);
-    return { removed: true };
-  } finally {
-    await blob.close();
+  // Each location is opened and emptied on its own: a location keeps its keys under
+  // `PREFIX/` with every `/` of a key escaped, so a listing of the scratch root does
+  // not show its children's keys (nor could it delete them).
+  const problems: string[] = [];
+  for (const uri of [scratch.uri, ...scratch.children]) {
+    try {
+      const blob = await openBlob(uri);
+      try {
+        const keys: string[] = [];
+        for await (const m of blob.list('')) keys.push(m.key);
+        for (const key of keys) await blob.delete(key);
+        // A key still listed (a write still landing, a delete that did not) is reported, not hidden.
+        let left = 0;
+        for await (const _ of blob.list('')) left++;
+        if (left > 0) problems.push(`${left} key(s) left in ${redactUri(uri)}`);
+      } finally {
+        await blob.close();
+      }
+    } catch (err) {
+      problems.push(`${redactUri(uri)}: ${messageOf(err)}`);
+    }
   }
+  if (problems.length === 0) return { removed: true };
+  return { removed: false, note: `could not remove every key of scratch location ${scratch.display} (${problems.join('; ')}); delete the keys under its prefix` };
 }
 
 async function dropSchemas(scratch: ScratchLocation): Promise<ScratchCleanup> {
   const schemas = [scratch.uri, ...scratch.children].map((u) => parseLocationUri(u).params.get('schema')!);
-  const raw = splitRaw(scratch.uri);
-  const params = new URLSearchParams(raw.query.slice(1));
-  // Parameters of the location rather than of the connection, which pg would not know.
-  for (const own of ['schema', 'poolSize', 'connectTimeoutMs', 'statementTimeoutMs']) params.delete(own);
-  const query = params.toString();
   const manual = `remove it with: DROP SCHEMA ${schemas.join(', ')} CASCADE;`;
   let pg: typeof import('pg');
   try {
@@ -241,7 +250,9 @@ async function dropSchemas(scratch: ScratchLocation): Promise<ScratchCleanup> {
   } catch {
     return { removed: false, note: `scratch schemas were left in place (the pg package is not installed): ${manual}` };
   }
-  const client = new pg.Client({ connectionString: `${raw.head}${raw.path}${query === '' ? '' : `?${query}`}`, connectionTimeoutMillis: 10_000 });
+  // The location's connection string, without its own parameters (schema, pool, batching).
+  const { connectionString } = (await import('../postgres.js')).postgresOptionsFromUri(parseLocationUri(scratch.uri));
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000 });
   try {
     await client.connect();
     await client.query(`DROP SCHEMA IF EXISTS ${schemas.map((s) => `"${s}"`).join(', ')} CASCADE`);
