@@ -82,6 +82,7 @@
  * a missing container is Determinate NotFound on every operation).
  */
 import { constants as bufferConstants } from 'node:buffer';
+import { setTimeout as sleep } from 'node:timers/promises';
 import {
   AnonymousCredential,
   BlobServiceClient,
@@ -100,7 +101,7 @@ import { SegmentedBytes } from './segmented-bytes.js';
 import { asBuffer } from './bytes.js';
 import { boolParam, checkParams, type LocationUri } from './uri.js';
 import { decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
-import { azureErrorCode, azureStatus, mapAzureError, sleep, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
+import { azureErrorCode, azureStatus, mapAzureError, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
 import { blockIds, forEachLimit, readInto, totalFromContentRange, VersionChangedError } from './azure/transfer.js';
 
 export { mapAzureError, type RetryOptions } from './azure/errors.js';
@@ -356,7 +357,7 @@ export class AzureBlob extends BlobBase {
       // Writers that keep discarding each other's blocks are in step: a random
       // pause lets one of them commit first.
       try {
-        await sleep(Math.random() * RESTAGE_PAUSE_MS * 2 ** round, signal);
+        await sleep(Math.random() * RESTAGE_PAUSE_MS * 2 ** round, undefined, { signal });
       } catch (err) {
         const cancelled = aborted(signal!, false);
         throw new Determinate(cancelled.code, `${this.description}: ${what} failed: ${cancelled.message}; nothing was committed`, { cause: err });

@@ -48,6 +48,7 @@
  * Aborting through `opts.signal` after a request was sent is Indeterminate; the
  * request is left to finish or hit its deadline in the background.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import * as etcd3 from 'etcd3';
 import { ConsensusBase } from './base.js';
 import { copyBytes } from './bytes.js';
@@ -318,7 +319,7 @@ export class EtcdConsensus extends ConsensusBase {
         !this.closed && error.code === ErrorCode.Unavailable && (kind === 'read' || (error.determinate && !maybeSent));
       const pause = Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2);
       if (!retry || Date.now() + pause >= deadline) throw error;
-      await sleep(pause, signal).catch(() => {
+      await sleep(pause, undefined, { signal }).catch(() => {
         throw aborted(signal!, maybeSent);
       });
     }
@@ -375,20 +376,6 @@ function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, deadlin
         reject(err);
       },
     );
-  });
-}
-
-function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(new Error('aborted'));
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
   });
 }
 

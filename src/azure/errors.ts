@@ -8,6 +8,7 @@
  * (network errors, 500, 503) with jittered exponential backoff, and remembers
  * whether any failed attempt might have taken effect.
  */
+import { setTimeout as sleep } from 'node:timers/promises';
 import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
 
 /** The fields of the SDK's RestError (and of Node's system errors) the mapping reads. */
@@ -190,23 +191,7 @@ export async function withRetries<T>(
       if (!mapAzureError(err, { what: '' }).determinate) options.attempts.maybeApplied = true;
       if (tries >= maxTries || !isTransient(err) || options.signal?.aborted) throw err;
       const delay = Math.min(cap, base * 2 ** (tries - 1)) * (0.5 + Math.random() / 2);
-      await sleep(delay, options.signal);
+      await sleep(delay, undefined, { signal: options.signal });
     }
   }
-}
-
-/** Waits `ms`; rejects with the signal's reason if it fires first. */
-export function sleep(ms: number, signal: AbortSignal | undefined): Promise<void> {
-  return new Promise((resolve, reject) => {
-    if (signal?.aborted) return reject(signal.reason);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal!.reason);
-    };
-    const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
-      resolve();
-    }, ms);
-    signal?.addEventListener('abort', onAbort, { once: true });
-  });
 }
