@@ -66,6 +66,16 @@ export interface Command {
 }
 
 /** Reads `v5` or `5`. */
+/** Opens a handle, runs `work` with it, and closes it whatever happens. */
+export async function withHandle<H extends { close(): Promise<void> }, T>(open: () => Promise<H>, work: (h: H) => Promise<T>): Promise<T> {
+  const h = await open();
+  try {
+    return await work(h);
+  } finally {
+    await h.close();
+  }
+}
+
 export function parseSeqNo(text: string, what: string): SeqNo {
   try {
     return SeqNo.parse(/^[0-9]/.test(text) ? `v${text}` : text);

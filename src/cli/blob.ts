@@ -4,19 +4,12 @@
 import type { Blob } from '../blob.js';
 import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, type Command, type Context } from './args.js';
+import { expectArgs, withHandle, type Command, type Context } from './args.js';
 import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeOut } from './output.js';
 
 const WHERE = `The location is --blob URI (default file:.persist/blob).`;
 
-async function withBlob<T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> {
-  const b = await openBlob(ctx.blobUri);
-  try {
-    return await work(b);
-  } finally {
-    await b.close();
-  }
-}
+const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openBlob(ctx.blobUri), work);
 
 export const blobLs: Command = {
   name: 'blob ls',

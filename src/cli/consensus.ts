@@ -4,19 +4,12 @@
 import { CaSResult, SCAN_ALL, type Consensus, type VersionedData } from '../consensus.js';
 import { openConsensus } from '../location.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, parseCount, parseSeqNo, type Command, type Context } from './args.js';
+import { expectArgs, parseCount, parseSeqNo, withHandle, type Command, type Context } from './args.js';
 import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInput, readStdin, showData, showKey, table } from './output.js';
 
 const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
 
-async function withConsensus<T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> {
-  const c = await openConsensus(ctx.consensusUri);
-  try {
-    return await work(c);
-  } finally {
-    await c.close();
-  }
-}
+const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openConsensus(ctx.consensusUri), work);
 
 function versionJson(v: VersionedData): object {
   return { seqno: v.seqno.toString(), ...jsonData(v.data) };
