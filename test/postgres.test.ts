@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
@@ -43,6 +43,19 @@ const bytes = (s: string) => Buffer.from(s);
 const text = (b: Uint8Array) => Buffer.from(b).toString();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** `promise`, or a failure naming what did not happen if it is still pending after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A server error as pg reports it. */
 function dbError(code: string, severity = 'ERROR'): Error {
   const err = new pg.DatabaseError(`synthetic ${code}`, 0, 'error');
@@ -66,6 +79,9 @@ test('mapPostgresError: the documented table, on synthetic driver errors', () =>
     [dbError('28P01', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
     [dbError('28000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
     [dbError('3D000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.NotFound],
+    // Failing to build the statement in the client: nothing was sent.
+    [new RangeError('Invalid string length'), { phase: 'encode' }, true, ErrorCode.ResourceExhausted],
+    [new TypeError('circular reference'), { phase: 'encode' }, true, ErrorCode.InvalidArgument],
     // After sending: Determinate only when the SQLSTATE proves a rollback.
     [dbError('40001'), { phase: 'query' }, true, ErrorCode.Aborted],
     [dbError('40P01'), { phase: 'query' }, true, ErrorCode.Aborted],
@@ -219,6 +235,60 @@ test('compareAndSets grouped into one statement each keep their own outcome', as
     const want = committed.get(`b${k}`) ?? 'old';
     assert.equal(text(head!.data), want, `b${k}`);
   }
+});
+
+test('22 concurrent 16 MiB compareAndSets on empty keys all commit with the default settings', { timeout: 300_000 }, async () => {
+  // The first calls go alone; the rest queue and leave in groups, which must stay
+  // small enough for the client to build.
+  const c = await open();
+  const values = Array.from({ length: 22 }, () => Buffer.alloc(16 * 1024 * 1024, randomBytes(4099)));
+  const results = await within(
+    Promise.allSettled(values.map((data, i) => c.compareAndSet(`big${i}`, undefined, { seqno: new SeqNo(1), data }))),
+    240_000,
+    'the 22 compareAndSets settling',
+  );
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))),
+    values.map(() => CaSResult.Committed),
+  );
+  for (const [i, data] of values.entries()) {
+    const head = await c.head(`big${i}`);
+    assert.equal(head?.seqno.value, 1n, `big${i}`);
+    assert.ok(Buffer.from(head.data).equals(data), `big${i} holds other bytes than were written`);
+  }
+});
+
+test('a grouped compareAndSet whose statement the driver cannot build fails Determinate, and nothing is written', async () => {
+  // Fault injection where V8 refused the grouped statement's text once it outgrew the
+  // longest string: the driver hex-encodes every value of a group.
+  const marked = (s: string) => Buffer.concat([Buffer.from([0xfe, 0xed]), Buffer.from(s)]);
+  const hexOf = Buffer.prototype.toString;
+  Buffer.prototype.toString = function (this: Buffer, ...args: Parameters<Buffer['toString']>) {
+    if (args[0] === 'hex' && this[0] === 0xfe && this[1] === 0xed) throw new RangeError('Invalid string length');
+    return hexOf.apply(this, args);
+  };
+  const c = await open({ poolSize: 1, casConcurrency: 1 });
+  try {
+    const lone = c.compareAndSet('lone', undefined, { seqno: new SeqNo(1), data: marked('sent in binary') });
+    const grouped = ['g1', 'g2'].map((key) => c.compareAndSet(key, undefined, { seqno: new SeqNo(1), data: marked(key) }));
+    assert.equal(await lone, CaSResult.Committed);
+    for (const result of grouped) {
+      await assert.rejects(result, (err: unknown) => {
+        assert.ok(err instanceof Determinate, String(err));
+        assert.equal(err.code, ErrorCode.ResourceExhausted);
+        assert.match(err.message, /not sent/);
+        return true;
+      });
+    }
+  } finally {
+    Buffer.prototype.toString = hexOf;
+  }
+  assert.equal(await c.head('g1'), undefined);
+  assert.equal(await c.head('g2'), undefined);
+  // The connection that failed to build the statement is not reused in a confused state.
+  const again = await Promise.all(['g1', 'g2', 'g3'].map((key) => c.compareAndSet(key, undefined, { seqno: new SeqNo(2), data: bytes(key) })));
+  assert.deepEqual(again, [CaSResult.Committed, CaSResult.Committed, CaSResult.Committed]);
+  assert.equal(text((await c.head('g2'))!.data), 'g2');
 });
 
 test('linearizable under concurrent clients on several handles in one process (with group commit)', async () => {

@@ -5,6 +5,11 @@
  * batching adds no latency; under load it trades many small transactions for few
  * larger ones.
  *
+ * A batch also has a byte budget: its values and keys together never exceed
+ * `maxBatchBytes`, except for a call that alone is larger, which leaves on its own.
+ * (The grouped statement's values travel as text, twice their size, built in one
+ * string by the client; a lone call's value travels in binary.)
+ *
  * Each call keeps its own outcome: the batch statement reports which keys it
  * committed. A batch never holds two calls on one key, and a key already in flight
  * waits for the next batch, so the calls of one handle never wait on each other's
@@ -32,6 +37,8 @@ export interface CasCall {
 }
 
 interface Pending extends CasCall {
+  /** What the call adds to a batch's parameters, in bytes. */
+  bytes: number;
   resolve: (r: CaSResult) => void;
   reject: (err: unknown) => void;
   signal: AbortSignal | undefined;
@@ -56,6 +63,7 @@ export class CasBatcher {
     private readonly send: SendBatch,
     private readonly concurrency: number,
     private readonly maxBatch: number,
+    private readonly maxBatchBytes: number,
     private readonly queueTimeoutMs: number,
     /** Prefix of the batcher's own errors, e.g. `PostgresConsensus(…): compareAndSet`. */
     private readonly what: string,
@@ -63,7 +71,8 @@ export class CasBatcher {
 
   submit(call: CasCall, signal: AbortSignal | undefined): Promise<CaSResult> {
     return new Promise<CaSResult>((resolve, reject) => {
-      const p: Pending = { ...call, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
+      const bytes = Buffer.byteLength(call.key) + call.data.byteLength;
+      const p: Pending = { ...call, bytes, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
       if (signal !== undefined) {
         p.onAbort = () => {
           if (p.done) return;
@@ -104,10 +113,13 @@ export class CasBatcher {
       const batch: Pending[] = [];
       const keys = new Set<string>();
       const rest: Pending[] = [];
+      let bytes = 0;
       for (const p of this.#queue) {
-        if (batch.length < this.maxBatch && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
+        const fits = batch.length === 0 || (batch.length < this.maxBatch && bytes + p.bytes <= this.maxBatchBytes);
+        if (fits && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
           batch.push(p);
           keys.add(p.key);
+          bytes += p.bytes;
         } else {
           rest.push(p);
         }
