@@ -30,9 +30,11 @@
  * Indeterminate Timeout. An operation takes at most `connectTimeoutMs` to get a
  * connection plus `statementTimeoutMs` for its statement: the client enforces the
  * latter itself (and sets the server's `statement_timeout` to it), so a dead server
- * cannot hang a caller. A compareAndSet may first wait up to `connectTimeoutMs` in
- * the group-commit queue (then it fails Determinate Unavailable, never sent); a
- * truncate whose head keeps moving runs its statement up to 10 times.
+ * cannot hang a caller. A compareAndSet may first wait in the group-commit queue
+ * while the statements ahead of it finish; once `connectTimeoutMs` pass without one
+ * finishing (or with one on its own key still running) it fails Determinate
+ * Unavailable, never sent. A truncate whose head keeps moving runs its statement up
+ * to 10 times.
  *
  * URI: `postgres://user:password@host:port/database?schema=NAME&poolSize=N&
  * connectTimeoutMs=MS&statementTimeoutMs=MS&casBatchSize=N&casConcurrency=N` (also

@@ -502,6 +502,25 @@ test('a compareAndSet queued behind a stuck one on its key fails Determinate wit
   assert.deepEqual((await c.scan('q', SeqNo.minimum(), SCAN_ALL)).map((v) => v.seqno.value), [1n, 2n]);
 });
 
+test('compareAndSets queued behind statements that keep finishing all wait their turn, however long the queue', async () => {
+  // Each statement takes a while and goes alone (as large values do): the queue as a
+  // whole outlasts the connect budget, but it never stands still for that long.
+  const c = await open({ poolSize: 1, casConcurrency: 1, casBatchSize: 1, connectTimeoutMs: 2000 });
+  await server.sql(`CREATE FUNCTION "${c.schema}".slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$`);
+  await server.sql(`CREATE TRIGGER slow AFTER INSERT ON "${c.schema}".versions FOR EACH ROW EXECUTE FUNCTION "${c.schema}".slow()`);
+  const results = await within(
+    Promise.allSettled(
+      Array.from({ length: 60 }, (_, i) => c.compareAndSet(`slow${i}`, undefined, { seqno: new SeqNo(1), data: bytes(`v${i}`) })),
+    ),
+    60_000,
+    'the 60 queued compareAndSets settling',
+  );
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))),
+    results.map(() => CaSResult.Committed),
+  );
+});
+
 test('scan accepts any positive integer limit, also above the range of bigint', async () => {
   const c = await open();
   await c.compareAndSet('s', undefined, { seqno: new SeqNo(1), data: bytes('one') });

@@ -19,10 +19,14 @@
  * Abort: a queued call is removed and rejects Determinate; a call already sent
  * rejects Indeterminate at once, while its batch runs on for the others.
  *
- * A call waits in the queue at most `queueTimeoutMs` (the handle's connect budget:
- * like waiting for a pooled connection, it is waiting for its turn to be sent); then
- * it is removed and rejects Determinate Unavailable. Without this bound, calls on one
- * key behind a stuck statement would each wait for every statement before them.
+ * A queued call waits while the queue moves, but never `queueTimeoutMs` (the
+ * handle's connect budget: like waiting for a pooled connection, it is waiting for
+ * its turn to be sent) without a statement ahead of it finishing; then it is removed
+ * and rejects Determinate Unavailable. Its clock restarts whenever a batch of the
+ * handle finishes, except while a statement on its own key is in flight: without
+ * that bound, calls on one key behind a stuck statement would each wait for every
+ * statement before them. A burst of large values, sent a few at a time, therefore
+ * drains however long it is, as long as the server keeps finishing statements.
  */
 import { CaSResult } from '../consensus.js';
 import { aborted, Determinate, ErrorCode, ExternalError } from '../errors.js';
@@ -43,7 +47,7 @@ interface Pending extends CasCall {
   reject: (err: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-  /** Rejects the call if it is still queued when its queue budget runs out. */
+  /** Rejects the call if it is still queued when its queue budget runs out; refreshed as the queue moves. */
   timer: NodeJS.Timeout | undefined;
   sent: boolean;
   done: boolean;
@@ -91,7 +95,7 @@ export class CasBatcher {
             reject(
               new Determinate(
                 ErrorCode.Unavailable,
-                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms behind earlier statements (the connect timeout)`,
+                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms (the connect timeout) without the statements ahead of it finishing`,
               ),
             ),
           );
@@ -158,6 +162,8 @@ export class CasBatcher {
     } finally {
       for (const p of batch) this.#inflightKeys.delete(p.key);
       this.#inflight--;
+      // The queue moved: only the calls still behind a statement on their own key keep counting.
+      for (const p of this.#queue) if (!this.#inflightKeys.has(p.key)) p.timer?.refresh();
       this.#pump();
     }
   }
