@@ -61,7 +61,7 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { ConsensusBase } from './base.js';
-import { copyBytes, asBuffer } from './bytes.js';
+import { copyBytes } from './bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
 import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
 import { CasBatcher, type CasCall } from './postgres/batcher.js';
@@ -243,11 +243,14 @@ export class PostgresConsensus extends ConsensusBase {
     next: VersionedData,
     opts?: OpOptions,
   ): Promise<CaSResult> {
+    // Everything taken from the caller now: its bytes reach the socket only later (once
+    // a connection is free, or with a later group, or again on a retry), and by then
+    // the caller may already be writing into its array again.
     const call = {
       key,
       expected: expected === undefined ? null : expected.value.toString(),
       seqno: next.seqno.value.toString(),
-      data: asBuffer(next.data),
+      data: Buffer.from(next.data),
     };
     return this.#batcher.submit(call, opts?.signal);
   }

@@ -258,6 +258,25 @@ test('22 concurrent 16 MiB compareAndSets on empty keys all commit with the defa
   }
 });
 
+test('compareAndSet commits the bytes it was given, not what the caller writes into its array afterwards (alone and grouped)', async () => {
+  // One statement in flight: the first call is sent alone, the others queue and leave as one group.
+  const c = await open({ poolSize: 1, casConcurrency: 1 });
+  const calls = Array.from({ length: 6 }, (_, i) => {
+    const data = i % 2 === 0 ? new Uint8Array(Buffer.from(`call-${i}`)) : Buffer.from(`call-${i}`);
+    const next = { seqno: new SeqNo(7), data };
+    return { next, result: c.compareAndSet(`mut${i}`, undefined, next) };
+  });
+  for (const { next } of calls) next.data.fill(0x21);
+  const results = await within(Promise.all(calls.map((x) => x.result)), 30_000, 'the compareAndSets settling');
+  assert.deepEqual(results, calls.map(() => CaSResult.Committed));
+  for (const [i, { next }] of calls.entries()) {
+    const head = (await c.head(`mut${i}`))!;
+    assert.equal(text(head.data), `call-${i}`, `mut${i}`);
+    assert.deepEqual(head.seqno, new SeqNo(7));
+    assert.notEqual(head.seqno, next.seqno, 'the caller\'s SeqNo handed back');
+  }
+});
+
 test('a grouped compareAndSet whose statement the driver cannot build fails Determinate, and nothing is written', async () => {
   // Fault injection where V8 refused the grouped statement's text once it outgrew the
   // longest string: the driver hex-encodes every value of a group.
