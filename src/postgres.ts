@@ -24,7 +24,8 @@
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
  * Determinate once a statement was sent unless the server's SQLSTATE proves it was
  * rolled back (40001, 40P01, 22/23/42 classes); failing to connect is Determinate
- * Unavailable (PermissionDenied for 28P01/28000); a statement the client fails to build (encoding
+ * Unavailable (PermissionDenied for 28P01/28000), and so is anything pg throws
+ * while it sets up a connection; a statement the client fails to build (encoding
  * its parameters, before anything is sent) is Determinate; a lost connection or an
  * unknown error after sending is Indeterminate; the statement timeout is
  * Indeterminate Timeout. An operation takes at most `connectTimeoutMs` to get a
@@ -43,6 +44,11 @@
  * connection string; of libpq's parameters `sslmode`, `sslcert`, `sslkey`,
  * `sslrootcert`, `application_name`, `options`, `host`, `port`, `user`, `password`
  * and `connect_timeout` (seconds, an alternative to `connectTimeoutMs`) are accepted.
+ * `sslmode` takes the values `pg` implements: disable, prefer, require, verify-ca,
+ * verify-full, no-verify (libpq's `allow` is refused). The connection string is
+ * parsed and checked before any connection is made (src/postgres/connection.ts): a
+ * bad host, port or sslmode, or a certificate file that cannot be read, rejects
+ * the open at once with Determinate InvalidArgument.
  *
  * Durability relies on the server's `synchronous_commit` (on by default). The
  * database must be UTF-8 encoded (keys are arbitrary Unicode).
@@ -65,6 +71,7 @@ import { copyBytes } from './bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
 import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
 import { CasBatcher, type CasCall } from './postgres/batcher.js';
+import { connectionConfig } from './postgres/connection.js';
 import { mapPostgresError } from './postgres/errors.js';
 import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './postgres/sql.js';
 import { SeqNo } from './seqno.js';
@@ -132,7 +139,9 @@ export class PostgresConsensus extends ConsensusBase {
   /** Replaced once at open on CockroachDB, which cannot run the grouped statement. */
   #batcher: CasBatcher;
 
-  private constructor(options: Required<Omit<PostgresConsensusOptions, 'display'>> & { display: string }) {
+  private constructor(
+    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
+  ) {
     super();
     this.schema = options.schema;
     this.description = `PostgresConsensus(${options.display}, schema ${options.schema})`;
@@ -142,7 +151,7 @@ export class PostgresConsensus extends ConsensusBase {
     this.#sql = statements(options.schema);
     this.#statementTimeoutMs = options.statementTimeoutMs;
     this.#pool = new pg.Pool({
-      connectionString: options.connectionString,
+      ...options.client,
       max: options.poolSize,
       connectionTimeoutMillis: options.connectTimeoutMs,
       statement_timeout: options.statementTimeoutMs,
@@ -161,15 +170,16 @@ export class PostgresConsensus extends ConsensusBase {
     const schema = options.schema ?? DEFAULT_SCHEMA;
     validateSchemaName(schema);
     const poolSize = positive(options.poolSize ?? 10, 'poolSize');
+    const display = options.display ?? redactUri(String(options.connectionString));
     const handle = new PostgresConsensus({
-      connectionString: options.connectionString,
+      client: connectionConfig(options.connectionString, display),
       schema,
       poolSize,
       casBatchSize: positive(options.casBatchSize ?? 64, 'casBatchSize'),
       casConcurrency: positive(options.casConcurrency ?? Math.min(poolSize, 4), 'casConcurrency'),
       connectTimeoutMs: positive(options.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'),
       statementTimeoutMs: positive(options.statementTimeoutMs ?? 30_000, 'statementTimeoutMs'),
-      display: options.display ?? redactUri(options.connectionString),
+      display,
     });
     try {
       const cockroach = await handle.#createSchema();
@@ -327,7 +337,12 @@ export class PostgresConsensus extends ConsensusBase {
   ): Promise<pg.QueryResult<R>> {
     const signal = opts?.signal;
     const context = `${this.description}: ${what}`;
-    const connecting = this.#pool.connect();
+    let connecting: Promise<pg.PoolClient>;
+    try {
+      connecting = this.#pool.connect();
+    } catch (err) {
+      throw mapPostgresError(err, { phase: 'connect', what: context });
+    }
     const got = await settle(connecting, signal, undefined);
     if (got.kind !== 'value') {
       if (got.kind === 'error') throw mapPostgresError(got.error, { phase: 'connect', what: context });

@@ -158,6 +158,69 @@ test('URI: own parameters are removed from the driver string, others rejected, s
   await assert.rejects(openConsensus(`${base}?poolSize=0`), { name: 'Determinate', code: ErrorCode.InvalidArgument });
 });
 
+test('a bad connection URI rejects at once, Determinate InvalidArgument naming the problem, before connecting, never echoing the password', async () => {
+  // Every URI with a usable host and port points at this listener: none may reach it.
+  const sockets: Socket[] = [];
+  const listener = createServer((socket) => void sockets.push(socket));
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const at = `u:secret@127.0.0.1:${(listener.address() as { port: number }).port}`;
+  const cases: [string, RegExp][] = [
+    ['postgres://u:secret@127.0.0.1/db?port=abc', /port must be an integer in 1-65535, got 'abc'/],
+    ['postgres://u:secret@127.0.0.1/db?port=99999', /port must be an integer in 1-65535, got '99999'/],
+    ['postgres://u:secret@127.0.0.1/db?port=0', /port must be an integer in 1-65535, got '0'/],
+    ['postgres://u:secret@127.0.0.1:99999/db', /port must be an integer in 1-65535, got '99999'/],
+    ['postgres://u:secret@127.0.0.1:5x/db', /port must be an integer in 1-65535/],
+    ['postgres://u:secret@[::1/db', /unclosed '\['/],
+    ['postgres://u:secret@[::1:5432/db', /unclosed '\['/],
+    ['postgres://u:secret@[not-ipv6]:5432/db', /host/],
+    [`postgres://u:%E0%A4@127.0.0.1:5432/db`, /percent-encoding/],
+    [`postgres://${at}/db?sslrootcert=/nonexistent`, /sslrootcert file '\/nonexistent'.*ENOENT/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
+    [`postgres://${at}/db?sslkey=/`, /sslkey file '\/'.*EISDIR/],
+    [`postgres://${at}/db?sslmode=bogus`, /sslmode must be one of .*verify-full.*, got 'bogus'/],
+    [`postgres://${at}/db?host=h1,h2`, /one host/],
+  ];
+  try {
+    for (const [uri, problem] of cases) {
+      const attempts: [string, () => Promise<Consensus>][] = [
+        ['openConsensus', () => openConsensus(uri)],
+        ['PostgresConsensus.open', () => PostgresConsensus.open({ connectionString: uri })],
+      ];
+      for (const [how, attempt] of attempts) {
+        const label = `${how}(${uri.replace('secret', '***')})`;
+        const err = await within(
+          attempt().then(
+            async (c) => {
+              await c.close();
+              return undefined;
+            },
+            (e: unknown) => e,
+          ),
+          5000,
+          `${label} rejecting`,
+        );
+        assert.ok(err instanceof Determinate, `${label}: ${String(err)}`);
+        assert.equal(err.code, ErrorCode.InvalidArgument, label);
+        assert.match(err.message, problem, label);
+        assert.doesNotMatch(err.message, /secret/, label);
+      }
+    }
+    await within(
+      assert.rejects(PostgresConsensus.open({ connectionString: 'host=127.0.0.1 port=5432' }), (err: unknown) => {
+        assert.ok(err instanceof Determinate && err.code === ErrorCode.InvalidArgument, String(err));
+        assert.match(err.message, /postgres:\/\//);
+        return true;
+      }),
+      5000,
+      'a keyword/value connection string rejecting',
+    );
+    assert.equal(sockets.length, 0, 'a bad URI reached the server');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => listener.close(resolve));
+  }
+});
+
 test('PostgresConsensus passes the conformance suite (a fresh schema per open)', async () => {
   await consensusImplTest(async () => openConsensus(server.url()));
 });
