@@ -35,7 +35,8 @@
  * while the statements ahead of it finish; once `connectTimeoutMs` pass without one
  * finishing (or with one on its own key still running) it fails Determinate
  * Unavailable, never sent. A truncate whose head keeps moving runs its statement up
- * to 10 times.
+ * to 10 times. close waits for the pool to end at most `connectTimeoutMs +
+ * statementTimeoutMs` (by then the server has ended every abandoned statement).
  *
  * URI: `postgres://user:password@host:port/database?schema=NAME&poolSize=N&
  * connectTimeoutMs=MS&statementTimeoutMs=MS&casBatchSize=N&casConcurrency=N` (also
@@ -139,6 +140,8 @@ export class PostgresConsensus extends ConsensusBase {
   /** Replaced once at open on CockroachDB, which cannot run the grouped statement. */
   #batcher: CasBatcher;
 
+  readonly #closeBudgetMs: number;
+
   private constructor(
     options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
   ) {
@@ -150,6 +153,9 @@ export class PostgresConsensus extends ConsensusBase {
     this.#batcher = this.#newBatcher(options.casBatchSize);
     this.#sql = statements(options.schema);
     this.#statementTimeoutMs = options.statementTimeoutMs;
+    // The longest pg may rightly take to end the pool: a connection being made, and a
+    // statement its caller abandoned running on until the server's statement_timeout.
+    this.#closeBudgetMs = options.connectTimeoutMs + options.statementTimeoutMs;
     this.#pool = new pg.Pool({
       ...options.client,
       max: options.poolSize,
@@ -320,8 +326,18 @@ export class PostgresConsensus extends ConsensusBase {
     return Number(row.deleted);
   }
 
+  /**
+   * Waits for the pool to end, at most the close budget: past it every statement has
+   * ended on the server, and pg finishes closing its sockets on its own.
+   */
   protected async _close(): Promise<void> {
-    await this.#pool.end();
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#closeBudgetMs)));
+    try {
+      await Promise.race([this.#pool.end(), budget]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**

@@ -538,6 +538,22 @@ test('a server that accepts connections but never answers fails the open Determi
   }
 });
 
+test('close returns within its budget even if the driver never finishes ending the pool', async () => {
+  const c = await PostgresConsensus.open({ connectionString: server.baseUrl, schema: server.schema(), connectTimeoutMs: 200, statementTimeoutMs: 300 });
+  await c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  const end = pg.Pool.prototype.end;
+  // The pool really ends (its connections close); only the promise never settles.
+  pg.Pool.prototype.end = function (this: pg.Pool) {
+    void (end as () => Promise<void>).call(this);
+    return new Promise<void>(() => {});
+  } as typeof end;
+  try {
+    await within(c.close(), 10_000, 'close of a handle whose pool never reports it ended');
+  } finally {
+    pg.Pool.prototype.end = end;
+  }
+});
+
 test('truncate racing two commits on its key deletes every version below its seqno', async () => {
   // The truncate's snapshot predates v6 and v7, and it queues on the head row until
   // they commit. (One transaction stands for two compareAndSets 5→6→7 landing while
