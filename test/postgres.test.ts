@@ -301,8 +301,8 @@ test('compareAndSets grouped into one statement each keep their own outcome', as
 });
 
 test('22 concurrent 16 MiB compareAndSets on empty keys all commit with the default settings', { timeout: 300_000 }, async () => {
-  // The first calls go alone; the rest queue and leave in groups, which must stay
-  // small enough for the client to build.
+  // Four are sent at once and the rest queue: grouped, they would outgrow what the
+  // client can build, so each goes alone and the queue has to drain.
   const c = await open();
   const values = Array.from({ length: 22 }, () => Buffer.alloc(16 * 1024 * 1024, randomBytes(4099)));
   const results = await within(
