@@ -15,7 +15,8 @@
  * (see src/postgres/sql.ts). Concurrent compareAndSets on one handle are group
  * committed: while `casConcurrency` CaS statements are in flight, new calls queue
  * and leave together as one multi-key statement of the same shape, each call keeping
- * its own outcome (src/postgres/batcher.ts); a lone call is sent at once. truncate
+ * its own outcome (src/postgres/batcher.ts); a lone call is sent at once, and so is a
+ * value too large to share the 8 MiB budget of a group. truncate
  * locks the head row and deletes below it in one statement, run again if the head
  * moved after the statement's snapshot (see sql.ts). listKeys pages through `heads` by key
  * (keyset paging), never holding more than a page.
@@ -23,14 +24,19 @@
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
  * Determinate once a statement was sent unless the server's SQLSTATE proves it was
  * rolled back (40001, 40P01, 22/23/42 classes); failing to connect is Determinate
- * Unavailable (PermissionDenied for 28P01/28000); a lost connection or an unknown
- * error after sending is Indeterminate; the statement timeout is Indeterminate
- * Timeout. An operation takes at most `connectTimeoutMs` to get a connection plus
- * `statementTimeoutMs` for its statement: the client enforces the latter itself
- * (and sets the server's `statement_timeout` to it), so a dead server cannot hang a
- * caller. A compareAndSet may first wait up to `connectTimeoutMs` in the group-commit
- * queue (then it fails Determinate Unavailable, never sent); a truncate whose head
- * keeps moving runs its statement up to 10 times.
+ * Unavailable (PermissionDenied for 28P01/28000), and so is anything pg throws
+ * while it sets up a connection; a statement the client fails to build (encoding
+ * its parameters, before anything is sent) is Determinate; a lost connection or an
+ * unknown error after sending is Indeterminate; the statement timeout is
+ * Indeterminate Timeout. An operation takes at most `connectTimeoutMs` to get a
+ * connection plus `statementTimeoutMs` for its statement: the client enforces the
+ * latter itself (and sets the server's `statement_timeout` to it), so a dead server
+ * cannot hang a caller. A compareAndSet may first wait in the group-commit queue
+ * while the statements ahead of it finish; once `connectTimeoutMs` pass without one
+ * finishing (or with one on its own key still running) it fails Determinate
+ * Unavailable, never sent. A truncate whose head keeps moving runs its statement up
+ * to 10 times. close waits for the pool to end at most `connectTimeoutMs +
+ * statementTimeoutMs` (by then the server has ended every abandoned statement).
  *
  * URI: `postgres://user:password@host:port/database?schema=NAME&poolSize=N&
  * connectTimeoutMs=MS&statementTimeoutMs=MS&casBatchSize=N&casConcurrency=N` (also
@@ -39,6 +45,11 @@
  * connection string; of libpq's parameters `sslmode`, `sslcert`, `sslkey`,
  * `sslrootcert`, `application_name`, `options`, `host`, `port`, `user`, `password`
  * and `connect_timeout` (seconds, an alternative to `connectTimeoutMs`) are accepted.
+ * `sslmode` takes the values `pg` implements: disable, prefer, require, verify-ca,
+ * verify-full, no-verify (libpq's `allow` is refused). The connection string is
+ * parsed and checked before any connection is made (src/postgres/connection.ts): a
+ * bad host, port or sslmode, or a certificate file that cannot be read, rejects
+ * the open at once with Determinate InvalidArgument.
  *
  * Durability relies on the server's `synchronous_commit` (on by default). The
  * database must be UTF-8 encoded (keys are arbitrary Unicode).
@@ -57,10 +68,11 @@
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
 import { ConsensusBase } from './base.js';
-import { copyBytes, asBuffer } from './bytes.js';
+import { copyBytes } from './bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
 import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
 import { CasBatcher, type CasCall } from './postgres/batcher.js';
+import { connectionConfig } from './postgres/connection.js';
 import { mapPostgresError } from './postgres/errors.js';
 import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './postgres/sql.js';
 import { SeqNo } from './seqno.js';
@@ -84,7 +96,8 @@ export interface PostgresConsensusOptions {
   statementTimeoutMs?: number;
   /**
    * Most compareAndSets sent as one statement (default 64; 1 sends each on its own).
-   * Concurrent calls are grouped only while `casConcurrency` batches are in flight.
+   * Concurrent calls are grouped only while `casConcurrency` batches are in flight,
+   * and only up to 8 MiB of keys and values per statement.
    */
   casBatchSize?: number;
   /** compareAndSet statements in flight at once (default min(poolSize, 4)). */
@@ -92,6 +105,14 @@ export interface PostgresConsensusOptions {
   /** How the handle names itself in messages (default the redacted connection string). */
   display?: string;
 }
+
+/**
+ * Byte budget of a grouped compareAndSet statement (keys and values). Its values
+ * travel hex-encoded in one string the client builds, so without a bound a group of
+ * large values outgrows the longest string V8 can hold; a value above the budget is
+ * sent alone, in binary.
+ */
+const CAS_BATCH_BYTES = 8 * 1024 * 1024;
 
 /** Keys fetched per listKeys page. */
 const LIST_PAGE = 1000;
@@ -119,7 +140,11 @@ export class PostgresConsensus extends ConsensusBase {
   /** Replaced once at open on CockroachDB, which cannot run the grouped statement. */
   #batcher: CasBatcher;
 
-  private constructor(options: Required<Omit<PostgresConsensusOptions, 'display'>> & { display: string }) {
+  readonly #closeBudgetMs: number;
+
+  private constructor(
+    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
+  ) {
     super();
     this.schema = options.schema;
     this.description = `PostgresConsensus(${options.display}, schema ${options.schema})`;
@@ -128,8 +153,11 @@ export class PostgresConsensus extends ConsensusBase {
     this.#batcher = this.#newBatcher(options.casBatchSize);
     this.#sql = statements(options.schema);
     this.#statementTimeoutMs = options.statementTimeoutMs;
+    // The longest pg may rightly take to end the pool: a connection being made, and a
+    // statement its caller abandoned running on until the server's statement_timeout.
+    this.#closeBudgetMs = options.connectTimeoutMs + options.statementTimeoutMs;
     this.#pool = new pg.Pool({
-      connectionString: options.connectionString,
+      ...options.client,
       max: options.poolSize,
       connectionTimeoutMillis: options.connectTimeoutMs,
       statement_timeout: options.statementTimeoutMs,
@@ -148,15 +176,16 @@ export class PostgresConsensus extends ConsensusBase {
     const schema = options.schema ?? DEFAULT_SCHEMA;
     validateSchemaName(schema);
     const poolSize = positive(options.poolSize ?? 10, 'poolSize');
+    const display = options.display ?? redactUri(String(options.connectionString));
     const handle = new PostgresConsensus({
-      connectionString: options.connectionString,
+      client: connectionConfig(options.connectionString, display),
       schema,
       poolSize,
       casBatchSize: positive(options.casBatchSize ?? 64, 'casBatchSize'),
       casConcurrency: positive(options.casConcurrency ?? Math.min(poolSize, 4), 'casConcurrency'),
       connectTimeoutMs: positive(options.connectTimeoutMs ?? 10_000, 'connectTimeoutMs'),
       statementTimeoutMs: positive(options.statementTimeoutMs ?? 30_000, 'statementTimeoutMs'),
-      display: options.display ?? redactUri(options.connectionString),
+      display,
     });
     try {
       const cockroach = await handle.#createSchema();
@@ -177,15 +206,15 @@ export class PostgresConsensus extends ConsensusBase {
    * server is CockroachDB.
    */
   async #createSchema(): Promise<boolean> {
-    const server = await this.#run('open', undefined, (c) => c.query<{ cockroach: boolean }>(this.#sql.isCockroach));
+    const server = await this.#run<{ cockroach: boolean }>('open', undefined, { text: this.#sql.isCockroach });
     const cockroach = server.rows[0]?.cockroach === true;
-    const exists = await this.#run('open', undefined, (c) => c.query(this.#sql.tablesExist, [this.schema]));
+    const exists = await this.#run<{ n: string }>('open', undefined, { text: this.#sql.tablesExist, values: [this.schema] });
     if (Number(exists.rows[0]?.n) === 2) return cockroach;
     const ddls = statements(this.schema, cockroach);
     for (const ddl of [ddls.createSchema, ddls.createHeads, ddls.createVersions]) {
       for (let attempt = 1; ; attempt++) {
         try {
-          await this.#run('create schema', undefined, (c) => c.query(ddl));
+          await this.#run('create schema', undefined, { text: ddl });
           break;
         } catch (err) {
           const code = (err as { cause?: { code?: unknown } }).cause?.code;
@@ -202,6 +231,7 @@ export class PostgresConsensus extends ConsensusBase {
       (calls) => this.#sendCas(calls),
       this.#casConcurrency,
       batchSize,
+      CAS_BATCH_BYTES,
       this.#connectTimeoutMs,
       `${this.description}: compareAndSet`,
     );
@@ -210,9 +240,7 @@ export class PostgresConsensus extends ConsensusBase {
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
     let after = '';
     for (;;) {
-      const { rows } = await this.#run('listKeys', opts, (c) =>
-        c.query<{ key: string }>({ ...this.#sql.listKeys, values: [after, LIST_PAGE] }),
-      );
+      const { rows } = await this.#run<{ key: string }>('listKeys', opts, { ...this.#sql.listKeys, values: [after, LIST_PAGE] });
       for (const row of rows) yield row.key;
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < LIST_PAGE) return;
@@ -221,7 +249,7 @@ export class PostgresConsensus extends ConsensusBase {
   }
 
   protected async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
-    const { rows } = await this.#run('head', opts, (c) => c.query<Row>({ ...this.#sql.head, values: [key] }));
+    const { rows } = await this.#run<Row>('head', opts, { ...this.#sql.head, values: [key] });
     return rows[0] === undefined ? undefined : version(rows[0]);
   }
 
@@ -231,11 +259,14 @@ export class PostgresConsensus extends ConsensusBase {
     next: VersionedData,
     opts?: OpOptions,
   ): Promise<CaSResult> {
+    // Everything taken from the caller now: its bytes reach the socket only later (once
+    // a connection is free, or with a later group, or again on a retry), and by then
+    // the caller may already be writing into its array again.
     const call = {
       key,
       expected: expected === undefined ? null : expected.value.toString(),
       seqno: next.seqno.value.toString(),
-      data: asBuffer(next.data),
+      data: Buffer.from(next.data),
     };
     return this.#batcher.submit(call, opts?.signal);
   }
@@ -248,11 +279,11 @@ export class PostgresConsensus extends ConsensusBase {
         one.expected === null
           ? { ...this.#sql.casFirst, values: [one.key, one.seqno, one.data] }
           : { ...this.#sql.casNext, values: [one.key, one.expected, one.seqno, one.data] };
-      const result = await this.#run('compareAndSet', undefined, (c) => c.query(query));
+      const result = await this.#run('compareAndSet', undefined, query);
       return new Set(result.rowCount === 1 ? [one.key] : []);
     }
     const values = [calls.map((c) => c.key), calls.map((c) => c.expected), calls.map((c) => c.seqno), calls.map((c) => c.data)];
-    const { rows } = await this.#run('compareAndSet', undefined, (c) => c.query<{ key: string }>({ ...this.#sql.casBatch, values }));
+    const { rows } = await this.#run<{ key: string }>('compareAndSet', undefined, { ...this.#sql.casBatch, values });
     return new Set(rows.map((r) => r.key));
   }
 
@@ -261,9 +292,7 @@ export class PostgresConsensus extends ConsensusBase {
     if (from.value > MAX_CONSENSUS_SEQNO) return [];
     // Any integer limit is valid, but the server takes a bigint; no key holds 2^53 versions.
     const rowLimit = String(Math.min(limit, Number.MAX_SAFE_INTEGER));
-    const { rows } = await this.#run('scan', opts, (c) =>
-      c.query<Row>({ ...this.#sql.scan, values: [key, from.value.toString(), rowLimit] }),
-    );
+    const { rows } = await this.#run<Row>('scan', opts, { ...this.#sql.scan, values: [key, from.value.toString(), rowLimit] });
     return rows.map(version);
   }
 
@@ -274,9 +303,7 @@ export class PostgresConsensus extends ConsensusBase {
     type TruncateRow = { head: string | null; seen: string | null; deleted: string };
     let row: TruncateRow | undefined;
     for (let attempt = 1; ; attempt++) {
-      const { rows } = await this.#run('truncate', opts, (c) =>
-        c.query<TruncateRow>({ ...this.#sql.truncate, values: [key, seqno.value.toString()] }),
-      );
+      const { rows } = await this.#run<TruncateRow>('truncate', opts, { ...this.#sql.truncate, values: [key, seqno.value.toString()] });
       row = rows[0];
       // The head moved after the statement's snapshot, so it deleted nothing (see sql.ts).
       if (row === undefined || row.head === row.seen) break;
@@ -299,8 +326,18 @@ export class PostgresConsensus extends ConsensusBase {
     return Number(row.deleted);
   }
 
+  /**
+   * Waits for the pool to end, at most the close budget: past it every statement has
+   * ended on the server, and pg finishes closing its sockets on its own.
+   */
   protected async _close(): Promise<void> {
-    await this.#pool.end();
+    let timer: NodeJS.Timeout | undefined;
+    const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#closeBudgetMs)));
+    try {
+      await Promise.race([this.#pool.end(), budget]);
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   /**
@@ -309,10 +346,19 @@ export class PostgresConsensus extends ConsensusBase {
    * connection whose statement was abandoned (abort, client-side timeout, broken
    * socket) is destroyed rather than returned to the pool.
    */
-  async #run<T>(what: string, opts: OpOptions | undefined, statement: (client: pg.PoolClient) => Promise<T>): Promise<T> {
+  async #run<R extends pg.QueryResultRow = Record<string, unknown>>(
+    what: string,
+    opts: OpOptions | undefined,
+    query: pg.QueryConfig,
+  ): Promise<pg.QueryResult<R>> {
     const signal = opts?.signal;
     const context = `${this.description}: ${what}`;
-    const connecting = this.#pool.connect();
+    let connecting: Promise<pg.PoolClient>;
+    try {
+      connecting = this.#pool.connect();
+    } catch (err) {
+      throw mapPostgresError(err, { phase: 'connect', what: context });
+    }
     const got = await settle(connecting, signal, undefined);
     if (got.kind !== 'value') {
       if (got.kind === 'error') throw mapPostgresError(got.error, { phase: 'connect', what: context });
@@ -321,13 +367,19 @@ export class PostgresConsensus extends ConsensusBase {
     }
     const client = got.value;
     const began = performance.now();
-    const running = statement(client);
+    const { running, unsent } = submit<R>(client, query);
     const done = await settle(running, signal, this.#statementTimeoutMs);
     switch (done.kind) {
       case 'value':
         client.release();
         return done.value;
       case 'error': {
+        if (unsent()) {
+          // pg closed the prepared statement on the server but still counts it as
+          // prepared on this connection, so the connection is not reused.
+          client.release(toError(done.error));
+          throw mapPostgresError(done.error, { phase: 'encode', what: context });
+        }
         // A server error leaves the connection usable; anything else does not.
         client.release(isServerError(done.error) ? undefined : toError(done.error));
         const pastStatementTimeout = performance.now() - began >= this.#statementTimeoutMs;
@@ -336,7 +388,7 @@ export class PostgresConsensus extends ConsensusBase {
       case 'aborted':
         running.catch(() => {});
         client.release(new Error('abandoned statement'));
-        throw aborted(signal!, true);
+        throw aborted(signal!, !unsent());
       case 'timeout':
         running.catch(() => {});
         client.release(new Error('abandoned statement'));
@@ -403,6 +455,38 @@ function version(row: Row): VersionedData {
 function positive(n: number, name: string): number {
   if (!Number.isSafeInteger(n) || n < 1) throw invalidArgument(`PostgresConsensus option ${name} must be a positive integer, got ${n}`);
   return n;
+}
+
+/**
+ * Hands `query` to pg and tells whether a failure happened before it was sent. pg
+ * writes a statement's messages synchronously within `client.query` (corked, so they
+ * leave together when it returns), and when it cannot encode the parameters it fails
+ * the query right there, before writing the Execute message; any failure reported
+ * later is after the statement may have run.
+ */
+function submit<R extends pg.QueryResultRow>(
+  client: pg.PoolClient,
+  query: pg.QueryConfig,
+): { running: Promise<pg.QueryResult<R>>; unsent: () => boolean } {
+  let submitting = true;
+  let failedWhileSubmitting = false;
+  const running = new Promise<pg.QueryResult<R>>((resolve, reject) => {
+    try {
+      client.query<R>(query, (err, result) => {
+        if (err) {
+          failedWhileSubmitting ||= submitting;
+          reject(err);
+        } else {
+          resolve(result);
+        }
+      });
+    } catch (err) {
+      failedWhileSubmitting = true;
+      reject(err);
+    }
+  });
+  submitting = false;
+  return { running, unsent: () => failedWhileSubmitting };
 }
 
 function isServerError(err: unknown): boolean {

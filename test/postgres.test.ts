@@ -1,6 +1,6 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
 import pg from 'pg';
@@ -43,6 +43,19 @@ const bytes = (s: string) => Buffer.from(s);
 const text = (b: Uint8Array) => Buffer.from(b).toString();
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
+/** `promise`, or a failure naming what did not happen if it is still pending after `ms`. */
+async function within<T>(promise: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const hung = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not happen within ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([promise, hung]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
 /** A server error as pg reports it. */
 function dbError(code: string, severity = 'ERROR'): Error {
   const err = new pg.DatabaseError(`synthetic ${code}`, 0, 'error');
@@ -66,6 +79,9 @@ test('mapPostgresError: the documented table, on synthetic driver errors', () =>
     [dbError('28P01', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
     [dbError('28000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
     [dbError('3D000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.NotFound],
+    // Failing to build the statement in the client: nothing was sent.
+    [new RangeError('Invalid string length'), { phase: 'encode' }, true, ErrorCode.ResourceExhausted],
+    [new TypeError('circular reference'), { phase: 'encode' }, true, ErrorCode.InvalidArgument],
     // After sending: Determinate only when the SQLSTATE proves a rollback.
     [dbError('40001'), { phase: 'query' }, true, ErrorCode.Aborted],
     [dbError('40P01'), { phase: 'query' }, true, ErrorCode.Aborted],
@@ -140,6 +156,69 @@ test('URI: own parameters are removed from the driver string, others rejected, s
     return true;
   });
   await assert.rejects(openConsensus(`${base}?poolSize=0`), { name: 'Determinate', code: ErrorCode.InvalidArgument });
+});
+
+test('a bad connection URI rejects at once, Determinate InvalidArgument naming the problem, before connecting, never echoing the password', async () => {
+  // Every URI with a usable host and port points at this listener: none may reach it.
+  const sockets: Socket[] = [];
+  const listener = createServer((socket) => void sockets.push(socket));
+  await new Promise<void>((resolve) => listener.listen(0, '127.0.0.1', resolve));
+  const at = `u:secret@127.0.0.1:${(listener.address() as { port: number }).port}`;
+  const cases: [string, RegExp][] = [
+    ['postgres://u:secret@127.0.0.1/db?port=abc', /port must be an integer in 1-65535, got 'abc'/],
+    ['postgres://u:secret@127.0.0.1/db?port=99999', /port must be an integer in 1-65535, got '99999'/],
+    ['postgres://u:secret@127.0.0.1/db?port=0', /port must be an integer in 1-65535, got '0'/],
+    ['postgres://u:secret@127.0.0.1:99999/db', /port must be an integer in 1-65535, got '99999'/],
+    ['postgres://u:secret@127.0.0.1:5x/db', /port must be an integer in 1-65535/],
+    ['postgres://u:secret@[::1/db', /unclosed '\['/],
+    ['postgres://u:secret@[::1:5432/db', /unclosed '\['/],
+    ['postgres://u:secret@[not-ipv6]:5432/db', /host/],
+    [`postgres://u:%E0%A4@127.0.0.1:5432/db`, /percent-encoding/],
+    [`postgres://${at}/db?sslrootcert=/nonexistent`, /sslrootcert file '\/nonexistent'.*ENOENT/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
+    [`postgres://${at}/db?sslkey=/`, /sslkey file '\/'.*EISDIR/],
+    [`postgres://${at}/db?sslmode=bogus`, /sslmode must be one of .*verify-full.*, got 'bogus'/],
+    [`postgres://${at}/db?host=h1,h2`, /one host/],
+  ];
+  try {
+    for (const [uri, problem] of cases) {
+      const attempts: [string, () => Promise<Consensus>][] = [
+        ['openConsensus', () => openConsensus(uri)],
+        ['PostgresConsensus.open', () => PostgresConsensus.open({ connectionString: uri })],
+      ];
+      for (const [how, attempt] of attempts) {
+        const label = `${how}(${uri.replace('secret', '***')})`;
+        const err = await within(
+          attempt().then(
+            async (c) => {
+              await c.close();
+              return undefined;
+            },
+            (e: unknown) => e,
+          ),
+          5000,
+          `${label} rejecting`,
+        );
+        assert.ok(err instanceof Determinate, `${label}: ${String(err)}`);
+        assert.equal(err.code, ErrorCode.InvalidArgument, label);
+        assert.match(err.message, problem, label);
+        assert.doesNotMatch(err.message, /secret/, label);
+      }
+    }
+    await within(
+      assert.rejects(PostgresConsensus.open({ connectionString: 'host=127.0.0.1 port=5432' }), (err: unknown) => {
+        assert.ok(err instanceof Determinate && err.code === ErrorCode.InvalidArgument, String(err));
+        assert.match(err.message, /postgres:\/\//);
+        return true;
+      }),
+      5000,
+      'a keyword/value connection string rejecting',
+    );
+    assert.equal(sockets.length, 0, 'a bad URI reached the server');
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => listener.close(resolve));
+  }
 });
 
 test('PostgresConsensus passes the conformance suite (a fresh schema per open)', async () => {
@@ -219,6 +298,79 @@ test('compareAndSets grouped into one statement each keep their own outcome', as
     const want = committed.get(`b${k}`) ?? 'old';
     assert.equal(text(head!.data), want, `b${k}`);
   }
+});
+
+test('22 concurrent 16 MiB compareAndSets on empty keys all commit with the default settings', { timeout: 300_000 }, async () => {
+  // Four are sent at once and the rest queue: grouped, they would outgrow what the
+  // client can build, so each goes alone and the queue has to drain.
+  const c = await open();
+  const values = Array.from({ length: 22 }, () => Buffer.alloc(16 * 1024 * 1024, randomBytes(4099)));
+  const results = await within(
+    Promise.allSettled(values.map((data, i) => c.compareAndSet(`big${i}`, undefined, { seqno: new SeqNo(1), data }))),
+    240_000,
+    'the 22 compareAndSets settling',
+  );
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))),
+    values.map(() => CaSResult.Committed),
+  );
+  for (const [i, data] of values.entries()) {
+    const head = await c.head(`big${i}`);
+    assert.equal(head?.seqno.value, 1n, `big${i}`);
+    assert.ok(Buffer.from(head.data).equals(data), `big${i} holds other bytes than were written`);
+  }
+});
+
+test('compareAndSet commits the bytes it was given, not what the caller writes into its array afterwards (alone and grouped)', async () => {
+  // One statement in flight: the first call is sent alone, the others queue and leave as one group.
+  const c = await open({ poolSize: 1, casConcurrency: 1 });
+  const calls = Array.from({ length: 6 }, (_, i) => {
+    const data = i % 2 === 0 ? new Uint8Array(Buffer.from(`call-${i}`)) : Buffer.from(`call-${i}`);
+    const next = { seqno: new SeqNo(7), data };
+    return { next, result: c.compareAndSet(`mut${i}`, undefined, next) };
+  });
+  for (const { next } of calls) next.data.fill(0x21);
+  const results = await within(Promise.all(calls.map((x) => x.result)), 30_000, 'the compareAndSets settling');
+  assert.deepEqual(results, calls.map(() => CaSResult.Committed));
+  for (const [i, { next }] of calls.entries()) {
+    const head = (await c.head(`mut${i}`))!;
+    assert.equal(text(head.data), `call-${i}`, `mut${i}`);
+    assert.deepEqual(head.seqno, new SeqNo(7));
+    assert.notEqual(head.seqno, next.seqno, 'the caller\'s SeqNo handed back');
+  }
+});
+
+test('a grouped compareAndSet whose statement the driver cannot build fails Determinate, and nothing is written', async () => {
+  // Fault injection where V8 refused the grouped statement's text once it outgrew the
+  // longest string: the driver hex-encodes every value of a group.
+  const marked = (s: string) => Buffer.concat([Buffer.from([0xfe, 0xed]), Buffer.from(s)]);
+  const hexOf = Buffer.prototype.toString;
+  Buffer.prototype.toString = function (this: Buffer, ...args: Parameters<Buffer['toString']>) {
+    if (args[0] === 'hex' && this[0] === 0xfe && this[1] === 0xed) throw new RangeError('Invalid string length');
+    return hexOf.apply(this, args);
+  };
+  const c = await open({ poolSize: 1, casConcurrency: 1 });
+  try {
+    const lone = c.compareAndSet('lone', undefined, { seqno: new SeqNo(1), data: marked('sent in binary') });
+    const grouped = ['g1', 'g2'].map((key) => c.compareAndSet(key, undefined, { seqno: new SeqNo(1), data: marked(key) }));
+    assert.equal(await lone, CaSResult.Committed);
+    for (const result of grouped) {
+      await assert.rejects(result, (err: unknown) => {
+        assert.ok(err instanceof Determinate, String(err));
+        assert.equal(err.code, ErrorCode.ResourceExhausted);
+        assert.match(err.message, /not sent/);
+        return true;
+      });
+    }
+  } finally {
+    Buffer.prototype.toString = hexOf;
+  }
+  assert.equal(await c.head('g1'), undefined);
+  assert.equal(await c.head('g2'), undefined);
+  // The connection that failed to build the statement is not reused in a confused state.
+  const again = await Promise.all(['g1', 'g2', 'g3'].map((key) => c.compareAndSet(key, undefined, { seqno: new SeqNo(2), data: bytes(key) })));
+  assert.deepEqual(again, [CaSResult.Committed, CaSResult.Committed, CaSResult.Committed]);
+  assert.equal(text((await c.head('g2'))!.data), 'g2');
 });
 
 test('linearizable under concurrent clients on several handles in one process (with group commit)', async () => {
@@ -386,6 +538,22 @@ test('a server that accepts connections but never answers fails the open Determi
   }
 });
 
+test('close returns within its budget even if the driver never finishes ending the pool', async () => {
+  const c = await PostgresConsensus.open({ connectionString: server.baseUrl, schema: server.schema(), connectTimeoutMs: 200, statementTimeoutMs: 300 });
+  await c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  const end = pg.Pool.prototype.end;
+  // The pool really ends (its connections close); only the promise never settles.
+  pg.Pool.prototype.end = function (this: pg.Pool) {
+    void (end as () => Promise<void>).call(this);
+    return new Promise<void>(() => {});
+  } as typeof end;
+  try {
+    await within(c.close(), 10_000, 'close of a handle whose pool never reports it ended');
+  } finally {
+    pg.Pool.prototype.end = end;
+  }
+});
+
 test('truncate racing two commits on its key deletes every version below its seqno', async () => {
   // The truncate's snapshot predates v6 and v7, and it queues on the head row until
   // they commit. (One transaction stands for two compareAndSets 5→6→7 landing while
@@ -430,6 +598,25 @@ test('a compareAndSet queued behind a stuck one on its key fails Determinate wit
     await locker.end();
   }
   assert.deepEqual((await c.scan('q', SeqNo.minimum(), SCAN_ALL)).map((v) => v.seqno.value), [1n, 2n]);
+});
+
+test('compareAndSets queued behind statements that keep finishing all wait their turn, however long the queue', async () => {
+  // Each statement takes a while and goes alone (as large values do): the queue as a
+  // whole outlasts the connect budget, but it never stands still for that long.
+  const c = await open({ poolSize: 1, casConcurrency: 1, casBatchSize: 1, connectTimeoutMs: 2000 });
+  await server.sql(`CREATE FUNCTION "${c.schema}".slow() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN PERFORM pg_sleep(0.05); RETURN NULL; END $$`);
+  await server.sql(`CREATE TRIGGER slow AFTER INSERT ON "${c.schema}".versions FOR EACH ROW EXECUTE FUNCTION "${c.schema}".slow()`);
+  const results = await within(
+    Promise.allSettled(
+      Array.from({ length: 60 }, (_, i) => c.compareAndSet(`slow${i}`, undefined, { seqno: new SeqNo(1), data: bytes(`v${i}`) })),
+    ),
+    60_000,
+    'the 60 queued compareAndSets settling',
+  );
+  assert.deepEqual(
+    results.map((r) => (r.status === 'fulfilled' ? r.value : String(r.reason))),
+    results.map(() => CaSResult.Committed),
+  );
 });
 
 test('scan accepts any positive integer limit, also above the range of bigint', async () => {

@@ -5,6 +5,11 @@
  * batching adds no latency; under load it trades many small transactions for few
  * larger ones.
  *
+ * A batch also has a byte budget: its values and keys together never exceed
+ * `maxBatchBytes`, except for a call that alone is larger, which leaves on its own.
+ * (The grouped statement's values travel as text, twice their size, built in one
+ * string by the client; a lone call's value travels in binary.)
+ *
  * Each call keeps its own outcome: the batch statement reports which keys it
  * committed. A batch never holds two calls on one key, and a key already in flight
  * waits for the next batch, so the calls of one handle never wait on each other's
@@ -14,10 +19,14 @@
  * Abort: a queued call is removed and rejects Determinate; a call already sent
  * rejects Indeterminate at once, while its batch runs on for the others.
  *
- * A call waits in the queue at most `queueTimeoutMs` (the handle's connect budget:
- * like waiting for a pooled connection, it is waiting for its turn to be sent); then
- * it is removed and rejects Determinate Unavailable. Without this bound, calls on one
- * key behind a stuck statement would each wait for every statement before them.
+ * A queued call waits while the queue moves, but never `queueTimeoutMs` (the
+ * handle's connect budget: like waiting for a pooled connection, it is waiting for
+ * its turn to be sent) without a statement ahead of it finishing; then it is removed
+ * and rejects Determinate Unavailable. Its clock restarts whenever a batch of the
+ * handle finishes, except while a statement on its own key is in flight: without
+ * that bound, calls on one key behind a stuck statement would each wait for every
+ * statement before them. A burst of large values, sent a few at a time, therefore
+ * drains however long it is, as long as the server keeps finishing statements.
  */
 import { CaSResult } from '../consensus.js';
 import { aborted, Determinate, ErrorCode, ExternalError } from '../errors.js';
@@ -32,11 +41,13 @@ export interface CasCall {
 }
 
 interface Pending extends CasCall {
+  /** What the call adds to a batch's parameters, in bytes. */
+  bytes: number;
   resolve: (r: CaSResult) => void;
   reject: (err: unknown) => void;
   signal: AbortSignal | undefined;
   onAbort: (() => void) | undefined;
-  /** Rejects the call if it is still queued when its queue budget runs out. */
+  /** Rejects the call if it is still queued when its queue budget runs out; refreshed as the queue moves. */
   timer: NodeJS.Timeout | undefined;
   sent: boolean;
   done: boolean;
@@ -56,6 +67,7 @@ export class CasBatcher {
     private readonly send: SendBatch,
     private readonly concurrency: number,
     private readonly maxBatch: number,
+    private readonly maxBatchBytes: number,
     private readonly queueTimeoutMs: number,
     /** Prefix of the batcher's own errors, e.g. `PostgresConsensus(…): compareAndSet`. */
     private readonly what: string,
@@ -63,7 +75,8 @@ export class CasBatcher {
 
   submit(call: CasCall, signal: AbortSignal | undefined): Promise<CaSResult> {
     return new Promise<CaSResult>((resolve, reject) => {
-      const p: Pending = { ...call, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
+      const bytes = Buffer.byteLength(call.key) + call.data.byteLength;
+      const p: Pending = { ...call, bytes, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
       if (signal !== undefined) {
         p.onAbort = () => {
           if (p.done) return;
@@ -82,7 +95,7 @@ export class CasBatcher {
             reject(
               new Determinate(
                 ErrorCode.Unavailable,
-                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms behind earlier statements (the connect timeout)`,
+                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms (the connect timeout) without the statements ahead of it finishing`,
               ),
             ),
           );
@@ -104,10 +117,13 @@ export class CasBatcher {
       const batch: Pending[] = [];
       const keys = new Set<string>();
       const rest: Pending[] = [];
+      let bytes = 0;
       for (const p of this.#queue) {
-        if (batch.length < this.maxBatch && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
+        const fits = batch.length === 0 || (batch.length < this.maxBatch && bytes + p.bytes <= this.maxBatchBytes);
+        if (fits && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
           batch.push(p);
           keys.add(p.key);
+          bytes += p.bytes;
         } else {
           rest.push(p);
         }
@@ -146,6 +162,8 @@ export class CasBatcher {
     } finally {
       for (const p of batch) this.#inflightKeys.delete(p.key);
       this.#inflight--;
+      // The queue moved: only the calls still behind a statement on their own key keep counting.
+      for (const p of this.#queue) if (!this.#inflightKeys.has(p.key)) p.timer?.refresh();
       this.#pump();
     }
   }

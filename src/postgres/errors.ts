@@ -3,10 +3,11 @@
  *
  * The deciding fact is the phase the operation was in. While a connection is being
  * acquired (TCP connect, TLS, authentication, waiting for a free pool slot) no
- * statement has been sent, so every failure there is Determinate. Once a statement
- * was written to the socket, a failure is Indeterminate unless the server answered
- * with a SQLSTATE that proves the statement (an implicit single-statement
- * transaction) was rolled back.
+ * statement has been sent, so every failure there is Determinate. While the client
+ * builds the statement's messages (encoding its parameters) nothing has been sent
+ * either. Once a statement was written to the socket, a failure is Indeterminate
+ * unless the server answered with a SQLSTATE that proves the statement (an implicit
+ * single-statement transaction) was rolled back.
  *
  * | phase   | error                                                   | result                                  |
  * |---------|---------------------------------------------------------|-----------------------------------------|
@@ -14,6 +15,8 @@
  * | connect | 3D000 invalid_catalog_name (no such database)           | Determinate NotFound                    |
  * | connect | anything else (ECONNREFUSED, 57P03 cannot_connect_now,  | Determinate Unavailable                 |
  * |         | 53300 too_many_connections, connect timeout, DNS, TLS)  |                                         |
+ * | encode  | RangeError (a string or buffer past the engine's limit) | Determinate ResourceExhausted           |
+ * | encode  | anything else                                           | Determinate InvalidArgument             |
  * | query   | 40001 serialization_failure, 40P01 deadlock_detected    | Determinate Aborted                     |
  * | query   | 42501 insufficient_privilege, 28xxx                     | Determinate PermissionDenied            |
  * | query   | 3F000 invalid_schema_name, 42P01 undefined_table        | Determinate NotFound                    |
@@ -30,8 +33,11 @@
  */
 import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
 
-/** Where an operation was when it failed. */
-export type PgPhase = 'connect' | 'query';
+/**
+ * Where an operation was when it failed: getting a connection, building the
+ * statement's messages in the client (nothing sent yet), or running the statement.
+ */
+export type PgPhase = 'connect' | 'encode' | 'query';
 
 /** What the caller knows about the failed operation. */
 export interface PgErrorContext {
@@ -54,6 +60,10 @@ export function mapPostgresError(err: unknown, ctx: PgErrorContext): ExternalErr
     if (code === '28P01' || code === '28000') return new Determinate(ErrorCode.PermissionDenied, msg('authentication failed'), cause);
     if (code === '3D000') return new Determinate(ErrorCode.NotFound, msg('no such database'), cause);
     return new Determinate(ErrorCode.Unavailable, msg('cannot connect'), cause);
+  }
+  if (ctx.phase === 'encode') {
+    const code = err instanceof RangeError ? ErrorCode.ResourceExhausted : ErrorCode.InvalidArgument;
+    return new Determinate(code, msg('not sent: the client could not build the statement'), cause);
   }
 
   if (code === undefined) {
