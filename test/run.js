@@ -173,7 +173,9 @@ async function runFile(file, index) {
   const problems = [];
   if (timedOut) problems.push(`killed after its budget of ${budget} s (PERSIST_TEST_BUDGET=${name.replace(/\.test\.js$/, '')}=SECONDS to change it)`);
   else if (exit.error !== undefined) problems.push(`could not be started: ${exit.error.message}`);
-  else if (counts === undefined) problems.push(`ended (exit code ${exit.code}, signal ${exit.signal}) without finishing its tests`);
+  else if (counts === undefined) {
+    problems.push(`ended (exit code ${exit.code}, signal ${exit.signal}) before node:test reported a summary: a test stalled or exited the process, or the file has no tests`);
+  }
   else if (exit.code !== 0 && counts.fail === 0) problems.push(`exited with code ${exit.code}${exit.signal ? `, signal ${exit.signal}` : ''}`);
   if (counts !== undefined) {
     if (counts.tests === 0) problems.push('ran no tests');
