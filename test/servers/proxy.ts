@@ -87,7 +87,13 @@ export async function tripwireProxy(upstreamPort: number, upstreamHost = '127.0.
     fired: () => done,
     async close() {
       for (const socket of sockets) socket.destroy();
-      await new Promise((resolve) => srv.close(resolve));
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([
+        new Promise((resolve) => srv.close(resolve)),
+        new Promise((_, reject) => {
+          timer = setTimeout(() => reject(new Error(`the tripwire proxy in front of port ${upstreamPort} still had connections 10 s after closing them all`)), 10_000);
+        }),
+      ]).finally(() => clearTimeout(timer));
     },
   };
 }

@@ -29,7 +29,8 @@ import { createRequire } from 'node:module';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { freePort } from './ports.js';
+import { adopt, stopChild } from './child.js';
+import { freePort, lastLines } from './ports.js';
 
 /** The credentials s3rver accepts. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
@@ -75,14 +76,17 @@ export class S3rverProcess {
   async restart(): Promise<void> {
     if (this.#child !== undefined) throw new Error('s3rver is already running');
     // s3rver encrypts ListObjectsV2 continuation tokens with DES, which OpenSSL 3 keeps in its legacy provider.
-    const child = spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', this.atomic ? 'atomic' : 'plain', String(this.port), this.directory, ...this.buckets], {
-      stdio: ['pipe', 'pipe', 'pipe'],
-    });
+    const child = adopt(
+      spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', this.atomic ? 'atomic' : 'plain', String(this.port), this.directory, ...this.buckets], {
+        stdio: ['pipe', 'pipe', 'pipe'],
+      }),
+    );
     this.#child = child;
     let stderr = '';
-    child.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+    child.stderr!.on('data', (d: Buffer) => (stderr = (stderr + d.toString()).slice(-20_000)));
+    child.on('error', (err) => (stderr += `could not run s3rver: ${err.message}\n`));
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`s3rver did not start in 30 s: ${stderr}`)), 30_000);
+      const timer = setTimeout(() => reject(new Error(`s3rver on port ${this.port} did not start in 30 s\n--- last output ---\n${lastLines(stderr)}`)), 30_000);
       let out = '';
       child.stdout!.on('data', (d: Buffer) => {
         out += d.toString();
@@ -91,9 +95,9 @@ export class S3rverProcess {
           resolve();
         }
       });
-      child.once('exit', (code, signal) => {
+      child.once('close', (code, signal) => {
         clearTimeout(timer);
-        reject(new Error(`s3rver exited during startup (code ${code}, signal ${signal}): ${stderr}`));
+        reject(new Error(`s3rver exited during startup (code ${code}, signal ${signal})\n--- last output ---\n${lastLines(stderr)}`));
       });
     }).catch(async (err: unknown) => {
       await this.kill();
@@ -105,10 +109,7 @@ export class S3rverProcess {
   async kill(): Promise<void> {
     const child = this.#child;
     this.#child = undefined;
-    if (child === undefined || child.exitCode !== null || child.signalCode !== null) return;
-    const exited = new Promise((r) => child.once('exit', r));
-    child.kill('SIGKILL');
-    await exited;
+    if (child !== undefined) await stopChild(child, `s3rver on port ${this.port}`);
   }
 
   /** Kills the child and removes its directory. Safe to call more than once. */
