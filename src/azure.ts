@@ -20,7 +20,9 @@
  * 40-byte prefix): {@link AzureBlob.maxKeyBytes}.
  *
  * Operations:
- * - set: up to `singleUploadMaxBytes` (8 MiB) one Put Blob; larger values are
+ * - set: the value is copied when `set` is called (the caller may reuse its array
+ *   at once, and retried requests resend the same bytes); then up to
+ *   `singleUploadMaxBytes` (8 MiB) one Put Blob; larger values are
  *   staged as `blockBytes` (8 MiB) blocks, `concurrency` (8) at a time, under ids
  *   unique to this upload, then published by one Put Block List: atomic, and a
  *   crash before the commit leaves only invisible uncommitted blocks. Azure has
@@ -102,7 +104,7 @@ import type { Blob, BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
 import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
-import { asBuffer } from './bytes.js';
+import { asBuffer, copyBytes } from './bytes.js';
 import { boolParam, checkParams, type LocationUri } from './uri.js';
 import { utf8Length, validateKey } from './validate.js';
 import { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, encodePrefix, maxKeyBytesFor, namePrefixChars } from './azure/keys.js';
@@ -359,10 +361,13 @@ export class AzureBlob extends BlobBase {
   }
 
   protected async _set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+    // The SDK reads the body only as it sends it (and again on each retry or
+    // restaging), long after `set` returned its promise: a copy keeps the caller's
+    // later writes out.
+    const body = asBuffer(copyBytes(value));
     const client = this.#blob(key);
     const signal = opts?.signal;
     const what = `set ${show(key)}`;
-    const body = asBuffer(value);
     if (body.byteLength <= this.#singleUploadMaxBytes) {
       const attempts: Attempts = { maybeApplied: false };
       try {

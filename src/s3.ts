@@ -19,7 +19,9 @@
  * at the bucket root: the worst case escapes every byte).
  *
  * Operations:
- * - `set`: one PutObject up to `multipartThreshold` (8 MiB); above it a multipart
+ * - `set`: the value is copied when `set` is called (the caller may reuse its
+ *   array at once, and retried requests resend the same bytes); then one
+ *   PutObject up to `multipartThreshold` (8 MiB); above it a multipart
  *   upload with `concurrency` parts in flight. S3 makes the object visible only
  *   at CompleteMultipartUpload, so a writer that dies mid-way leaves the old value.
  *   A failed upload is aborted (AbortMultipartUpload, up to 3 rounds of the
@@ -96,6 +98,7 @@ import {
 import { BlobBase } from './base.js';
 import type { BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
+import { copyBytes } from './bytes.js';
 import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from './errors.js';
 import { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './s3/keys.js';
 import { errorName, httpStatus, isConnectError, mapS3Error } from './s3/errors.js';
@@ -406,7 +409,10 @@ export class S3Blob extends BlobBase {
     } while (token !== undefined);
   }
 
-  protected async _set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+  protected async _set(key: string, caller: Uint8Array, opts?: OpOptions): Promise<void> {
+    // The SDK reads the body only as it sends it (and again on each retry), long
+    // after `set` returned its promise: a copy keeps the caller's later writes out.
+    const value = copyBytes(caller);
     const signal = opts?.signal;
     const Key = this.#name(key);
     const what = `set(${JSON.stringify(key)})`;

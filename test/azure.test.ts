@@ -253,6 +253,58 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
     }
   });
 
+  test('set sends the bytes passed, though the caller overwrites its array at once and again before a resend', async () => {
+    for (const options of [{}, { singleUploadMaxBytes: 1024, blockBytes: 1024, concurrency: 2 }]) {
+      const original = pattern(3000, 4);
+      const mine = Buffer.from(original);
+      // Every body received, by block id ('' for Put Blob); the first request of each is answered 503, so it is sent again.
+      const bodies = new Map<string, Buffer[]>();
+      const srv = createHttpServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const url = new URL(req.url ?? '/', 'http://x');
+          const comp = url.searchParams.get('comp') ?? '';
+          if (comp === 'blocklist') return void res.writeHead(201, { etag: '"0x2"', 'content-length': '0' }).end();
+          const id = url.searchParams.get('blockid') ?? '';
+          const seen = bodies.get(id) ?? [];
+          seen.push(Buffer.concat(chunks));
+          bodies.set(id, seen);
+          mine.fill(0xff);
+          if (seen.length === 1) return void res.writeHead(503, { 'x-ms-error-code': 'ServerBusy', 'content-length': '0' }).end();
+          res.writeHead(201, { etag: '"0x1"', 'content-length': '0' }).end();
+        });
+      });
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      const blob = new AzureBlob({
+        container: 'stub',
+        endpoint: `http://127.0.0.1:${(srv.address() as { port: number }).port}/devstoreaccount1`,
+        connectionString: 'AccountName=devstoreaccount1;AccountKey=' + Buffer.from('not checked').toString('base64'),
+        retry: { maxTries: 3, retryDelayMs: 5, maxRetryDelayMs: 10 },
+        ...options,
+      });
+      try {
+        const setting = blob.set('k', mine);
+        mine.fill(0);
+        await setting;
+        // A block id spells its upload and its index (see src/azure/transfer.ts).
+        const index = (id: string): number => Number(Buffer.from(id, 'base64').toString().split('-')[1] ?? 0);
+        const ids = [...bodies.keys()].sort((a, b) => index(a) - index(b));
+        assert.equal(ids.length, 'blockBytes' in options ? 3 : 1);
+        for (const [i, id] of ids.entries()) {
+          const sent = bodies.get(id)!;
+          assert.equal(sent.length, 2, 'sent, refused, sent again');
+          const part = 'blockBytes' in options ? original.subarray(i * 1024, (i + 1) * 1024) : original;
+          assert.ok(sent.every((b) => b.equals(part)), `${ids.length > 1 ? `block ${i}` : 'Put Blob'}: every send carries the bytes passed to set`);
+        }
+      } finally {
+        await blob.close();
+        srv.closeAllConnections();
+        await new Promise((r) => srv.close(r));
+      }
+    }
+  });
+
   test('restore undeletes a soft-deleted blob when the account supports it', async () => {
     const stub = await scripted({ HEAD: [notFound, found(4)], 'PUT undelete': [{ status: 200 }] });
     try {
@@ -625,6 +677,18 @@ describe('AzureBlob against Azurite', () => {
       assert.deepEqual((await collect(inner.list())).map((m) => m.key).sort(), ['k', 'k.'], `${name.slice(0, 10)}: the inner location lists only its own keys`);
       for (const { key } of await collect(outer.list())) await outer.delete(key);
       assert.equal(Buffer.from((await inner.get('k.'))!.toContiguous()).toString(), 'inner dot');
+    }
+  });
+
+  test('set stores the bytes passed, though the caller overwrites its array right after the call (one Put Blob, and staged blocks)', async () => {
+    const blob = open(`mutate/${randomUUID()}`, { singleUploadMaxBytes: 256 * 1024, blockBytes: 256 * 1024, concurrency: 2 });
+    for (const size of [1000, 1 * MiB]) {
+      const original = pattern(size, 12);
+      const mine = Buffer.from(original);
+      const setting = blob.set(`k${size}`, mine);
+      mine.fill(0);
+      await setting;
+      assert.ok(Buffer.from((await blob.get(`k${size}`))!.toContiguous()).equals(original), `${size} bytes: the stored value is the one passed`);
     }
   });
 

@@ -441,6 +441,36 @@ describe('S3Blob against a stand-in client', () => {
     await blob.close();
   });
 
+  test('set sends the bytes passed, though the caller overwrites its array at once and again before a resend', async () => {
+    for (const size of [1000, 12 * MiB]) {
+      const original = pattern(size, 9);
+      const mine = Buffer.from(original);
+      const sentBodies: { part: number; first: Buffer; resent: Buffer }[] = [];
+      const { client } = fakeClient((name, input) => {
+        if (name === 'CreateMultipartUpload') return { UploadId: 'u1' };
+        if (name === 'CompleteMultipartUpload') return {};
+        // Like the SDK: the body is read only as it is sent, and again on a retry.
+        return (async () => {
+          await new Promise((r) => setImmediate(r));
+          const first = Buffer.from(input.Body as Uint8Array);
+          mine.fill(0xff);
+          await new Promise((r) => setTimeout(r, 2));
+          sentBodies.push({ part: Number(input.PartNumber ?? 1), first, resent: Buffer.from(input.Body as Uint8Array) });
+          return { ETag: '"e"' };
+        })();
+      });
+      const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB });
+      const setting = blob.set('k', mine);
+      mine.fill(0);
+      await setting;
+      sentBodies.sort((a, b) => a.part - b.part);
+      assert.equal(sentBodies.length, size > 8 * MiB ? 3 : 1);
+      assert.ok(Buffer.concat(sentBodies.map((b) => b.first)).equals(original), `${size} bytes: the bytes sent are those passed to set`);
+      assert.ok(Buffer.concat(sentBodies.map((b) => b.resent)).equals(original), `${size} bytes: a resend sends them again`);
+      await blob.close();
+    }
+  });
+
   test('a key is accepted when its object name fits 1024 bytes; one that does not rejects naming the limit, before anything is sent', async () => {
     const { client, sent } = fakeClient((name) => (name === 'PutObject' ? {} : new Error(`unexpected ${name}`)));
     const prefix = 'p'.repeat(23);
@@ -588,6 +618,19 @@ describe('S3Blob on s3rver', () => {
       assert.equal(await outer.delete(`${name}k`), 5);
       assert.equal(await outer.delete(`${name}/k`), 5);
       assert.equal(Buffer.from((await inner.get('k'))!.toContiguous()).toString(), 'inner');
+    }
+  });
+
+  test('set stores the bytes passed, though the caller overwrites its array right after the call (one PUT, and parts)', async () => {
+    const blob = open({ prefix: `${run}/mutate`, multipartThreshold: 5 * MiB, partSize: 5 * MiB, concurrency: 2 });
+    for (const size of [1000, 12 * MiB]) {
+      const original = pattern(size, 11);
+      const mine = Buffer.from(original);
+      const setting = blob.set(`k${size}`, mine);
+      mine.fill(0);
+      await setting;
+      assert.ok(Buffer.from((await blob.get(`k${size}`))!.toContiguous()).equals(original), `${size} bytes: the stored value is the one passed`);
+      await blob.delete(`k${size}`);
     }
   });
 
