@@ -4,19 +4,25 @@
  *
  * Layout: the value of key `k` is the block blob `<prefix>/<encodeKey(k)>` in the
  * location's container (`<encodeKey(k)>` without a prefix). `encodeKey` escapes
- * every UTF-8 byte outside `[A-Za-z0-9_~-]` as `%XX`, so Azure's path rules (`.`
- * and `..` segments, `\`, trailing dots) never touch a key, and prefix listing stays
- * one server-side listing (see src/azure/keys.ts). Blobs under the prefix whose
- * names are not in that form are ignored.
+ * every UTF-8 byte outside `[A-Za-z0-9._-]` as `%XX` and puts a `~` after a final
+ * `.`, so Azure's path rules (`.` and `..` segments, `\`, trailing dots) never
+ * touch a key, a key never adds a `/` (the names of nested locations `p` and `p/q`
+ * stay disjoint), and prefix listing stays one server-side listing (see
+ * src/azure/keys.ts). Blobs under the prefix whose names are not in that form are
+ * ignored.
  *
- * Key cap: blob names are at most 1024 characters and escaping can triple a key,
- * so keys are capped at floor((1024 - name prefix bytes) / 3) UTF-8 bytes, where the
- * name prefix is the location prefix plus its `/` (341 without a prefix, 327 for a
- * 40-byte prefix); {@link AzureBlob.maxKeyBytes} says
- * it, and longer keys reject with Determinate InvalidArgument naming the cap.
+ * Key length: blob names are at most 1024 characters. A key is accepted when its
+ * name (location prefix, `/`, encoded key) fits, so ordinary ASCII paths of 900
+ * bytes do beside a short prefix; a key whose name does not fit rejects, before
+ * anything is sent, with Determinate InvalidArgument naming the limit. Escaping
+ * can triple a key, so every key of up to floor((1024 - name prefix bytes) / 3)
+ * UTF-8 bytes fits whatever its characters (341 without a prefix, 327 for a
+ * 40-byte prefix): {@link AzureBlob.maxKeyBytes}.
  *
  * Operations:
- * - set: up to `singleUploadMaxBytes` (8 MiB) one Put Blob; larger values are
+ * - set: the value is copied when `set` is called (the caller may reuse its array
+ *   at once, and retried requests resend the same bytes); then up to
+ *   `singleUploadMaxBytes` (8 MiB) one Put Blob; larger values are
  *   staged as `blockBytes` (8 MiB) blocks, `concurrency` (8) at a time, under ids
  *   unique to this upload, then published by one Put Block List: atomic, and a
  *   crash before the commit leaves only invisible uncommitted blocks. Azure has
@@ -98,14 +104,15 @@ import type { Blob, BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
 import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
-import { asBuffer } from './bytes.js';
+import { asBuffer, copyBytes } from './bytes.js';
 import { boolParam, checkParams, type LocationUri } from './uri.js';
-import { decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
+import { utf8Length, validateKey } from './validate.js';
+import { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, encodePrefix, maxKeyBytesFor, namePrefixChars } from './azure/keys.js';
 import { azureErrorCode, azureStatus, mapAzureError, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
 import { blockIds, forEachLimit, readInto, totalFromContentRange, VersionChangedError } from './azure/transfer.js';
 
 export { mapAzureError, type RetryOptions } from './azure/errors.js';
-export { decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
+export { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
 
 const MiB = 1024 * 1024;
 /** Azure's limits on one block blob. */
@@ -167,6 +174,8 @@ export class AzureBlob extends BlobBase {
   readonly description: string;
   readonly #container: ContainerClient;
   readonly #namePrefix: string;
+  /** Characters Azure's name limit leaves for an encoded key after the prefix. */
+  readonly #nameRoom: number;
   readonly #maxKeyBytes: number;
   readonly #singleUploadMaxBytes: number;
   readonly #blockBytes: number;
@@ -180,6 +189,7 @@ export class AzureBlob extends BlobBase {
     validateContainer(options.container);
     const prefix = normalizePrefix(options.prefix ?? '');
     this.#namePrefix = prefix === '' ? '' : `${prefix}/`;
+    this.#nameRoom = AZURE_MAX_NAME_CHARS - namePrefixChars(this.#namePrefix);
     this.#maxKeyBytes = maxKeyBytesFor(this.#namePrefix);
     if (this.#maxKeyBytes < 1) throw invalidArgument(`Azure location prefix ${JSON.stringify(prefix)} is too long: it leaves no room for keys in a 1024-character blob name`);
     this.description = `AzureBlob(${options.display ?? `azure://${options.container}${prefix === '' ? '' : `/${prefix}`}`})`;
@@ -199,9 +209,22 @@ export class AzureBlob extends BlobBase {
     return blob;
   }
 
-  /** The longest key this location stores, in UTF-8 bytes (see the module comment). */
+  /**
+   * Every key of up to this many UTF-8 bytes fits, whatever its characters; longer
+   * keys are accepted when their names fit (see the module comment).
+   */
   override get maxKeyBytes(): number {
     return this.#maxKeyBytes;
+  }
+
+  /** SPEC's rules, then Azure's limit on the blob name. */
+  protected override checkKey(key: string): void {
+    validateKey(key);
+    const chars = encodeKey(key).length;
+    if (chars <= this.#nameRoom) return;
+    throw invalidArgument(
+      `${this.description}: key of ${utf8Length(key)} UTF-8 bytes is too long: its encoded name is ${chars} characters, more than the ${this.#nameRoom} that Azure's limit of ${AZURE_MAX_NAME_CHARS} characters per blob name leaves after the location prefix (ASCII letters, digits and -._ take one character, every other byte three; every key of up to ${this.#maxKeyBytes} UTF-8 bytes fits)`,
+    );
   }
 
   protected async _get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> {
@@ -310,8 +333,11 @@ export class AzureBlob extends BlobBase {
 
   protected async *_list(prefix: string, opts?: OpOptions): AsyncIterable<BlobMetadata> {
     const signal = opts?.signal;
+    const encoded = encodePrefix(prefix);
+    // No key's name is longer than Azure allows, so no such prefix starts one.
+    if (encoded.length > this.#nameRoom) return;
     const pages = this.#container
-      .listBlobsFlat({ prefix: this.#namePrefix + encodeKey(prefix), abortSignal: signal })
+      .listBlobsFlat({ prefix: this.#namePrefix + encoded, abortSignal: signal })
       .byPage({ maxPageSize: this.#listPageSize });
     const skip = this.#namePrefix.length;
     const iterator = pages[Symbol.asyncIterator]();
@@ -335,10 +361,13 @@ export class AzureBlob extends BlobBase {
   }
 
   protected async _set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+    // The SDK reads the body only as it sends it (and again on each retry or
+    // restaging), long after `set` returned its promise: a copy keeps the caller's
+    // later writes out.
+    const body = asBuffer(copyBytes(value));
     const client = this.#blob(key);
     const signal = opts?.signal;
     const what = `set ${show(key)}`;
-    const body = asBuffer(value);
     if (body.byteLength <= this.#singleUploadMaxBytes) {
       const attempts: Attempts = { maybeApplied: false };
       try {

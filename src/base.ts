@@ -112,7 +112,7 @@ export abstract class ConsensusBase extends Handle implements Consensus {
 export abstract class BlobBase extends Handle implements Blob {
   get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> {
     try {
-      validateKey(key, this.maxKeyBytes);
+      this.checkKey(key);
       this.checkOpen(opts);
     } catch (err) {
       return Promise.reject(err);
@@ -128,7 +128,7 @@ export abstract class BlobBase extends Handle implements Blob {
 
   set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
     try {
-      validateKey(key, this.maxKeyBytes);
+      this.checkKey(key);
       validateValue(value);
       this.checkOpen(opts);
     } catch (err) {
@@ -139,7 +139,7 @@ export abstract class BlobBase extends Handle implements Blob {
 
   delete(key: string, opts?: OpOptions): Promise<number | undefined> {
     try {
-      validateKey(key, this.maxKeyBytes);
+      this.checkKey(key);
       this.checkOpen(opts);
     } catch (err) {
       return Promise.reject(err);
@@ -149,7 +149,7 @@ export abstract class BlobBase extends Handle implements Blob {
 
   restore(key: string, opts?: OpOptions): Promise<void> {
     try {
-      validateKey(key, this.maxKeyBytes);
+      this.checkKey(key);
       this.checkOpen(opts);
     } catch (err) {
       return Promise.reject(err);
@@ -157,9 +157,21 @@ export abstract class BlobBase extends Handle implements Blob {
     return this._restore(key, opts);
   }
 
-  /** The longest key this backend stores, in UTF-8 bytes (SPEC's 1024 unless the store caps it). */
+  /**
+   * Every key of up to this many UTF-8 bytes is accepted (SPEC's 1024 unless the
+   * store caps keys lower).
+   */
   protected get maxKeyBytes(): number {
     return 1024;
+  }
+
+  /**
+   * Rejects a key argument (Determinate InvalidArgument) before storage is touched.
+   * A store whose limit is on the encoded name, not on the key's bytes, overrides
+   * this to accept longer keys whose name still fits.
+   */
+  protected checkKey(key: string): void {
+    validateKey(key, this.maxKeyBytes);
   }
 
   protected abstract _get(key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined>;

@@ -8,22 +8,30 @@
  * what lets `list(prefix)` stay one prefix query (or one subtree) in every backend.
  */
 
-/** Encodes strings, keeping the characters of `literal` and escaping every other byte. */
-export function percentEscaper(literal: string, hex: '0123456789ABCDEF' | '0123456789abcdef'): (s: string) => string {
+/**
+ * The spelling of every byte value 0..255: the character itself for the ASCII
+ * characters of `literal`, `%XX` for every other byte. For encoders that need to
+ * work byte by byte (to break names into parts, say); {@link percentEscaper} is the
+ * plain string form.
+ */
+export function percentSpellings(literal: string, hex: '0123456789ABCDEF' | '0123456789abcdef'): readonly string[] {
   const keep = new Uint8Array(128);
   for (const c of literal) {
     // A literal '%' would make `%41` and `A` collide; non-ASCII has no single byte.
-    if (c === '%' || c.charCodeAt(0) >= 128) throw new Error(`percentEscaper: ${JSON.stringify(c)} cannot be kept literally`);
+    if (c === '%' || c.charCodeAt(0) >= 128) throw new Error(`${JSON.stringify(c)} cannot be kept literally in a percent-encoding`);
     keep[c.charCodeAt(0)] = 1;
   }
-  const escaped = Array.from({ length: 256 }, (_, b) =>
-    b < 128 && keep[b] === 1 ? String.fromCharCode(b) : `%${hex[b >> 4]}${hex[b & 15]}`,
-  );
+  return Array.from({ length: 256 }, (_, b) => (b < 128 && keep[b] === 1 ? String.fromCharCode(b) : `%${hex[b >> 4]}${hex[b & 15]}`));
+}
+
+/** Encodes strings, keeping the characters of `literal` and escaping every other byte. */
+export function percentEscaper(literal: string, hex: '0123456789ABCDEF' | '0123456789abcdef'): (s: string) => string {
+  const escaped = percentSpellings(literal, hex);
   return (s: string): string => {
     let plain = true;
     for (let i = 0; i < s.length && plain; i++) {
       const c = s.charCodeAt(i);
-      plain = c < 128 && keep[c] === 1;
+      plain = c < 128 && escaped[c]!.length === 1;
     }
     if (plain) return s;
     let out = '';

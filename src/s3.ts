@@ -4,15 +4,24 @@
  *
  * Layout: the value of key `k` is the object `PREFIX/encodeKey(k)` of the bucket,
  * where PREFIX is the location prefix from the URI (empty for the bucket root).
- * Keys are percent-encoded and cut into 200-character path chunks (see
- * src/s3/keys.ts for why), so the longest key is
- * `maxKeyBytesFor(prefix bytes)`: 339 UTF-8 bytes at the bucket root, about one
- * byte less for every 3 prefix bytes. Longer keys reject with Determinate
- * InvalidArgument naming that limit. Objects under the prefix that are not in
- * this encoding (put there by some other program) are ignored by `list`.
+ * Keys are percent-encoded (AWS's safe characters kept as they are) and cut into
+ * components of at most 200 characters, every one after the first marked by a
+ * leading `.` (see src/s3/keys.ts for why). The marks make the names of nested
+ * locations disjoint: no object of `s3://b/p/q` is ever an object of `s3://b/p`.
+ * Objects under the prefix that are not in this encoding (put there by some other
+ * program, or belonging to a nested location) are ignored by `list`.
+ *
+ * Key length: a key is accepted when its object name (prefix plus encoded key)
+ * fits S3's 1024 bytes; ordinary ASCII paths of 900 bytes do beside a short
+ * prefix. A key whose name does not fit rejects, before anything is sent, with
+ * Determinate InvalidArgument naming the limit. Every key of up to
+ * `maxKeyBytesFor(prefix bytes)` UTF-8 bytes fits whatever its characters (338
+ * at the bucket root: the worst case escapes every byte).
  *
  * Operations:
- * - `set`: one PutObject up to `multipartThreshold` (8 MiB); above it a multipart
+ * - `set`: the value is copied when `set` is called (the caller may reuse its
+ *   array at once, and retried requests resend the same bytes); then one
+ *   PutObject up to `multipartThreshold` (8 MiB); above it a multipart
  *   upload with `concurrency` parts in flight. S3 makes the object visible only
  *   at CompleteMultipartUpload, so a writer that dies mid-way leaves the old value.
  *   A failed upload is aborted (AbortMultipartUpload, up to 3 rounds of the
@@ -89,14 +98,16 @@ import {
 import { BlobBase } from './base.js';
 import type { BlobMetadata } from './blob.js';
 import type { OpOptions } from './consensus.js';
+import { copyBytes } from './bytes.js';
 import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from './errors.js';
-import { decodeKey, encodeKey, maxKeyBytesFor } from './s3/keys.js';
+import { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './s3/keys.js';
 import { errorName, httpStatus, isConnectError, mapS3Error } from './s3/errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
 import { boolParam, checkParams, intParam, type LocationUri } from './uri.js';
+import { utf8Length, validateKey } from './validate.js';
 
 export { mapS3Error, type S3ErrorContext } from './s3/errors.js';
-export { decodeKey, encodeKey, maxKeyBytesFor } from './s3/keys.js';
+export { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './s3/keys.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (but the last) and largest part count. */
@@ -162,6 +173,8 @@ export class S3Blob extends BlobBase {
   readonly #bucket: string;
   /** Location prefix, empty or ending in `/`. */
   readonly #prefix: string;
+  /** What S3's name limit leaves for an encoded key after the prefix. */
+  readonly #nameRoom: number;
   readonly #maxKeyBytes: number;
   readonly #threshold: number;
   readonly #partSize: number;
@@ -180,8 +193,9 @@ export class S3Blob extends BlobBase {
     if (prefix !== '' && !prefix.endsWith('/')) prefix += '/';
     this.#bucket = bucket;
     this.#prefix = prefix;
+    this.#nameRoom = S3_MAX_OBJECT_NAME_BYTES - Buffer.byteLength(prefix);
     this.#maxKeyBytes = maxKeyBytesFor(Buffer.byteLength(prefix));
-    if (this.#maxKeyBytes < 1) throw invalidArgument(`S3Blob prefix ${JSON.stringify(prefix)} leaves no room for keys in S3's 1024-byte names`);
+    if (this.#maxKeyBytes < 1) throw invalidArgument(`S3Blob prefix ${JSON.stringify(prefix)} leaves no room for keys in S3's ${S3_MAX_OBJECT_NAME_BYTES}-byte names`);
     this.#threshold = positive(options.multipartThreshold ?? 8 * MiB, 'multipartThreshold');
     this.#partSize = positive(options.partSize ?? 8 * MiB, 'partSize');
     if (this.#partSize < MIN_PART_SIZE) throw invalidArgument(`S3Blob partSize must be at least ${MIN_PART_SIZE} bytes (S3's minimum part size), got ${this.#partSize}`);
@@ -197,9 +211,22 @@ export class S3Blob extends BlobBase {
     }
   }
 
-  /** Longest key in UTF-8 bytes: S3's 1024-byte names less the prefix and the key encoding. */
+  /**
+   * Every key of up to this many UTF-8 bytes fits S3's 1024-byte names after the
+   * prefix, whatever its characters; longer keys are accepted when their name fits.
+   */
   protected override get maxKeyBytes(): number {
     return this.#maxKeyBytes;
+  }
+
+  /** SPEC's rules, then S3's limit on the object name (see the module comment). */
+  protected override checkKey(key: string): void {
+    validateKey(key);
+    const bytes = encodeKey(key).length;
+    if (bytes <= this.#nameRoom) return;
+    throw invalidArgument(
+      `${this.description}: key of ${utf8Length(key)} UTF-8 bytes is too long: its encoded name is ${bytes} bytes, more than the ${this.#nameRoom} that S3's limit of ${S3_MAX_OBJECT_NAME_BYTES} bytes per object name leaves after the location prefix (ASCII letters, digits and !-_.*'() take one byte, every other byte three; every key of up to ${this.#maxKeyBytes} UTF-8 bytes fits)`,
+    );
   }
 
   /** The object name of a key. */
@@ -361,7 +388,10 @@ export class S3Blob extends BlobBase {
 
   protected async *_list(prefix: string, opts?: OpOptions): AsyncIterable<BlobMetadata> {
     const signal = opts?.signal;
-    const Prefix = prefix === '' ? this.#prefix : this.#name(prefix);
+    const encoded = encodeKey(prefix);
+    // No key's name is longer than S3 allows, so no such prefix starts one.
+    if (encoded.length > this.#nameRoom) return;
+    const Prefix = this.#prefix + encoded;
     let token: string | undefined;
     do {
       const page = await this.#send<ListOutput>(
@@ -379,7 +409,10 @@ export class S3Blob extends BlobBase {
     } while (token !== undefined);
   }
 
-  protected async _set(key: string, value: Uint8Array, opts?: OpOptions): Promise<void> {
+  protected async _set(key: string, caller: Uint8Array, opts?: OpOptions): Promise<void> {
+    // The SDK reads the body only as it sends it (and again on each retry), long
+    // after `set` returned its promise: a copy keeps the caller's later writes out.
+    const value = copyBytes(caller);
     const signal = opts?.signal;
     const Key = this.#name(key);
     const what = `set(${JSON.stringify(key)})`;

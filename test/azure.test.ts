@@ -6,6 +6,8 @@ import { BlobServiceClient, BlockBlobClient, StorageSharedKeyCredential } from '
 import { ErrorCode, ExternalError, openBlob, type Blob } from 'persist-location';
 import { AzureBlob, decodeKey, encodeKey, mapAzureError, maxKeyBytesFor, type AzureBlobOptions } from 'persist-location/azure';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
+import { encodePrefix } from '../src/azure/keys.js';
+import { keyOfBytes } from '../src/testing/keys.js';
 import { AZURITE_ACCOUNT, AZURITE_KEY, startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { checkFinalValues, historyValue, historyViolations, pattern, runHistory } from './blob-history.js';
 import { freePort } from './servers/ports.js';
@@ -94,41 +96,55 @@ describe('mapAzureError', () => {
 
 describe('key encoding', () => {
   test('every hostile key round-trips and escapes everything Azure could rewrite', () => {
-    for (const key of [...hostileKeys(1024), 'a', '~_-', '\u{10FFFF}', '%', '%25']) {
+    for (const key of [...hostileKeys(1024), 'a', '~_-', '\u{10FFFF}', '%', '%25', 'x.', 'x..', '.~', 'é.']) {
       const name = encodeKey(key);
-      assert.match(name, /^[A-Za-z0-9_~%-]+$/, `encoded ${JSON.stringify(key)}`);
+      assert.match(name, /^[A-Za-z0-9._%-]+~?$/, `encoded ${JSON.stringify(key)}`);
+      assert.ok(!name.endsWith('.') && name !== '.' && name !== '..', `${JSON.stringify(name)} is no dot segment and does not end in '.'`);
       assert.ok(name.length <= 3 * Buffer.byteLength(key), 'at most 3x the UTF-8 length');
       assert.equal(decodeKey(name), key);
     }
-    assert.equal(encodeKey('foo/bar/../k.0'), 'foo%2Fbar%2F%2E%2E%2Fk%2E0');
-    assert.equal(encodeKey(''), '');
+    assert.equal(encodeKey('foo/bar/../k.0'), 'foo%2Fbar%2F..%2Fk.0', 'letters, digits and -._ are kept');
+    assert.equal(encodeKey('..'), '..~');
+    assert.equal(encodeKey('a~'), 'a%7E');
+    assert.equal(encodePrefix(''), '');
   });
 
   test('distinct keys get distinct names, and the encoding preserves prefixes', () => {
-    const keys = hostileKeys(1024);
+    const keys = [...hostileKeys(1024), 'k.', 'k..', 'k.x', 'k'];
     assert.equal(new Set(keys.map(encodeKey)).size, keys.length);
     for (const key of keys) {
       for (let end = 0; end <= key.length; end++) {
         const prefix = key.slice(0, end);
         if (!prefix.isWellFormed()) continue;
-        assert.ok(encodeKey(key).startsWith(encodeKey(prefix)), `encode(${JSON.stringify(prefix)}) prefixes encode(${JSON.stringify(key)})`);
+        assert.ok(encodeKey(key).startsWith(encodePrefix(prefix)), `encodePrefix(${JSON.stringify(prefix)}) prefixes encode(${JSON.stringify(key)})`);
+      }
+      // ... and only those: a key that does not start with the prefix never matches.
+      for (const other of keys) {
+        assert.equal(encodeKey(key).startsWith(encodePrefix(other)), key.startsWith(other), `${JSON.stringify(key)} / ${JSON.stringify(other)}`);
       }
     }
-    // ... and only those: a key that does not start with the prefix never matches.
-    assert.ok(!encodeKey('k/x').startsWith(encodeKey('k.')));
-    assert.ok(!encodeKey('é').startsWith(encodeKey('e')));
+    assert.ok(!encodeKey('é').startsWith(encodePrefix('e')));
+  });
+
+  test('no name of a nested location is a name of the outer one', () => {
+    // Location `p/q` stores key k at `p/` + `q/` + encodeKey(k); location `p` would
+    // read it as the name `q/` + encodeKey(k).
+    for (const q of ['x'.repeat(200), 'data', '.hidden', 'k', 'a/b']) {
+      for (const key of [...hostileKeys(300), 'k', 'x'.repeat(300)]) assert.equal(decodeKey(`${q}/${encodeKey(key)}`), undefined);
+    }
   });
 
   test('names not written by encodeKey decode to nothing', () => {
-    for (const name of ['', 'a.b', 'a/b', '%41', '%2e', '%2', '%zz', 'caf\u00e9', '%FF', '%C3']) {
+    for (const name of ['', 'a/b', '%41', '%2e', '%2E', '%2', '%zz', 'caf\u00e9', '%FF', '%C3', 'a.', 'a~', '~', 'a.~~', 'a~b', '..']) {
       assert.equal(decodeKey(name), undefined, JSON.stringify(name));
     }
   });
 
-  test('the key cap leaves room for the prefix and the worst-case expansion', () => {
+  test('the worst-case key cap leaves room for the prefix and the expansion', () => {
     assert.equal(maxKeyBytesFor(''), 341);
     assert.equal(maxKeyBytesFor('p'.repeat(39) + '/'), 328);
     assert.equal(maxKeyBytesFor('p'.repeat(1023) + '/'), 0);
+    for (const key of ['%'.repeat(341), '€'.repeat(113) + '.', '.'.repeat(341)]) assert.ok(encodeKey(key).length <= 1024, JSON.stringify(key.slice(0, 5)));
   });
 });
 
@@ -146,6 +162,28 @@ describe('AzureBlob options', () => {
     assert.equal(ok.maxKeyBytes, maxKeyBytesFor('a/b/'));
     assert.equal(ok.description, 'AzureBlob(azure://a-b-c/a/b)');
     assert.equal(new AzureBlob({ container: '$root', connectionString: cs }).maxKeyBytes, 341);
+  });
+
+  test('a key is accepted when its blob name fits 1024 characters; one that does not rejects naming the limit, before anything is sent', async () => {
+    // The endpoint refuses connections: a key that passes the check fails Unavailable instead.
+    const blob = new AzureBlob({ container: 'abc', prefix: 'p'.repeat(23), connectionString: cs, retry: { maxTries: 1 } });
+    const cap = blob.maxKeyBytes;
+    assert.equal(cap, maxKeyBytesFor('p'.repeat(23) + '/'));
+    const fits = ['k'.repeat(1000), 'k'.repeat(998) + '.', '/'.repeat(cap), keyOfBytes(cap), Array.from({ length: 20 }, (_, i) => `dir-${String(i).padStart(2, '0')}-${'d'.repeat(37)}`).join('/') + '.bin'];
+    for (const key of fits) {
+      await assert.rejects(blob.set(key, Buffer.from('v')), (err) => expectExternal(err, true, ErrorCode.Unavailable), `${key.length}-character key is sent`);
+    }
+    for (const key of ['k'.repeat(1001), 'k'.repeat(999) + '.', '/'.repeat(cap + 1), keyOfBytes(cap + 1)]) {
+      for (const op of [() => blob.set(key, Buffer.from('v')), () => blob.get(key), () => blob.delete(key), () => blob.restore(key)]) {
+        await assert.rejects(op(), (err) => {
+          expectExternal(err, true, ErrorCode.InvalidArgument);
+          assert.match((err as Error).message, /limit of 1024 characters per blob name/);
+          assert.ok((err as Error).message.includes(`up to ${cap} UTF-8 bytes`), (err as Error).message);
+          return true;
+        });
+      }
+    }
+    assert.deepEqual(await collect(blob.list('/'.repeat(400))), [], 'a list prefix no name can start with lists nothing (and sends nothing)');
   });
 });
 
@@ -215,6 +253,58 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
     }
   });
 
+  test('set sends the bytes passed, though the caller overwrites its array at once and again before a resend', async () => {
+    for (const options of [{}, { singleUploadMaxBytes: 1024, blockBytes: 1024, concurrency: 2 }]) {
+      const original = pattern(3000, 4);
+      const mine = Buffer.from(original);
+      // Every body received, by block id ('' for Put Blob); the first request of each is answered 503, so it is sent again.
+      const bodies = new Map<string, Buffer[]>();
+      const srv = createHttpServer((req, res) => {
+        const chunks: Buffer[] = [];
+        req.on('data', (c: Buffer) => chunks.push(c));
+        req.on('end', () => {
+          const url = new URL(req.url ?? '/', 'http://x');
+          const comp = url.searchParams.get('comp') ?? '';
+          if (comp === 'blocklist') return void res.writeHead(201, { etag: '"0x2"', 'content-length': '0' }).end();
+          const id = url.searchParams.get('blockid') ?? '';
+          const seen = bodies.get(id) ?? [];
+          seen.push(Buffer.concat(chunks));
+          bodies.set(id, seen);
+          mine.fill(0xff);
+          if (seen.length === 1) return void res.writeHead(503, { 'x-ms-error-code': 'ServerBusy', 'content-length': '0' }).end();
+          res.writeHead(201, { etag: '"0x1"', 'content-length': '0' }).end();
+        });
+      });
+      await new Promise<void>((r) => srv.listen(0, '127.0.0.1', r));
+      const blob = new AzureBlob({
+        container: 'stub',
+        endpoint: `http://127.0.0.1:${(srv.address() as { port: number }).port}/devstoreaccount1`,
+        connectionString: 'AccountName=devstoreaccount1;AccountKey=' + Buffer.from('not checked').toString('base64'),
+        retry: { maxTries: 3, retryDelayMs: 5, maxRetryDelayMs: 10 },
+        ...options,
+      });
+      try {
+        const setting = blob.set('k', mine);
+        mine.fill(0);
+        await setting;
+        // A block id spells its upload and its index (see src/azure/transfer.ts).
+        const index = (id: string): number => Number(Buffer.from(id, 'base64').toString().split('-')[1] ?? 0);
+        const ids = [...bodies.keys()].sort((a, b) => index(a) - index(b));
+        assert.equal(ids.length, 'blockBytes' in options ? 3 : 1);
+        for (const [i, id] of ids.entries()) {
+          const sent = bodies.get(id)!;
+          assert.equal(sent.length, 2, 'sent, refused, sent again');
+          const part = 'blockBytes' in options ? original.subarray(i * 1024, (i + 1) * 1024) : original;
+          assert.ok(sent.every((b) => b.equals(part)), `${ids.length > 1 ? `block ${i}` : 'Put Blob'}: every send carries the bytes passed to set`);
+        }
+      } finally {
+        await blob.close();
+        srv.closeAllConnections();
+        await new Promise((r) => srv.close(r));
+      }
+    }
+  });
+
   test('restore undeletes a soft-deleted blob when the account supports it', async () => {
     const stub = await scripted({ HEAD: [notFound, found(4)], 'PUT undelete': [{ status: 200 }] });
     try {
@@ -243,7 +333,7 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
         names.map((n) => `<Blob><Name>${n}</Name><Properties><Content-Length>${n.length}</Content-Length><BlobType>BlockBlob</BlobType></Properties></Blob>`).join('') +
         `</Blobs><NextMarker>${next}</NextMarker></EnumerationResults>`,
     });
-    const stub = await scripted({ 'GET list': [page(['a', 'bb'], 'm1'), page(['a', 'bb'], 'm1'), page(['ccc', 'not.ours'], '')] });
+    const stub = await scripted({ 'GET list': [page(['a', 'bb'], 'm1'), page(['a', 'bb'], 'm1'), page(['ccc', 'not~ours'], '')] });
     try {
       for await (const m of stub.blob.list()) {
         assert.deepEqual(m, { key: 'a', sizeInBytes: 1 });
@@ -552,14 +642,54 @@ describe('AzureBlob against Azurite', () => {
     assert.deepEqual((await collect(blob.list('q'))).map((m) => m.key), ['q']);
   });
 
-  test('keys over the cap reject with InvalidArgument naming it; foreign blobs are not listed', async () => {
+  test('long keys: a 900-byte ASCII path and worst-case keys at the cap work, longer names reject naming the limit; foreign blobs are not listed', async () => {
     const dir = `cap/${randomUUID()}`;
     const blob = open(dir);
     const cap = blob.maxKeyBytes;
-    await assert.rejects(blob.set('x'.repeat(cap + 1), Buffer.from('v')), (err) => expectExternal(err, true, ErrorCode.InvalidArgument) && (err as Error).message.includes(String(cap)));
-    await blob.set('€'.repeat(Math.floor(cap / 3)), Buffer.from('v'));
-    await service.getContainerClient(container).getBlockBlobClient(`${dir}/not.ours`).upload('x', 1);
-    assert.deepEqual((await collect(blob.list())).map((m) => m.key), ['€'.repeat(Math.floor(cap / 3))]);
+    const path = Array.from({ length: 20 }, (_, i) => `dir-${String(i).padStart(2, '0')}-${'d'.repeat(37)}`).join('/') + '.bin';
+    assert.equal(Buffer.byteLength(path), 903);
+    const keys = [path, keyOfBytes(cap), keyOfBytes(cap - 1, 'b-'), 'k'.repeat(1021 - dir.length) + '.'];
+    for (const key of keys) {
+      await blob.set(key, Buffer.from(`value of ${key.length}`));
+      assert.equal(Buffer.from((await blob.get(key))!.toContiguous()).toString(), `value of ${key.length}`);
+    }
+    for (const key of [keyOfBytes(cap + 1), 'k'.repeat(1022 - dir.length) + '.', `${path}${'/'.repeat(50)}`]) {
+      await assert.rejects(blob.set(key, Buffer.from('v')), (err) => expectExternal(err, true, ErrorCode.InvalidArgument) && (err as Error).message.includes(`up to ${cap} UTF-8 bytes`) && /limit of 1024 characters/.test((err as Error).message));
+    }
+    for (const foreign of ['a%2fb', 'sub/k', 'x~y', '%41']) await service.getContainerClient(container).getBlockBlobClient(`${dir}/${foreign}`).upload('x', 1);
+    assert.deepEqual((await collect(blob.list())).map((m) => m.key).sort(), [...keys].sort());
+    for (const key of keys) assert.equal(await blob.delete(key), `value of ${key.length}`.length);
+  });
+
+  test('a location nested under another shares no blobs with it', async () => {
+    for (const name of ['x'.repeat(200), 'data', '.hidden']) {
+      const outerPrefix = `nest/${randomUUID()}`;
+      const outer = open(outerPrefix);
+      const inner = open(`${outerPrefix}/${name}`);
+      await inner.set('k', Buffer.from('inner'));
+      await inner.set('k.', Buffer.from('inner dot'));
+      assert.deepEqual(await collect(outer.list()), [], `${name.slice(0, 10)}: the outer location lists none of the inner one's blobs`);
+      for (const alias of [`${name}/k`, `${name}k`, `${name}/k.`]) {
+        assert.equal(await outer.get(alias), undefined);
+        await outer.set(alias, Buffer.from('outer'));
+      }
+      assert.equal(Buffer.from((await inner.get('k'))!.toContiguous()).toString(), 'inner', `${name.slice(0, 10)}: the outer writes leave the inner k alone`);
+      assert.deepEqual((await collect(inner.list())).map((m) => m.key).sort(), ['k', 'k.'], `${name.slice(0, 10)}: the inner location lists only its own keys`);
+      for (const { key } of await collect(outer.list())) await outer.delete(key);
+      assert.equal(Buffer.from((await inner.get('k.'))!.toContiguous()).toString(), 'inner dot');
+    }
+  });
+
+  test('set stores the bytes passed, though the caller overwrites its array right after the call (one Put Blob, and staged blocks)', async () => {
+    const blob = open(`mutate/${randomUUID()}`, { singleUploadMaxBytes: 256 * 1024, blockBytes: 256 * 1024, concurrency: 2 });
+    for (const size of [1000, 1 * MiB]) {
+      const original = pattern(size, 12);
+      const mine = Buffer.from(original);
+      const setting = blob.set(`k${size}`, mine);
+      mine.fill(0);
+      await setting;
+      assert.ok(Buffer.from((await blob.get(`k${size}`))!.toContiguous()).equals(original), `${size} bytes: the stored value is the one passed`);
+    }
   });
 
   test('restore: an existing key succeeds; Azurite has no undelete (501), so a deleted key rejects Determinate NotFound', async () => {

@@ -13,7 +13,8 @@ export function pattern(bytes: number, seed: number): Buffer {
 /**
  * Blob history under concurrency and faults. Writers overwrite a few keys with
  * distinct values (each value carries its id in its first 4 bytes, and its size
- * encodes the id too), readers and listers run meanwhile. Afterwards every
+ * encodes the id too) and scribble over each value's array right after calling
+ * set; readers and listers run meanwhile. Afterwards every
  * observation is checked against what was written: a get returns undefined or
  * exactly one written value, whole; a value whose set failed Determinate is never
  * seen; a read never returns undefined after a set was acknowledged, nor a
@@ -85,7 +86,12 @@ export async function runHistory(
       const record: SetRecord = { key: h.keys[(w + n) % h.keys.length]!, size: options.sizes[(w + n) % options.sizes.length]! + 4 * id, start: tick(), end: Infinity, outcome: 'pending' };
       h.sets.set(id, record);
       try {
-        await blob.set(record.key, historyValue(id, record.size));
+        const value = historyValue(id, record.size);
+        const setting = blob.set(record.key, value);
+        // A caller may reuse its array as soon as set has returned: none of this
+        // may reach the store, not even through a retried request.
+        value.fill(0xa5);
+        await setting;
         record.outcome = 'ok';
       } catch (err) {
         failed('set', err);

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 import { hostileKeys } from 'persist-location/testing';
-import { percentEscaper, percentUnescape } from '../src/escape.js';
+import { percentEscaper, percentSpellings, percentUnescape } from '../src/escape.js';
 
 const escape = percentEscaper('abc-', '0123456789ABCDEF');
 
@@ -33,4 +33,11 @@ test('unescaping rejects what no string spells', () => {
 test('an escaper that would be ambiguous cannot be built', () => {
   assert.throws(() => percentEscaper('ab%', '0123456789ABCDEF'), /'%'|"%"/);
   assert.throws(() => percentEscaper('abé', '0123456789ABCDEF'), /cannot be kept literally/);
+});
+
+test('the byte spellings are what the escaper writes, byte by byte', () => {
+  const spelled = percentSpellings('abc-', '0123456789ABCDEF');
+  assert.equal(spelled.length, 256);
+  for (const key of hostileKeys()) assert.equal([...Buffer.from(key, 'utf8')].map((b) => spelled[b]).join(''), escape(key), key);
+  assert.throws(() => percentSpellings('%', '0123456789ABCDEF'), /cannot be kept literally/);
 });

@@ -8,6 +8,7 @@ import { ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3
 import { ErrorCode, ExternalError, openBlob } from 'persist-location';
 import { decodeKey, defaultClientConfig, encodeKey, mapS3Error, maxKeyBytesFor, S3Blob, type S3BlobOptions } from 'persist-location/s3';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
+import { keyOfBytes } from '../src/testing/keys.js';
 import { checkFinalValues, historyValue, historyViolations, pattern, runHistory } from './blob-history.js';
 import { freePort } from './servers/ports.js';
 import { tripwireProxy, type TripwireProxy } from './servers/proxy.js';
@@ -90,25 +91,61 @@ describe('mapS3Error', () => {
   });
 });
 
+/**
+ * Deterministic pseudo-random keys of 1..maxBytes UTF-8 bytes (`exact`: of as close
+ * to maxBytes as the characters allow), mixing kept, escaped and multi-byte
+ * characters with `.` and `/`.
+ */
+function randomKeys(count: number, maxBytes: number, seed = 1, exact = false): string[] {
+  const alphabet = ['a', 'Z', '0', '-', '.', '.', '/', '/', '%', ' ', '~', 'é', '€', '🦀', '\n'];
+  let x = seed;
+  const next = (n: number): number => {
+    x = (x * 1103515245 + 12345) & 0x7fffffff;
+    return x % n;
+  };
+  return Array.from({ length: count }, () => {
+    const target = exact ? maxBytes : 1 + next(maxBytes);
+    let key = '';
+    for (;;) {
+      const c = alphabet[next(alphabet.length)]!;
+      if (Buffer.byteLength(key + c) > target) break;
+      key += c;
+    }
+    return key === '' ? 'a' : key;
+  });
+}
+
 describe('S3 key encoding', () => {
-  const keys = [...hostileKeys(maxKeyBytesFor(0)), 'a', 'a/b', 'a.b', 'A', 'x'.repeat(300), '€'.repeat(100)];
+  const keys = [...hostileKeys(maxKeyBytesFor(0)), 'a', 'a/b', 'a.b', 'A', 'x'.repeat(300), '€'.repeat(100), ...randomKeys(300, 400)];
 
   test('every hostile key round-trips and makes a name a filesystem-backed store can hold', () => {
     for (const key of keys) {
       const name = encodeKey(key);
       assert.equal(decodeKey(name), key, JSON.stringify(key));
-      assert.ok(Buffer.byteLength(name) <= 1024, `${JSON.stringify(key)} fits S3's name limit`);
-      for (const part of name.split('/')) {
+      const parts = name.split('/');
+      for (const [i, part] of parts.entries()) {
         assert.ok(part.length > 0 && part.length <= 200 && part !== '.' && part !== '..', `component ${JSON.stringify(part)} of ${JSON.stringify(key)}`);
-        assert.match(part, /^[0-9A-Za-z!\-_*'()%]+$/);
+        assert.match(part, /^[0-9A-Za-z!\-_.*'()%]+$/);
+        assert.equal(part.startsWith('.'), i > 0, `only continuation components start with '.': ${JSON.stringify(name)}`);
+        assert.ok(!part.startsWith('..'), `no component starts with two dots: ${JSON.stringify(part)}`);
       }
     }
     assert.equal(new Set(keys.map(encodeKey)).size, new Set(keys).size, 'distinct keys get distinct names');
   });
 
+  test('plain ASCII keys stay short: only what must be escaped is', () => {
+    assert.equal(encodeKey('logs/2024-06-01/app.log'), 'logs%2F2024-06-01%2Fapp.log');
+    assert.equal(encodeKey("Aa0!-_.*'()"), "Aa0!-_.*'()");
+    assert.equal(encodeKey('.hidden'), '%2Ehidden', 'a leading dot is escaped: no name is . or ..');
+    assert.equal(encodeKey('a..'), 'a..');
+    const path = Array.from({ length: 22 }, (_, i) => `segment-${String(i).padStart(2, '0')}-${'n'.repeat(28)}`).join('/') + '.json';
+    assert.ok(path.length >= 850, `${path.length}-byte path`);
+    assert.ok(encodeKey(path).length <= path.length + 2 * 22 + 2 * 5, `a ${path.length}-byte path encodes to ${encodeKey(path).length} bytes`);
+  });
+
   test('a key starts with a prefix exactly when its name starts with the prefix\'s name', () => {
     const long = 'x'.repeat(199);
-    const all = [...keys, long + 'y', long + 'yz', long, `${long}/`, 'dir', 'dir/', 'dirt', 'd'];
+    const all = [...keys.slice(0, 120), long + 'y', long + 'yz', long + '.', long + '..', long, `${long}/`, 'dir', 'dir/', 'dirt', 'd', '.', '.a'];
     for (const key of all) {
       for (const prefix of all) {
         assert.equal(encodeKey(key).startsWith(encodeKey(prefix)), key.startsWith(prefix), `${JSON.stringify(key)} / ${JSON.stringify(prefix)}`);
@@ -116,18 +153,33 @@ describe('S3 key encoding', () => {
     }
   });
 
-  test('names not made by encodeKey decode to undefined', () => {
-    for (const name of ['a.b', 'a/b', '%41', '%zz', '%e2%82%ac', 'a b', '%FF', '']) assert.equal(decodeKey(name), undefined, name);
+  test('no name of a nested location is a name of the outer one', () => {
+    // Location `p/q` stores key k at `p/` + `q/` + encodeKey(k); location `p` would
+    // read it as the name `q/` + encodeKey(k).
+    const inner = ['x'.repeat(200), 'x'.repeat(199), 'data', '.hidden', 'k', 'a/b', 'y'.repeat(200) + '/z', '%41', encodeKey('x'.repeat(250))];
+    for (const q of inner) {
+      for (const key of [...keys.slice(0, 80), 'k', 'x', '.k', 'x'.repeat(300)]) {
+        const name = `${q}/${encodeKey(key)}`;
+        assert.equal(decodeKey(name), undefined, `${JSON.stringify(name.slice(0, 60))} is no key of the outer location`);
+      }
+    }
   });
 
-  test('the key cap leaves room for the worst case within 1024 bytes', () => {
-    for (const prefixBytes of [0, 1, 10, 42, 100, 500]) {
+  test('names not made by encodeKey decode to undefined', () => {
+    const notOurs = ['a/b', '%41', '%zz', '%e2%82%ac', 'a b', '%FF', '', '.a', 'a%2Eb', '~', `${'x'.repeat(200)}/y`, `${'x'.repeat(100)}/.y`, `${'x'.repeat(200)}/.`, 'x/.'];
+    for (const name of notOurs) assert.equal(decodeKey(name), undefined, name);
+  });
+
+  test('the worst-case key cap fits within 1024 bytes whatever the characters', () => {
+    for (const prefixBytes of [0, 1, 10, 42, 100, 500, 1000]) {
       const cap = maxKeyBytesFor(prefixBytes);
-      const worst = encodeKey('/'.repeat(cap));
-      assert.ok(prefixBytes + Buffer.byteLength(worst) <= 1024, `cap ${cap} with prefix ${prefixBytes}`);
-      assert.ok(prefixBytes + Buffer.byteLength(encodeKey('/'.repeat(cap + 1))) > 1024, `cap ${cap} is the largest`);
+      assert.ok(prefixBytes + encodeKey('/'.repeat(cap)).length <= 1024, `cap ${cap} with prefix ${prefixBytes}`);
+      assert.ok(prefixBytes + encodeKey('/'.repeat(cap + 1)).length > 1024, `cap ${cap} is the largest`);
+      for (const key of randomKeys(200, cap, prefixBytes + 7, true)) {
+        assert.ok(prefixBytes + encodeKey(key).length <= 1024, `${Buffer.byteLength(key)}-byte key ${JSON.stringify(key)} fits with prefix ${prefixBytes}`);
+      }
     }
-    assert.equal(maxKeyBytesFor(0), 339);
+    assert.equal(maxKeyBytesFor(0), 338);
   });
 });
 
@@ -388,6 +440,71 @@ describe('S3Blob against a stand-in client', () => {
     await assert.rejects(blob.restore('k'), { name: 'Determinate', code: ErrorCode.NotFound });
     await blob.close();
   });
+
+  test('set sends the bytes passed, though the caller overwrites its array at once and again before a resend', async () => {
+    for (const size of [1000, 12 * MiB]) {
+      const original = pattern(size, 9);
+      const mine = Buffer.from(original);
+      const sentBodies: { part: number; first: Buffer; resent: Buffer }[] = [];
+      const { client } = fakeClient((name, input) => {
+        if (name === 'CreateMultipartUpload') return { UploadId: 'u1' };
+        if (name === 'CompleteMultipartUpload') return {};
+        // Like the SDK: the body is read only as it is sent, and again on a retry.
+        return (async () => {
+          await new Promise((r) => setImmediate(r));
+          const first = Buffer.from(input.Body as Uint8Array);
+          mine.fill(0xff);
+          await new Promise((r) => setTimeout(r, 2));
+          sentBodies.push({ part: Number(input.PartNumber ?? 1), first, resent: Buffer.from(input.Body as Uint8Array) });
+          return { ETag: '"e"' };
+        })();
+      });
+      const blob = new S3Blob({ bucket: 'b', client, partSize: 5 * MiB });
+      const setting = blob.set('k', mine);
+      mine.fill(0);
+      await setting;
+      sentBodies.sort((a, b) => a.part - b.part);
+      assert.equal(sentBodies.length, size > 8 * MiB ? 3 : 1);
+      assert.ok(Buffer.concat(sentBodies.map((b) => b.first)).equals(original), `${size} bytes: the bytes sent are those passed to set`);
+      assert.ok(Buffer.concat(sentBodies.map((b) => b.resent)).equals(original), `${size} bytes: a resend sends them again`);
+      await blob.close();
+    }
+  });
+
+  test('a key is accepted when its object name fits 1024 bytes; one that does not rejects naming the limit, before anything is sent', async () => {
+    const { client, sent } = fakeClient((name) => (name === 'PutObject' ? {} : new Error(`unexpected ${name}`)));
+    const prefix = 'p'.repeat(23);
+    const blob = new S3Blob({ bucket: 'b', client, prefix });
+    const room = 1024 - 24;
+    const cap = maxKeyBytesFor(24);
+    let longest = 'k';
+    while (encodeKey(`${longest}k`).length <= room) longest += 'k';
+    const path = Array.from({ length: 20 }, (_, i) => `dir-${String(i).padStart(2, '0')}-${'d'.repeat(37)}`).join('/') + '.bin';
+    assert.equal(Buffer.byteLength(path), 903);
+    for (const key of [longest, path, '/'.repeat(cap), keyOfBytes(cap)]) {
+      await blob.set(key, Buffer.from('v'));
+      assert.equal(sent.at(-1)?.[1].Key, `${prefix}/${encodeKey(key)}`);
+      assert.ok(Buffer.byteLength(String(sent.at(-1)?.[1].Key)) <= 1024);
+    }
+    assert.ok(longest.length > 980, `an ASCII key of ${longest.length} bytes fits beside a 24-byte prefix`);
+    sent.length = 0;
+    for (const key of [`${longest}k`, '/'.repeat(cap + 1), keyOfBytes(cap + 1), `${path}${'/'.repeat(40)}`]) {
+      for (const op of [() => blob.set(key, Buffer.from('v')), () => blob.get(key), () => blob.delete(key), () => blob.restore(key)]) {
+        await assert.rejects(op(), (err: unknown) => {
+          assert.ok(err instanceof ExternalError && err.determinate && err.code === ErrorCode.InvalidArgument, String(err));
+          assert.match(err.message, /limit of 1024 bytes per object name/);
+          assert.ok(err.message.includes(`up to ${cap} UTF-8 bytes`), err.message);
+          return true;
+        });
+      }
+    }
+    await assert.rejects(blob.set('k'.repeat(1025), Buffer.from('v')), (err: unknown) => err instanceof ExternalError && err.code === ErrorCode.InvalidArgument && /limit of 1024/.test(err.message));
+    const listed = [];
+    for await (const m of blob.list('/'.repeat(400))) listed.push(m);
+    assert.deepEqual(listed, [], 'a list prefix no name can start with lists nothing');
+    assert.deepEqual(sent, [], 'nothing was sent for the refused keys');
+    await blob.close();
+  });
 });
 
 describe('S3Blob on s3rver', () => {
@@ -449,25 +566,72 @@ describe('S3Blob on s3rver', () => {
   test('objects are stored under the encoded name; foreign objects under the prefix are not listed', async () => {
     const blob = open({ prefix: `${run}/names` });
     await blob.set('a/../b.txt', Buffer.from('x'));
-    await raw.send(new PutObjectCommand({ Bucket: 'suite', Key: `${run}/names/foreign.txt`, Body: 'y' }));
+    for (const foreign of ['.foreign', 'sub/foreign.txt', 'a%2fb', 'a b']) await raw.send(new PutObjectCommand({ Bucket: 'suite', Key: `${run}/names/${foreign}`, Body: 'y' }));
     const names = (await raw.send(new ListObjectsV2Command({ Bucket: 'suite', Prefix: `${run}/names/` }))).Contents?.map((o) => o.Key);
-    assert.deepEqual(names?.sort(), [`${run}/names/a%2F%2E%2E%2Fb%2Etxt`, `${run}/names/foreign.txt`]);
+    assert.deepEqual(names?.sort(), [`${run}/names/.foreign`, `${run}/names/a b`, `${run}/names/a%2F..%2Fb.txt`, `${run}/names/a%2fb`, `${run}/names/sub/foreign.txt`].sort());
     const listed = [];
     for await (const m of blob.list()) listed.push(m.key);
     assert.deepEqual(listed, ['a/../b.txt']);
   });
 
-  test('a key over the documented cap rejects Determinate InvalidArgument naming the cap', async () => {
+  test('long keys: a 900-byte ASCII path and a worst-case key at the cap work; a key whose name does not fit rejects naming the limit', async () => {
     const prefix = `${run}/cap`;
     const cap = maxKeyBytesFor(Buffer.byteLength(`${prefix}/`));
     const blob = open({ prefix });
-    await blob.set('/'.repeat(cap), Buffer.from('worst case fits'));
-    assert.equal(Buffer.from((await blob.get('/'.repeat(cap)))!.toContiguous()).toString(), 'worst case fits');
-    await assert.rejects(blob.set('a'.repeat(cap + 1), Buffer.from('x')), (err: unknown) => {
-      assert.ok(err instanceof ExternalError && err.determinate && err.code === ErrorCode.InvalidArgument);
-      assert.match(err.message, new RegExp(`limit of ${cap}\\b`));
-      return true;
-    });
+    const path = Array.from({ length: 20 }, (_, i) => `dir-${String(i).padStart(2, '0')}-${'d'.repeat(37)}`).join('/') + '.bin';
+    assert.equal(Buffer.byteLength(path), 903);
+    for (const key of [path, '/'.repeat(cap), keyOfBytes(cap)]) {
+      await blob.set(key, Buffer.from(`value of ${key.length}`));
+      assert.equal(Buffer.from((await blob.get(key))!.toContiguous()).toString(), `value of ${key.length}`);
+    }
+    const listed = [];
+    for await (const m of blob.list()) listed.push(m.key);
+    assert.deepEqual(listed.sort(), [path, '/'.repeat(cap), keyOfBytes(cap)].sort());
+    for (const key of ['/'.repeat(cap + 1), `${path}${'/'.repeat(60)}`]) {
+      await assert.rejects(blob.set(key, Buffer.from('x')), (err: unknown) => {
+        assert.ok(err instanceof ExternalError && err.determinate && err.code === ErrorCode.InvalidArgument);
+        assert.match(err.message, /limit of 1024 bytes per object name/);
+        assert.ok(err.message.includes(`up to ${cap} UTF-8 bytes`), err.message);
+        return true;
+      });
+    }
+    for (const key of listed) await blob.delete(key);
+  });
+
+  test('a location nested under a 200-character path component shares no objects with the outer one', async () => {
+    for (const name of ['x'.repeat(200), 'data', '.hidden']) {
+      const outerPrefix = `${run}/nest-${randomUUID().slice(0, 8)}`;
+      const outer = open({ prefix: outerPrefix });
+      const inner = open({ prefix: `${outerPrefix}/${name}` });
+      await inner.set('k', Buffer.from('inner'));
+      await inner.set('long/' + 'y'.repeat(230), Buffer.from('inner long'));
+      const outerKeys = [];
+      for await (const m of outer.list()) outerKeys.push(m.key);
+      assert.deepEqual(outerKeys, [], `${name.slice(0, 10)}: the outer location lists none of the inner one's objects`);
+      assert.equal(await outer.get(`${name}k`), undefined, `${name.slice(0, 10)}: the outer location does not read the inner k`);
+      await outer.set(`${name}k`, Buffer.from('outer'));
+      await outer.set(`${name}/k`, Buffer.from('outer'));
+      assert.equal(Buffer.from((await inner.get('k'))!.toContiguous()).toString(), 'inner', `${name.slice(0, 10)}: the outer writes leave the inner k alone`);
+      const innerKeys = [];
+      for await (const m of inner.list()) innerKeys.push(m.key);
+      assert.deepEqual(innerKeys.sort(), ['k', 'long/' + 'y'.repeat(230)], `${name.slice(0, 10)}: the inner location lists only its own keys`);
+      assert.equal(await outer.delete(`${name}k`), 5);
+      assert.equal(await outer.delete(`${name}/k`), 5);
+      assert.equal(Buffer.from((await inner.get('k'))!.toContiguous()).toString(), 'inner');
+    }
+  });
+
+  test('set stores the bytes passed, though the caller overwrites its array right after the call (one PUT, and parts)', async () => {
+    const blob = open({ prefix: `${run}/mutate`, multipartThreshold: 5 * MiB, partSize: 5 * MiB, concurrency: 2 });
+    for (const size of [1000, 12 * MiB]) {
+      const original = pattern(size, 11);
+      const mine = Buffer.from(original);
+      const setting = blob.set(`k${size}`, mine);
+      mine.fill(0);
+      await setting;
+      assert.ok(Buffer.from((await blob.get(`k${size}`))!.toContiguous()).equals(original), `${size} bytes: the stored value is the one passed`);
+      await blob.delete(`k${size}`);
+    }
   });
 
   test('list requests pages only as the loop consumes them', async () => {

@@ -3,14 +3,17 @@
  * backend must store and list each of these back exactly (SPEC "Keys and values").
  */
 
-/** Builds a key of exactly `bytes` UTF-8 bytes from multi-byte characters plus ASCII padding. */
+/**
+ * Builds a key of exactly `bytes` UTF-8 bytes: `prefix`, then multi-byte characters
+ * only (3-byte `€`, 2-byte `é` for the remainder; ASCII only when 1 byte is left).
+ * An encoding of keys into names must escape every byte of those, so such a key is
+ * the worst case for a store whose limit is on the encoded name.
+ */
 export function keyOfBytes(bytes: number, prefix = ''): string {
-  let key = prefix;
-  const used = Buffer.byteLength(prefix);
-  const euros = Math.floor((bytes - used) / 3);
-  key += '€'.repeat(euros);
-  key += 'x'.repeat(bytes - used - euros * 3);
-  return key;
+  const rest = bytes - Buffer.byteLength(prefix);
+  if (rest <= 1) return prefix + 'x'.repeat(Math.max(0, rest));
+  const twos = [0, 2, 1][rest % 3]!;
+  return prefix + '€'.repeat((rest - 2 * twos) / 3) + 'é'.repeat(twos);
 }
 
 /** Valid keys that a careless backend would mangle, collide or escape with. */
