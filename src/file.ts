@@ -90,13 +90,29 @@
  * DataLoss; EIO and anything unknown are Indeterminate; every error after the
  * commit point (the directory fsync) is Indeterminate.
  *
- * `restore` needs `keepDeleted` (URI `?keepDeleted=true`): a delete then keeps the
- * last deleted value of each key, and `restore` links it back unless the key was
- * set again meanwhile. Without it, `restore` succeeds only for existing keys and
- * otherwise rejects Determinate NotFound; a delete by such a handle also drops any
- * value kept earlier, so `restore` never brings back anything older than the
- * latest delete. A crash in the middle of a keeping delete may lose the kept value
- * (it is then a stale temporary file), never the delete itself.
+ * Restore. With `keepDeleted` (URI `?keepDeleted=true`) a delete keeps the value it
+ * removed as `x<name>`, and `restore` of a missing key hard-links that file back
+ * (link never replaces a value set meanwhile). Without it, `restore` succeeds only
+ * for existing keys and otherwise rejects Determinate NotFound. Every delete, with
+ * or without keepDeleted, follows one protocol, so that the kept value is always
+ * the value of the latest delete, or absent: (1) if the key exists, unlink the kept
+ * value and fsync the directory; (2) rename the value to a temporary name, the
+ * commit point; (3) with keepDeleted hard-link it as the kept value, without,
+ * unlink the kept value again; (4) unlink the temporary name. From (1) until (3) no
+ * value is kept, so a restore running meanwhile either finds the key (before (2))
+ * or rejects NotFound (after): it never links back a value older than the delete,
+ * and every outcome is that of the delete and the restore in some order, the
+ * restore failing as a backend without restore would. (1) is durable before (2),
+ * so no crash leaves the key deleted beside an older kept value: a crash leaves
+ * the key, or no key and its deleted value kept, or no key and nothing kept (a
+ * crash between (1) and (3) loses the kept value; the deleted value is then a
+ * stale temporary file, swept later). A restore leaves the kept file in place, a
+ * second name of the restored value; the next delete of the key drops it at (1).
+ * Within one process, deletes and restores of one key run one at a time.
+ * Across processes, two deletes of one key that overlap (a set landed between
+ * them) may both reach (3): the second to get there finds a kept value it cannot
+ * order against its own and unlinks it, so nothing is kept; until it has, a
+ * restore in a third process could bring back the earlier delete's value.
  *
  * URI: `file:///abs/dir`, `file:/abs/dir`, `file:rel/dir` (relative to the current
  * directory), `file://localhost/abs/dir`. Parameters: `keepDeleted=true|false`,
@@ -385,12 +401,23 @@ export class FileBlob extends BlobBase {
     const action = `delete ${JSON.stringify(key)}`;
     if (!(await this.#isDir(dir, action))) return undefined;
     if (!this.#marked) await this.#markRoot(action);
+    return inTurn(this.#abs(dir, VALUE + base), () => this.#deleteValue(dir, base, action, opts?.signal));
+  }
+
+  /** The delete protocol of the module comment ("Restore"), steps (1) to (4). */
+  async #deleteValue(dir: string, base: string, action: string, signal: AbortSignal | undefined): Promise<number | undefined> {
     const valuePath = this.#abs(dir, VALUE + base);
     const keptPath = this.#abs(dir, DELETED + base);
-    if (!(await this.#isValue(dir, base, action))) return undefined;
+    try {
+      if (!(await this.#isValue(dir, base, action))) return undefined;
+      // (1): from here until (3) no value is kept; durably so, before the key goes.
+      if (await this.#dropKept(keptPath)) await this.#syncer.sync(this.#abs(dir), dir !== '');
+    } catch (err) {
+      throw this.#error(err, action);
+    }
     const tmp = this.#abs(dir, tempName());
     try {
-      await rename(valuePath, tmp);
+      await rename(valuePath, tmp); // (2)
     } catch (err) {
       if (errnoOf(err) === 'ENOENT') return undefined;
       throw this.#error(err, action);
@@ -406,16 +433,23 @@ export class FileBlob extends BlobBase {
         throw await this.#notAValue(dir, VALUE + base, action);
       }
       size = st.size;
-      if (this.#keepDeleted && !(await this.#isDirectory(keptPath))) {
-        await rename(tmp, keptPath);
+      if (this.#keepDeleted) {
+        try {
+          await link(tmp, keptPath); // (3)
+        } catch (err) {
+          if (errnoOf(err) !== 'EEXIST') throw err;
+          // A delete in another process kept its value meanwhile; which of the two
+          // removed the later value is unknown, so neither is kept.
+          await this.#dropKept(keptPath);
+        }
       } else {
-        await unlink(tmp);
-        await this.#dropKept(keptPath);
+        await this.#dropKept(keptPath); // (3): a keeping delete in another process may have kept one meanwhile
       }
+      await unlink(tmp); // (4)
     } catch (err) {
       throw this.#error(err, action, true);
     }
-    await this.#syncAfterCommit(dir, action, opts?.signal);
+    await this.#syncAfterCommit(dir, action, signal);
     if (!this.#keepDeleted) await this.#prune(dir);
     return size;
   }
@@ -434,27 +468,24 @@ export class FileBlob extends BlobBase {
     if (!this.#marked) await this.#markRoot(action);
     const valuePath = this.#abs(dir, VALUE + base);
     const keptPath = this.#abs(dir, DELETED + base);
-    try {
-      // link, not rename: it never replaces a value set meanwhile by someone else.
-      await link(keptPath, valuePath);
-    } catch (err) {
-      const errno = errnoOf(err);
-      if (errno === 'EEXIST') {
-        await this.#isValue(dir, base, action); // rejects if what is there is no value
-        return;
+    await inTurn(valuePath, async () => {
+      try {
+        // link, not rename: it never replaces a value set meanwhile by someone else.
+        await link(keptPath, valuePath);
+      } catch (err) {
+        const errno = errnoOf(err);
+        if (errno === 'EEXIST') {
+          await this.#isValue(dir, base, action); // rejects if what is there is no value
+          return;
+        }
+        if (errno === 'ENOENT' || (await this.#isDirectory(keptPath))) {
+          if (await this.#isValue(dir, base, action)) return;
+          throw notFound();
+        }
+        throw this.#error(err, action);
       }
-      if (errno === 'ENOENT' || (await this.#isDirectory(keptPath))) {
-        if (await this.#isValue(dir, base, action)) return;
-        throw notFound();
-      }
-      throw this.#error(err, action);
-    }
-    try {
-      await unlink(keptPath);
-    } catch (err) {
-      if (errnoOf(err) !== 'ENOENT') throw this.#error(err, action, true);
-    }
-    await this.#syncAfterCommit(dir, action, opts?.signal);
+      await this.#syncAfterCommit(dir, action, opts?.signal);
+    });
   }
 
   protected async _close(): Promise<void> {
@@ -946,6 +977,27 @@ function enclosingOrSelf(wanted: string): string | undefined {
 /** Whether `name` is a directory name the layout produces. */
 function isLayoutDir(name: string): boolean {
   return (name[0] === SEGMENT_DIR || name[0] === CHUNK_DIR) && isCanonicalChunk(name.slice(1));
+}
+
+/** The last call of {@link inTurn} per path, settled or not. */
+const turns = new Map<string, Promise<void>>();
+
+/**
+ * Runs `work` after every earlier call for the same `path` in this process has
+ * settled: deletes and restores of one key, one at a time.
+ */
+function inTurn<T>(path: string, work: () => Promise<T>): Promise<T> {
+  const previous = turns.get(path);
+  const result = previous === undefined ? work() : previous.then(work);
+  const settled = result.then(
+    () => {},
+    () => {},
+  );
+  turns.set(path, settled);
+  void settled.then(() => {
+    if (turns.get(path) === settled) turns.delete(path);
+  });
+  return result;
 }
 
 /** Whether `key` lives at directory `dir` with last chunk `base`, as keyPath() places it. */

@@ -373,6 +373,135 @@ describe('keepDeleted', () => {
   });
 });
 
+describe('keepDeleted: deletes racing restores', () => {
+  /** A restore's outcome: `ok`, or `nf` for a Determinate NotFound (anything else fails the test). */
+  const restoreOutcome = (b: Blob, key: string): Promise<string> =>
+    b.restore(key).then(
+      () => 'ok',
+      (err: unknown) => {
+        assert.ok(err instanceof Determinate && err.code === ErrorCode.NotFound, `restore rejected with ${String(err)}`);
+        return 'nf';
+      },
+    );
+  /**
+   * The outcomes of `delete` (of "v2", whose key earlier held "old", deleted and
+   * kept) racing `restore`: delete then restore brings "v2" back, or the restore
+   * rejects NotFound as a backend without restore may; restore then delete finds
+   * "v2" and leaves the key deleted. "old" is never an outcome.
+   */
+  const EXPLAINED = ['ok v2', 'nf undefined', 'ok undefined'];
+
+  test('in one process, every outcome of a delete racing a restore is that of the two in some order', async (t) => {
+    const root = fresh();
+    const a = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const b = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const seen = new Map<string, number>();
+    for (let round = 1; round <= 200; round++) {
+      await a.set('k', text('old'));
+      assert.equal(await a.delete('k'), 3);
+      await a.set('k', text('v2'));
+      // Either call starts first, the other after a pause of up to a few milliseconds
+      // (a delete takes about that long): so the restore lands before, during and after the delete.
+      const ms = [0, 0.5, 1, 2, 4, 8][round % 6]!;
+      const pause = (): Promise<void> => new Promise((r) => (ms === 0 ? setImmediate(r) : setTimeout(r, ms * Math.random())));
+      const [deleted, restored] = await Promise.all(
+        round % 12 < 6 ? [a.delete('k'), pause().then(() => restoreOutcome(b, 'k'))] : [pause().then(() => a.delete('k')), restoreOutcome(b, 'k')],
+      );
+      assert.equal(deleted, 2, `round ${round}: the delete removed "v2"`);
+      const outcome = `${restored} ${await str(a, 'k')}`;
+      assert.ok(EXPLAINED.includes(outcome), `round ${round}: restore ${restored} and the key holds ${outcome.split(' ')[1]}`);
+      seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
+      // In every order the latest delete removed "v2", so that is what a restore brings back.
+      await b.restore('k');
+      assert.equal(await str(a, 'k'), 'v2', `round ${round}: a later restore brings back the latest deleted value`);
+    }
+    t.diagnostic(`outcomes: ${JSON.stringify(Object.fromEntries(seen))}`);
+    await a.close();
+    await b.close();
+  });
+
+  test('in several processes, every outcome of a delete racing a restore is that of the two in some order', async (t) => {
+    const root = fresh();
+    const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const child = spawn(process.execPath, [WRITER, root, 'restore', '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    const next = lineReader(child.stdout, () => err);
+    const seen = new Map<string, number>();
+    try {
+      assert.equal(await next('the restoring child to start'), 'ready');
+      for (let round = 1; round <= 150; round++) {
+        await keep.set('k', text('old'));
+        assert.equal(await keep.delete('k'), 3);
+        await keep.set('k', text('v2'));
+        // Either call starts first, the other after a pause of up to a few milliseconds.
+        const pause = (): Promise<void> => new Promise((r) => setTimeout(r, Math.random() * 8));
+        const restore = (): Promise<string> => {
+          child.stdin.write('k\n');
+          return next(`the child's restore of round ${round}`);
+        };
+        const [deleted, restored] = await Promise.all(
+          round % 2 === 0 ? [pause().then(() => keep.delete('k')), restore()] : [keep.delete('k'), pause().then(restore)],
+        );
+        assert.equal(deleted, 2, `round ${round}: the delete removed "v2"`);
+        const outcome = `${restored} ${await str(keep, 'k')}`;
+        assert.ok(EXPLAINED.includes(outcome), `round ${round}: the child's restore ${restored} and the key holds ${outcome.split(' ')[1]}`);
+        seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
+        await keep.restore('k');
+        assert.equal(await str(keep, 'k'), 'v2', `round ${round}: a later restore brings back the latest deleted value`);
+      }
+    } finally {
+      child.stdin.end();
+      const code = await Promise.race([closed, new Promise((r) => setTimeout(() => r('timeout'), 10_000))]);
+      if (code === 'timeout') child.kill('SIGKILL');
+      assert.equal(code, 0, `the restoring child exited cleanly (${String(code)}): ${err}`);
+    }
+    t.diagnostic(`outcomes: ${JSON.stringify(Object.fromEntries(seen))}`);
+    await keep.close();
+  });
+
+  test('a crash after any step of a keeping delete leaves a state that some order explains', async () => {
+    // The process "dies" right after its n-th change to the directory: that change is
+    // made, and no later one is.
+    for (let crashAfter = 1; crashAfter <= 6; crashAfter++) {
+      const root = fresh();
+      const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+      await keep.set('k', text('old'));
+      await keep.delete('k');
+      await keep.set('k', text('v2'));
+      const originals = { rename: fsPromises.rename, link: fsPromises.link, unlink: fsPromises.unlink };
+      let changes = 0;
+      const dying = <A extends unknown[]>(real: (...args: A) => Promise<void>) =>
+        async (...args: A): Promise<void> => {
+          if (changes >= crashAfter) throw new Error('simulated crash: the process is gone');
+          await real(...args);
+          if (++changes >= crashAfter) throw new Error('simulated crash: the process is gone');
+        };
+      fsPromises.rename = dying(originals.rename);
+      fsPromises.link = dying(originals.link);
+      fsPromises.unlink = dying(originals.unlink);
+      syncBuiltinESMExports();
+      let completed: number | undefined;
+      try {
+        completed = await keep.delete('k').catch(() => undefined);
+      } finally {
+        Object.assign(fsPromises, originals);
+        syncBuiltinESMExports();
+      }
+      await keep.close();
+      const after = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+      const value = await str(after, 'k');
+      const restored = await restoreOutcome(after, 'k');
+      const outcome = `${restored} ${await str(after, 'k')}`;
+      const label = `crash after change ${crashAfter}${completed === undefined ? '' : ' (the delete had finished)'}`;
+      if (value === 'v2') assert.equal(outcome, 'ok v2', `${label}: the delete did not happen`);
+      else assert.ok(outcome === 'ok v2' || outcome === 'nf undefined', `${label}: restore ${restored}, then the key holds ${outcome.split(' ')[1]} (only "v2" or nothing is explained)`);
+      await after.close();
+    }
+  });
+});
+
 describe('safety', () => {
   test('list never yields a key that the layout would not put where it was found', async () => {
     const root = fresh();
@@ -834,6 +963,31 @@ describe('crash safety', () => {
   });
 });
 
+
+/** Reads `stream` line by line: each call resolves with the next line, or rejects after 10 s naming what it waited for. */
+function lineReader(stream: NodeJS.ReadableStream, stderr: () => string): (what: string) => Promise<string> {
+  const lines: string[] = [];
+  let buffered = '';
+  let wake: (() => void) | undefined;
+  stream.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop()!;
+    lines.push(...parts);
+    wake?.();
+  });
+  return async (what) => {
+    const deadline = Date.now() + 10_000;
+    while (lines.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no line from the child within 10 s: waited for ${what}; its stderr: ${stderr()}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 100);
+      });
+    }
+    return lines.shift()!;
+  };
+}
 
 function run(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {
