@@ -140,7 +140,7 @@ import { link, lstat, mkdir, open, readdir, rename, rmdir, unlink } from 'node:f
 import { dirname, isAbsolute, join, resolve } from 'node:path';
 import { BlobBase } from './base.js';
 import type { BlobMetadata } from './blob.js';
-import { asBuffer } from './bytes.js';
+import { asBuffer, copyBytes } from './bytes.js';
 import type { OpOptions } from './consensus.js';
 import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
 import { SegmentedBytes } from './segmented-bytes.js';
@@ -363,7 +363,8 @@ export class FileBlob extends BlobBase {
     if (!this.#marked) await this.#markRoot(action);
     const dirPath = this.#abs(dir);
     const target = this.#abs(dir, VALUE + base);
-    const bytes = asBuffer(value);
+    // A copy: the write happens after awaits, and the caller may reuse its array meanwhile.
+    const bytes = asBuffer(copyBytes(value));
     let tmp: string;
     for (let attempt = 1; ; attempt++) {
       await this.#ensureDurableDir(dir, action);

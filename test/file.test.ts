@@ -518,6 +518,21 @@ describe('safety', () => {
   });
 
 
+  test('bytes the caller changes after calling set, while it is in flight, are not what gets stored', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    for (const size of [9, 300 * 1024]) {
+      for (const key of ['flat', `fresh/dir/${size}`]) {
+        const bytes = Buffer.alloc(size, 'a');
+        const setting = b.set(key, bytes);
+        bytes.fill('z');
+        await setting;
+        assert.ok(Buffer.from((await b.get(key))!.toContiguous()).equals(Buffer.alloc(size, 'a')), `${key}, ${size} bytes: the bytes as they were at the call`);
+      }
+    }
+    await b.close();
+  });
+
   test('invalid keys reject InvalidArgument before the root is touched', async () => {
     const root = fresh();
     const b = new FileBlob(root, { sweepOnOpen: false });
