@@ -505,16 +505,6 @@ export class FileBlob extends BlobBase {
     return fsError(err, { description: this.description, action, committed });
   }
 
-  async #exists(path: string, action: string): Promise<boolean> {
-    try {
-      await lstat(path);
-      return true;
-    } catch (err) {
-      if (errnoOf(err) === 'ENOENT') return false;
-      throw this.#error(err, action);
-    }
-  }
-
   /**
    * Whether `dir` exists as a chain of real directories (never through a symbolic
    * link) none of which is another location's root. Rejects Determinate DataLoss

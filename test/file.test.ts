@@ -2,6 +2,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import fs from 'node:fs';
 import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
@@ -271,6 +272,31 @@ describe('roots and nesting', () => {
     }
     assert.equal(await str(outer, 'ata/k'), 'outer value');
     assert.deepEqual(await keysOf(outer), ['ata/k']);
+    await outer.close();
+  });
+
+  test('an enclosing root marked while an inner one opens (another process, at that moment) makes the inner open fail and undo itself', async () => {
+    const outerRoot = fresh();
+    mkdirSync(outerRoot);
+    const inner = join(outerRoot, 'data', 'deeper');
+    // The other process's open lands between this open's first check and its marker.
+    const original = fs.mkdirSync;
+    fs.mkdirSync = ((...args: Parameters<typeof original>) => {
+      const made = original(...args);
+      writeFileSync(join(outerRoot, MARKER), '');
+      return made;
+    }) as typeof original;
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => new FileBlob(inner), (err: unknown) => err instanceof Determinate && err.code === ErrorCode.FailedPrecondition && err.message.includes(outerRoot));
+    } finally {
+      fs.mkdirSync = original;
+      syncBuiltinESMExports();
+    }
+    assert.deepEqual(walk(outerRoot), [], 'the refused open removed its marker and the directories it made');
+    const outer = new FileBlob(outerRoot, { sweepOnOpen: false });
+    await outer.set('ata/k', text('outer'));
+    assert.equal(await str(outer, 'ata/k'), 'outer', 'the outer location uses the name the inner one had taken');
     await outer.close();
   });
 
