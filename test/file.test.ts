@@ -2,10 +2,11 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createHash } from 'node:crypto';
 import { existsSync, lstatSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync, utimesSync, writeFileSync } from 'node:fs';
+import fs from 'node:fs';
 import fsPromises from 'node:fs/promises';
 import { syncBuiltinESMExports } from 'node:module';
 import { hostname, tmpdir } from 'node:os';
-import { join, relative } from 'node:path';
+import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, openBlob, type Blob } from 'persist-location';
 import { FileBlob, fsError } from 'persist-location/file';
@@ -24,10 +25,19 @@ const keysOf = async (b: Blob, prefix?: string): Promise<string[]> => {
   return out.sort();
 };
 
-/** Every path under `dir` (relative), directories with a trailing `/`. */
+const MARKER = '.pl-root';
+
+const listAll = async (b: Blob, prefix?: string): Promise<{ key: string; sizeInBytes: number }[]> => {
+  const out: { key: string; sizeInBytes: number }[] = [];
+  for await (const m of b.list(prefix)) out.push(m);
+  return out;
+};
+
+/** Every path under `dir` (relative), directories with a trailing `/`; not `dir`'s own root marker. */
 function walk(dir: string, rel = ''): string[] {
   const out: string[] = [];
   for (const e of readdirSync(join(dir, rel), { withFileTypes: true })) {
+    if (rel === '' && e.name === MARKER) continue;
     const p = rel === '' ? e.name : `${rel}/${e.name}`;
     if (e.isDirectory()) out.push(`${p}/`, ...walk(dir, p));
     else out.push(p);
@@ -211,6 +221,156 @@ describe('layout', () => {
   });
 });
 
+describe('roots and nesting', () => {
+  /** Inner root names that the outer location's layout could take for its own names. */
+  const innerNames = ['data', 'dfoo', 'vk', 'xk', 'x'.repeat(200), `c${'a'.repeat(254)}`, 'docs/dsub'];
+  /** Keys of the outer location whose names would lead into (or be) the inner root `name`. */
+  const aliasesOf = (name: string): string[] => {
+    const first = name.split('/')[0]!;
+    const bare = first.slice(1);
+    return [`${bare}/k`, `${bare}/a/b`, bare, `${bare}k`, `${bare}/sub/k`].filter((k) => k !== '');
+  };
+  const refusedOrDone = async (op: () => Promise<unknown>, what: string): Promise<void> => {
+    await op().catch((err: unknown) => {
+      assert.ok(err instanceof Determinate, `${what}: succeeds or rejects Determinate (got ${String(err)})`);
+    });
+  };
+
+  test('every root holds the marker, never listed; a root made before markers existed is marked when opened and keeps working', async () => {
+    const root = fresh();
+    // What an earlier version left: values, no marker.
+    mkdirSync(join(root, 'da'), { recursive: true });
+    writeFileSync(join(root, 'vk'), 'flat');
+    writeFileSync(join(root, 'da', 'vb'), 'nested');
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    assert.ok(lstatSync(join(root, MARKER)).isFile(), 'opening marked the root');
+    assert.deepEqual(await keysOf(b), ['a/b', 'k']);
+    assert.equal(await str(b, 'a/b'), 'nested');
+    await b.set('k', text('again'));
+    assert.equal(await str(b, 'k'), 'again');
+    await b.close();
+    assert.throws(() => new FileBlob(join(root, 'da')), { name: 'Determinate', code: ErrorCode.FailedPrecondition }, 'once marked, nothing can be opened inside it');
+  });
+
+  test('a location inside another one is refused at open, Determinate, naming both, and creates nothing', async () => {
+    const outerRoot = fresh();
+    const outer = new FileBlob(outerRoot, { sweepOnOpen: false });
+    await outer.set('ata/k', text('outer value'));
+    const before = walk(outerRoot);
+    for (const name of [...innerNames, 'data/vk', 'da/db/dc', 'elsewhere']) {
+      const inner = join(outerRoot, name);
+      const refused = (err: unknown): boolean => {
+        assert.ok(err instanceof Determinate, `${name}: ${String(err)}`);
+        assert.equal(err.code, ErrorCode.FailedPrecondition, name);
+        assert.ok(err.message.includes(inner) && err.message.includes(`location rooted at ${outer.root}:`), `${name}: the message names both: ${err.message}`);
+        return true;
+      };
+      assert.throws(() => new FileBlob(inner), refused);
+      assert.throws(() => new FileBlob(inner, { writeOnOpen: false }), (err: unknown) => err instanceof Determinate, `${name}, writeOnOpen: false`);
+      await assert.rejects(openBlob(`file://${inner}?keepDeleted=true`), refused);
+      assert.deepEqual(walk(outerRoot), before, `refusing ${name} created nothing`);
+    }
+    assert.equal(await str(outer, 'ata/k'), 'outer value');
+    assert.deepEqual(await keysOf(outer), ['ata/k']);
+    await outer.close();
+  });
+
+  test('an enclosing root marked while an inner one opens (another process, at that moment) makes the inner open fail and undo itself', async () => {
+    const outerRoot = fresh();
+    mkdirSync(outerRoot);
+    const inner = join(outerRoot, 'data', 'deeper');
+    // The other process's open lands between this open's first check and its marker.
+    const original = fs.mkdirSync;
+    fs.mkdirSync = ((...args: Parameters<typeof original>) => {
+      const made = original(...args);
+      writeFileSync(join(outerRoot, MARKER), '');
+      return made;
+    }) as typeof original;
+    syncBuiltinESMExports();
+    try {
+      assert.throws(() => new FileBlob(inner), (err: unknown) => err instanceof Determinate && err.code === ErrorCode.FailedPrecondition && err.message.includes(outerRoot));
+    } finally {
+      fs.mkdirSync = original;
+      syncBuiltinESMExports();
+    }
+    assert.deepEqual(walk(outerRoot), [], 'the refused open removed its marker and the directories it made');
+    const outer = new FileBlob(outerRoot, { sweepOnOpen: false });
+    await outer.set('ata/k', text('outer'));
+    assert.equal(await str(outer, 'ata/k'), 'outer', 'the outer location uses the name the inner one had taken');
+    await outer.close();
+  });
+
+  test('a location opened first inside a later one stays out of its reach: never listed, read, overwritten, removed or swept', async () => {
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+    for (const keepDeleted of [false, true]) {
+      for (const name of innerNames) {
+        const label = `${name.slice(0, 12)}${name.length > 12 ? '...' : ''}, keepDeleted ${keepDeleted}`;
+        const outerRoot = fresh();
+        const innerRoot = join(outerRoot, name);
+        const inner = new FileBlob(innerRoot, { sweepOnOpen: false });
+        const innerKeys = ['k', 'a/b', 'sub/k'];
+        for (const key of innerKeys) await inner.set(key, text(`inner ${key}`));
+        const temp = join(innerRoot, 'dsub', `.pl-tmp.${hostTag}.${dead}.abc`);
+        writeFileSync(temp, 'the inner location sweeps this, not the outer one');
+        const outer = new FileBlob(outerRoot, { keepDeleted, sweepOnOpen: false });
+        await outer.set('own', text('outer'));
+        assert.deepEqual(await keysOf(outer), ['own'], `${label}: the outer location lists only its own key`);
+        for (const prefix of aliasesOf(name)) assert.deepEqual(await keysOf(outer, prefix), [], `${label}: list(${prefix.slice(0, 20)})`);
+        for (const key of aliasesOf(name)) {
+          const got = await outer.get(key).catch((err: unknown) => {
+            assert.ok(err instanceof Determinate, `${label}: get ${key}: ${String(err)}`);
+            return undefined;
+          });
+          assert.equal(got, undefined, `${label}: the outer location reads nothing at ${key.slice(0, 20)}`);
+          await refusedOrDone(() => outer.set(key, text('overwritten')), `${label}: set ${key}`);
+          await refusedOrDone(() => outer.restore(key), `${label}: restore ${key}`);
+          await refusedOrDone(() => outer.delete(key), `${label}: delete ${key}`);
+          await refusedOrDone(() => outer.delete(key), `${label}: delete ${key} again`);
+        }
+        for (const { key } of await listAll(outer)) await outer.delete(key);
+        assert.deepEqual(await outer.sweep(), { tempFiles: 0, directories: 0 }, `${label}: the outer sweep leaves the inner root alone`);
+        assert.ok(existsSync(temp), `${label}: the inner location's temporary file is still there`);
+        assert.ok(lstatSync(join(innerRoot, MARKER)).isFile(), `${label}: the inner root and its marker are still there`);
+        for (const key of innerKeys) assert.equal(await str(inner, key), `inner ${key}`, `${label}: inner key ${key} is intact`);
+        assert.deepEqual(await keysOf(inner), [...innerKeys].sort(), `${label}: the inner location lists exactly its keys`);
+        assert.equal(await inner.get('own'), undefined);
+        await inner.close();
+        await outer.close();
+      }
+    }
+  });
+
+  test('writeOnOpen: false writes nothing on open: a missing root is NotFound, an unmarked root stays unmarked until the first write, no sweep', async () => {
+    const missing = join(fresh(), 'not-there');
+    for (const open of [async () => new FileBlob(missing, { writeOnOpen: false }), () => openBlob(`file://${missing}?writeOnOpen=false`)]) {
+      await assert.rejects(open(), (err: unknown) => err instanceof Determinate && err.code === ErrorCode.NotFound && err.message.includes(missing));
+    }
+    assert.ok(!existsSync(dirname(missing)), 'nothing was created');
+    assert.throws(() => new FileBlob(missing, { writeOnOpen: false, sweepOnOpen: true }), { name: 'Determinate', code: ErrorCode.InvalidArgument });
+
+    const root = fresh();
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
+    mkdirSync(join(root, 'docs'), { recursive: true });
+    writeFileSync(join(root, 'vk'), 'old');
+    writeFileSync(join(root, `.pl-tmp.${hostTag}.${dead}.abc`), 'stale');
+    const before = walk(root);
+    const readers = [new FileBlob(root, { writeOnOpen: false }), (await openBlob(`file://${root}?writeOnOpen=false`)) as FileBlob];
+    for (const r of readers) {
+      assert.deepEqual(await keysOf(r), ['k']);
+      assert.equal(await str(r, 'k'), 'old');
+    }
+    await new Promise((r) => setTimeout(r, 50)); // a background sweep, if one had started, would have run by now
+    assert.deepEqual(walk(root), before, 'nothing was swept');
+    assert.ok(!existsSync(join(root, MARKER)), 'no marker was written');
+    await readers[0]!.set('k', text('new'));
+    assert.ok(existsSync(join(root, MARKER)), 'the first write marked the root');
+    assert.equal(await str(readers[1]!, 'k'), 'new');
+    for (const r of readers) await r.close();
+  });
+});
+
 describe('keepDeleted', () => {
   test('restore brings back the latest deleted value, never clobbers a newer one, and fails NotFound otherwise', async () => {
     const root = fresh();
@@ -239,6 +399,135 @@ describe('keepDeleted', () => {
   });
 });
 
+describe('keepDeleted: deletes racing restores', () => {
+  /** A restore's outcome: `ok`, or `nf` for a Determinate NotFound (anything else fails the test). */
+  const restoreOutcome = (b: Blob, key: string): Promise<string> =>
+    b.restore(key).then(
+      () => 'ok',
+      (err: unknown) => {
+        assert.ok(err instanceof Determinate && err.code === ErrorCode.NotFound, `restore rejected with ${String(err)}`);
+        return 'nf';
+      },
+    );
+  /**
+   * The outcomes of `delete` (of "v2", whose key earlier held "old", deleted and
+   * kept) racing `restore`: delete then restore brings "v2" back, or the restore
+   * rejects NotFound as a backend without restore may; restore then delete finds
+   * "v2" and leaves the key deleted. "old" is never an outcome.
+   */
+  const EXPLAINED = ['ok v2', 'nf undefined', 'ok undefined'];
+
+  test('in one process, every outcome of a delete racing a restore is that of the two in some order', async (t) => {
+    const root = fresh();
+    const a = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const b = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const seen = new Map<string, number>();
+    for (let round = 1; round <= 200; round++) {
+      await a.set('k', text('old'));
+      assert.equal(await a.delete('k'), 3);
+      await a.set('k', text('v2'));
+      // Either call starts first, the other after a pause of up to a few milliseconds
+      // (a delete takes about that long): so the restore lands before, during and after the delete.
+      const ms = [0, 0.5, 1, 2, 4, 8][round % 6]!;
+      const pause = (): Promise<void> => new Promise((r) => (ms === 0 ? setImmediate(r) : setTimeout(r, ms * Math.random())));
+      const [deleted, restored] = await Promise.all(
+        round % 12 < 6 ? [a.delete('k'), pause().then(() => restoreOutcome(b, 'k'))] : [pause().then(() => a.delete('k')), restoreOutcome(b, 'k')],
+      );
+      assert.equal(deleted, 2, `round ${round}: the delete removed "v2"`);
+      const outcome = `${restored} ${await str(a, 'k')}`;
+      assert.ok(EXPLAINED.includes(outcome), `round ${round}: restore ${restored} and the key holds ${outcome.split(' ')[1]}`);
+      seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
+      // In every order the latest delete removed "v2", so that is what a restore brings back.
+      await b.restore('k');
+      assert.equal(await str(a, 'k'), 'v2', `round ${round}: a later restore brings back the latest deleted value`);
+    }
+    t.diagnostic(`outcomes: ${JSON.stringify(Object.fromEntries(seen))}`);
+    await a.close();
+    await b.close();
+  });
+
+  test('in several processes, every outcome of a delete racing a restore is that of the two in some order', async (t) => {
+    const root = fresh();
+    const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+    const child = spawn(process.execPath, [WRITER, root, 'restore', '0'], { stdio: ['pipe', 'pipe', 'pipe'] });
+    let err = '';
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const closed = new Promise<number | null>((r) => child.on('close', (code) => r(code)));
+    const next = lineReader(child.stdout, () => err);
+    const seen = new Map<string, number>();
+    try {
+      assert.equal(await next('the restoring child to start'), 'ready');
+      for (let round = 1; round <= 150; round++) {
+        await keep.set('k', text('old'));
+        assert.equal(await keep.delete('k'), 3);
+        await keep.set('k', text('v2'));
+        // Either call starts first, the other after a pause of up to a few milliseconds.
+        const pause = (): Promise<void> => new Promise((r) => setTimeout(r, Math.random() * 8));
+        const restore = (): Promise<string> => {
+          child.stdin.write('k\n');
+          return next(`the child's restore of round ${round}`);
+        };
+        const [deleted, restored] = await Promise.all(
+          round % 2 === 0 ? [pause().then(() => keep.delete('k')), restore()] : [keep.delete('k'), pause().then(restore)],
+        );
+        assert.equal(deleted, 2, `round ${round}: the delete removed "v2"`);
+        const outcome = `${restored} ${await str(keep, 'k')}`;
+        assert.ok(EXPLAINED.includes(outcome), `round ${round}: the child's restore ${restored} and the key holds ${outcome.split(' ')[1]}`);
+        seen.set(outcome, (seen.get(outcome) ?? 0) + 1);
+        await keep.restore('k');
+        assert.equal(await str(keep, 'k'), 'v2', `round ${round}: a later restore brings back the latest deleted value`);
+      }
+    } finally {
+      child.stdin.end();
+      const code = await Promise.race([closed, new Promise((r) => setTimeout(() => r('timeout'), 10_000))]);
+      if (code === 'timeout') child.kill('SIGKILL');
+      assert.equal(code, 0, `the restoring child exited cleanly (${String(code)}): ${err}`);
+    }
+    t.diagnostic(`outcomes: ${JSON.stringify(Object.fromEntries(seen))}`);
+    await keep.close();
+  });
+
+  test('a crash after any step of a keeping delete leaves a state that some order explains', async () => {
+    // The process "dies" right after its n-th change to the directory: that change is
+    // made, and no later one is.
+    for (let crashAfter = 1; crashAfter <= 6; crashAfter++) {
+      const root = fresh();
+      const keep = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+      await keep.set('k', text('old'));
+      await keep.delete('k');
+      await keep.set('k', text('v2'));
+      const originals = { rename: fsPromises.rename, link: fsPromises.link, unlink: fsPromises.unlink };
+      let changes = 0;
+      const dying = <A extends unknown[]>(real: (...args: A) => Promise<void>) =>
+        async (...args: A): Promise<void> => {
+          if (changes >= crashAfter) throw new Error('simulated crash: the process is gone');
+          await real(...args);
+          if (++changes >= crashAfter) throw new Error('simulated crash: the process is gone');
+        };
+      fsPromises.rename = dying(originals.rename);
+      fsPromises.link = dying(originals.link);
+      fsPromises.unlink = dying(originals.unlink);
+      syncBuiltinESMExports();
+      let completed: number | undefined;
+      try {
+        completed = await keep.delete('k').catch(() => undefined);
+      } finally {
+        Object.assign(fsPromises, originals);
+        syncBuiltinESMExports();
+      }
+      await keep.close();
+      const after = new FileBlob(root, { keepDeleted: true, sweepOnOpen: false });
+      const value = await str(after, 'k');
+      const restored = await restoreOutcome(after, 'k');
+      const outcome = `${restored} ${await str(after, 'k')}`;
+      const label = `crash after change ${crashAfter}${completed === undefined ? '' : ' (the delete had finished)'}`;
+      if (value === 'v2') assert.equal(outcome, 'ok v2', `${label}: the delete did not happen`);
+      else assert.ok(outcome === 'ok v2' || outcome === 'nf undefined', `${label}: restore ${restored}, then the key holds ${outcome.split(' ')[1]} (only "v2" or nothing is explained)`);
+      await after.close();
+    }
+  });
+});
+
 describe('safety', () => {
   test('list never yields a key that the layout would not put where it was found', async () => {
     const root = fresh();
@@ -255,6 +544,21 @@ describe('safety', () => {
   });
 
 
+  test('bytes the caller changes after calling set, while it is in flight, are not what gets stored', async () => {
+    const root = fresh();
+    const b = new FileBlob(root, { sweepOnOpen: false });
+    for (const size of [9, 300 * 1024]) {
+      for (const key of ['flat', `fresh/dir/${size}`]) {
+        const bytes = Buffer.alloc(size, 'a');
+        const setting = b.set(key, bytes);
+        bytes.fill('z');
+        await setting;
+        assert.ok(Buffer.from((await b.get(key))!.toContiguous()).equals(Buffer.alloc(size, 'a')), `${key}, ${size} bytes: the bytes as they were at the call`);
+      }
+    }
+    await b.close();
+  });
+
   test('invalid keys reject InvalidArgument before the root is touched', async () => {
     const root = fresh();
     const b = new FileBlob(root, { sweepOnOpen: false });
@@ -265,7 +569,7 @@ describe('safety', () => {
       }
     }
     await assert.rejects(b.set('../a', 'str' as unknown as Uint8Array), { code: ErrorCode.InvalidArgument });
-    assert.deepEqual(readdirSync(root), [], 'no directory entry was created');
+    assert.deepEqual(walk(root), [], 'no directory entry was created');
     await b.close();
   });
 
@@ -327,7 +631,7 @@ describe('safety', () => {
 describe('temporary files', () => {
   const hostTag = createHash('sha256').update(hostname()).digest('hex').slice(0, 8);
 
-  test('a sweep removes stale temporary files and empty directories, and nothing else', async () => {
+  test('a sweep removes stale temporary files and the directories that removing them emptied, nothing else', async () => {
     const root = fresh();
     const b = new FileBlob(root, { sweepOnOpen: false });
     await b.set('d/k', text('value'));
@@ -336,14 +640,18 @@ describe('temporary files', () => {
     const liveTemp = join(root, `.pl-tmp.${hostTag}.${process.ppid}.abc2`);
     const oldTemp = join(root, 'dd', `.pl-tmp.${hostTag}.${process.ppid}.abc3`);
     const otherHost = join(root, `.pl-tmp.0badc0de.${dead}.abc4`);
-    for (const p of [deadTemp, liveTemp, oldTemp, otherHost]) writeFileSync(p, 'partial');
+    // What a writer killed in fresh directories leaves: its temporary file, alone, two levels down.
+    mkdirSync(join(root, 'dgone', 'dsub'), { recursive: true });
+    const orphan = join(root, 'dgone', 'dsub', `.pl-tmp.${hostTag}.${dead}.abc5`);
+    for (const p of [deadTemp, liveTemp, oldTemp, otherHost, orphan]) writeFileSync(p, 'partial');
     writeFileSync(join(root, 'notes.txt'), 'foreign file');
     mkdirSync(join(root, 'dempty', 'dnested'), { recursive: true });
     assert.deepEqual(await keysOf(b), ['d/k'], 'temporary and foreign files are never listed');
     const report = await b.sweep();
-    assert.deepEqual(report, { tempFiles: 1, directories: 2 }, 'only the dead writer\'s file is stale yet');
+    assert.deepEqual(report, { tempFiles: 2, directories: 2 }, "only the dead writer's files are stale yet; only dgone/dsub and dgone were emptied by the sweep");
     const temps = [`.pl-tmp.0badc0de.${dead}.abc4`, `.pl-tmp.${hostTag}.${process.ppid}.abc2`, `dd/.pl-tmp.${hostTag}.${process.ppid}.abc3`];
-    assert.deepEqual(walk(root).sort(), [...temps, 'dd/', 'dd/vk', 'notes.txt'].sort());
+    const kept = ['dd/', 'dd/vk', 'dempty/', 'dempty/dnested/', 'notes.txt'];
+    assert.deepEqual(walk(root).sort(), [...temps, ...kept].sort(), 'directories that were empty before the sweep stay');
     await b.close();
     // Past staleTempMs every temporary file is stale, whoever wrote it. (The file
     // times are coarse: wait until the clock has surely moved past them.)
@@ -351,9 +659,38 @@ describe('temporary files', () => {
     while (Date.now() <= changed + 20) await new Promise((r) => setTimeout(r, 10));
     const strict = new FileBlob(root, { sweepOnOpen: false, staleTempMs: 0 });
     assert.deepEqual(await strict.sweep(), { tempFiles: 3, directories: 0 });
-    assert.deepEqual(walk(root).sort(), ['dd/', 'dd/vk', 'notes.txt'].sort());
+    assert.deepEqual(walk(root).sort(), kept);
     assert.equal(await str(strict, 'd/k'), 'value');
     await strict.close();
+  });
+
+  test('opening, sweeping and listing never remove a directory they did not empty themselves (docs/, config/)', async () => {
+    const root = fresh();
+    const dirs = ['cache/', 'config/', 'data/', 'data/deep/', 'docs/', 'dx/', 'dx/dy/'];
+    for (const d of dirs) mkdirSync(join(root, d), { recursive: true });
+    const b = new FileBlob(root); // sweeps in the background
+    assert.deepEqual(await b.sweep(), { tempFiles: 0, directories: 0 }, 'after the background sweep, another one');
+    assert.deepEqual(await keysOf(b), []);
+    await b.close();
+    const viaUri = (await openBlob(`file://${root}`)) as FileBlob;
+    assert.deepEqual(await keysOf(viaUri, 'ocs'), []);
+    await viaUri.sweep();
+    await viaUri.close();
+    assert.deepEqual(walk(root), dirs, 'every directory is still there');
+  });
+
+  test('the sweep removes only files whose whole name is one that FileBlob generates', async () => {
+    const root = fresh();
+    mkdirSync(join(root, 'dd'), { recursive: true });
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const foreign = ['.pl-tmp.notes', `.pl-tmp.${hostTag}.${dead}.abc.bak`, `.pl-tmp.${hostTag}.x.abc`, 'dd/.pl-tmp.', `dd/.pl-tmp.${hostTag}.${dead}.ABC`];
+    for (const f of foreign) writeFileSync(join(root, f), 'not ours');
+    const changed = Math.max(...foreign.map((f) => lstatSync(join(root, f)).ctimeMs));
+    while (Date.now() <= changed + 20) await new Promise((r) => setTimeout(r, 10));
+    const b = new FileBlob(root, { sweepOnOpen: false, staleTempMs: 0 });
+    assert.deepEqual(await b.sweep(), { tempFiles: 0, directories: 0 });
+    assert.deepEqual(walk(root).sort(), ['dd/', ...foreign].sort());
+    await b.close();
   });
 
   test('a value being deleted (renamed to a temporary name, so with an old mtime) is not swept while its writer lives', async () => {
@@ -378,8 +715,8 @@ describe('temporary files', () => {
     const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
     writeFileSync(join(root, `.pl-tmp.${hostTag}.${dead}.z`), 'partial');
     const b = new FileBlob(root);
-    for (let i = 0; i < 200 && readdirSync(root).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
-    assert.deepEqual(readdirSync(root), []);
+    for (let i = 0; i < 200 && walk(root).length > 0; i++) await new Promise((r) => setTimeout(r, 50));
+    assert.deepEqual(walk(root), [], 'the background sweep removed the dead writer\'s temporary file');
     await b.close();
   });
 });
@@ -667,6 +1004,31 @@ describe('crash safety', () => {
   });
 });
 
+
+/** Reads `stream` line by line: each call resolves with the next line, or rejects after 10 s naming what it waited for. */
+function lineReader(stream: NodeJS.ReadableStream, stderr: () => string): (what: string) => Promise<string> {
+  const lines: string[] = [];
+  let buffered = '';
+  let wake: (() => void) | undefined;
+  stream.on('data', (d: Buffer) => {
+    buffered += d.toString();
+    const parts = buffered.split('\n');
+    buffered = parts.pop()!;
+    lines.push(...parts);
+    wake?.();
+  });
+  return async (what) => {
+    const deadline = Date.now() + 10_000;
+    while (lines.length === 0) {
+      if (Date.now() > deadline) throw new Error(`no line from the child within 10 s: waited for ${what}; its stderr: ${stderr()}`);
+      await new Promise<void>((r) => {
+        wake = r;
+        setTimeout(r, 100);
+      });
+    }
+    return lines.shift()!;
+  };
+}
 
 function run(file: string, args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
   return new Promise((resolve) => {

@@ -19,6 +19,7 @@
  * | `d<chunk>`      | directory: keys that continue with this chunk followed by `/`     |
  * | `c<chunk>`      | directory: keys whose segment continues past this (full) chunk    |
  * | `.pl-tmp.*`     | file: a write or delete in progress (see {@link tempName})        |
+ * | `.pl-root`      | file, only directly in a root: marks the directory as a location's root (see {@link ROOT_MARKER}) |
  *
  * So `foo/bar/k0` is `<root>/dfoo/dbar/vk0`, `Dir/` is `<root>/d%44ir/v`, and the
  * keys `dir` and `dir/child` live side by side as `vdir` and `ddir/vchild`. No name
@@ -39,6 +40,14 @@ import { percentEscaper, percentUnescape } from '../escape.js';
 
 /** Longest chunk: a 255-byte file name minus the one-character marker. */
 export const MAX_CHUNK = 254;
+
+/**
+ * The root marker: every root holds a file of this name, and no other directory the
+ * layout makes ever does (no escaped name starts with `.`, and it is not a temporary
+ * name). A directory met inside a root that holds one is therefore another
+ * location's root, never one of this location's directories.
+ */
+export const ROOT_MARKER = '.pl-root';
 
 export const VALUE = 'v';
 export const DELETED = 'x';
@@ -166,7 +175,10 @@ export function tempName(): string {
   return `${TEMP_PREFIX}${HOST_TAG}.${process.pid}.${PROCESS_TAG}${counter.toString(36)}`;
 }
 
-/** The writer of a temporary file, or undefined if the name is not one of ours. */
+/**
+ * The writer of a temporary file, or undefined if the name is not exactly one that
+ * {@link tempName} produces (whatever else starts with the prefix is not ours).
+ */
 export function tempOwner(name: string): { host: string; pid: number; thisHost: boolean } | undefined {
   if (!name.startsWith(TEMP_PREFIX)) return undefined;
   const m = /^([0-9a-f]{8})\.([0-9]+)\.[0-9a-z]+$/.exec(name.slice(TEMP_PREFIX.length));
