@@ -13,6 +13,7 @@ import {
   MemBlob,
   MemConsensus,
   SegmentedBytes,
+  SeqNo,
   type Blob,
   type Consensus,
 } from 'persist-location';
@@ -50,6 +51,36 @@ function brokenBlob(patch: (inner: Blob) => Partial<Blob>, share = true): (path:
       [Symbol.asyncDispose]: () => inner.close(),
     };
     return { ...base, ...patch(inner) };
+  };
+}
+
+/** A SeqNo whose value can be overwritten, as a careless backend's own objects could be. */
+function mutableSeqNo(value: bigint): SeqNo {
+  return Object.create(SeqNo.prototype, { value: { value, writable: true, enumerable: true } }) as SeqNo;
+}
+
+/**
+ * MemBlob locations where `a/b` is not a location of its own but the keys under `b/` of
+ * location `a`: the way an encoding that is not prefix-free shares objects.
+ */
+function aliasingBlob(): (path: string) => Promise<Blob> {
+  const run = randomUUID();
+  return async (path) => {
+    const [top, ...rest] = path.split('/');
+    const inner = new MemBlob({ name: `${run}/${top}` });
+    if (rest.length === 0) return inner;
+    const under = `${rest.join('/')}/`;
+    return {
+      get: (k, o) => inner.get(under + k, o),
+      set: (k, v, o) => inner.set(under + k, v, o),
+      delete: (k, o) => inner.delete(under + k, o),
+      restore: (k, o) => inner.restore(under + k, o),
+      list: async function* (p = '', o) {
+        for await (const m of inner.list(under + p, o)) yield { ...m, key: m.key.slice(under.length) };
+      },
+      close: () => inner.close(),
+      [Symbol.asyncDispose]: () => inner.close(),
+    };
   };
 }
 
@@ -108,6 +139,24 @@ describe('consensusImplTest fails stores that break SPEC', () => {
         truncate: async (k, s, o) => (cache.delete(k), c.truncate(k, s, o)),
       };
     }, 'isolation: mutating a returned array does not change the stored value'],
+    ['CaS reads its argument after the call returns', (c) => ({
+      compareAndSet: async (k, e, n, o) => {
+        await new Promise((resolve) => setImmediate(resolve));
+        return c.compareAndSet(k, e, n, o);
+      },
+    }), "isolation: changing the caller's bytes or version object while CaS is in flight"],
+    ['head hands out one mutable seqno object per key', (c) => {
+      const handedOut = new Map<string, SeqNo>();
+      return {
+        head: async (k, o) => {
+          const head = await c.head(k, o);
+          if (head === undefined || typeof k !== 'string') return head;
+          const mine = handedOut.get(k);
+          if (mine === undefined || mine.value < head.seqno.value) handedOut.set(k, mutableSeqNo(head.seqno.value));
+          return { seqno: handedOut.get(k)!, data: head.data };
+        },
+      };
+    }, "seqno isolation: changing a returned head's seqno does not change the stored head"],
   ];
   for (const [name, patch, expectation] of cases) {
     test(name, () => failsWith(consensusImplTest(brokenConsensus(patch)), expectation));
@@ -149,10 +198,19 @@ describe('blobImplTest fails stores that break SPEC', () => {
         yield* b.list(lower(p), o);
       },
     }), 'hostile key "Case" reads back its own value'],
+    ['set reads the caller\'s array after the call returns', (b) => ({
+      set: async (k, v, o) => {
+        await new Promise((resolve) => setImmediate(resolve));
+        return b.set(k, v, o);
+      },
+    }), "mutating the caller's array while set is in flight does not change the stored value"],
   ];
   for (const [name, patch, expectation, share] of cases) {
     test(name, () => failsWith(blobImplTest(brokenBlob(patch, share ?? true), { largeValueBytes: 2 << 20 }), expectation));
   }
+
+  test('a nested location that is a key prefix of its parent fails the nesting check', () =>
+    failsWith(blobImplTest(aliasingBlob(), { largeValueBytes: 2 << 20 }), 'nesting (data, outer opened first): the outer location lists only its own key'));
 
   test('the same harness without a patch passes', () => blobImplTest(brokenBlob(() => ({})), { largeValueBytes: 2 << 20 }));
 });

@@ -58,6 +58,7 @@ export async function blobImplTest(open: (path: string) => Promise<Blob>, option
     await Promise.all([a.close(), b.close(), other.close()]);
     await a.close(); // idempotent
   }
+  await nesting(open);
   // 8
   const later = await open('path0');
   try {
@@ -198,10 +199,15 @@ async function values(a: Blob, b: Blob, largeBytes: number): Promise<void> {
   const returned = (await a.get('isolated'))!.toContiguous();
   returned.fill(1);
   expectEqual(await read(b, 'isolated'), 'original', 'mutating a returned array does not change the stored value');
+  const inFlight = Buffer.from('in flight');
+  const setting = a.set('in-flight', inFlight);
+  inFlight.fill(0);
+  await setting;
+  expectEqual(await read(b, 'in-flight'), 'in flight', "mutating the caller's array while set is in flight does not change the stored value");
   const sub = Buffer.from('xxsubarrayxx').subarray(2, 10);
   await a.set('sub', new Uint8Array(sub.buffer, sub.byteOffset, sub.byteLength));
   expectEqual(await read(b, 'sub'), 'subarray', 'only the bytes of a subarray are stored');
-  for (const k of ['all-bytes', 'isolated', 'sub']) await a.delete(k);
+  for (const k of ['all-bytes', 'isolated', 'in-flight', 'sub']) await a.delete(k);
 }
 
 async function hostile(a: Blob, b: Blob, maxKeyBytes: number): Promise<void> {
@@ -221,4 +227,83 @@ async function hostile(a: Blob, b: Blob, maxKeyBytes: number): Promise<void> {
     expectEqual(await b.delete(key), Buffer.byteLength(`value-${i}`), `hostile key ${JSON.stringify(key)} deletes with its size`);
   }
   expectEqual((await listedKeys(a)).filter((k) => !before.has(k)), [], 'every hostile key is gone after delete');
+}
+
+/**
+ * Inner path names that an encoding of keys into names could produce: a layout's own
+ * prefixes (`d`, `v`, `c`, `x`), a name long enough to be a chunk boundary, a dot name.
+ */
+const NESTED_NAMES = ['data', 'dfoo', 'vk', 'x'.repeat(200), '.hidden', 'k'];
+
+/**
+ * Locations nested by path (`nest` and `nest/data`) are as independent as any two:
+ * neither lists, reads, overwrites or deletes the other's values, whichever was opened
+ * first. A backend may instead refuse, Determinate at open, a location that lies inside
+ * or around another one, and refuse (Determinate) an operation that would reach into
+ * another location; both keep the other's data untouched.
+ */
+async function nesting(open: (path: string) => Promise<Blob>): Promise<void> {
+  for (const [i, name] of NESTED_NAMES.entries()) {
+    const label = name.length > 20 ? `${name.slice(0, 8)}... (${name.length} characters)` : name;
+    for (const innerFirst of [false, true]) {
+      const outerPath = `nest${i}${innerFirst ? 'b' : 'a'}`;
+      const innerPath = `${outerPath}/${name}`;
+      const first = await openNested(open, innerFirst ? innerPath : outerPath, label);
+      const second = first && (await openNested(open, innerFirst ? outerPath : innerPath, label));
+      try {
+        if (first === undefined || second === undefined) continue;
+        const [outer, inner] = innerFirst ? [second, first] : [first, second];
+        await isolatedNesting(outer, inner, name, `${label}, ${innerFirst ? 'inner' : 'outer'} opened first`);
+      } finally {
+        await Promise.all([first?.close(), second?.close()]);
+      }
+    }
+  }
+}
+
+async function openNested(open: (path: string) => Promise<Blob>, path: string, label: string): Promise<Blob | undefined> {
+  try {
+    return await open(path);
+  } catch (err) {
+    expect(err instanceof ExternalError && err.determinate, `nesting (${label}): opening ${path} succeeds or rejects Determinate (got ${String(err)})`);
+    return undefined;
+  }
+}
+
+async function isolatedNesting(outer: Blob, inner: Blob, name: string, label: string): Promise<void> {
+  const innerKeys = [...new Set(['k', 'a/b', name, `${name}/k`])];
+  await outer.set('own', text('outer'));
+  for (const key of innerKeys) await inner.set(key, text(`inner ${key}`));
+  expectEqual(await listedKeys(outer), ['own'], `nesting (${label}): the outer location lists only its own key`);
+  expectEqual(await listedKeys(inner), [...innerKeys].sort(), `nesting (${label}): the inner location lists only its own keys`);
+  // Names the outer location would give the inner one's values if the two shared objects.
+  const aliases = new Set([...innerKeys, 'own'].flatMap((k) => [`${name}/${k}`, `${name.slice(1)}/${k}`, `${name}${k}`, `${name.slice(1)}${k}`]));
+  aliases.delete('own');
+  for (const key of aliases) {
+    const got = await refusedOr(() => outer.get(key), undefined, label);
+    expectEqual(got, undefined, `nesting (${label}): the outer location reads nothing at ${JSON.stringify(key.slice(0, 40))}`);
+  }
+  for (const key of aliases) await refusedOr(() => outer.set(key, text('overwritten')), undefined, label);
+  for (const key of aliases) await refusedOr(() => outer.delete(key), undefined, label);
+  for (const key of innerKeys) {
+    expectEqual(await read(inner, key), `inner ${key}`, `nesting (${label}): the outer location's writes and deletes leave the inner key ${JSON.stringify(key)} intact`);
+  }
+  expectEqual(await read(inner, 'own'), undefined, `nesting (${label}): the inner location does not see the outer's key`);
+  expectEqual(await listedKeys(inner), [...innerKeys].sort(), `nesting (${label}): the inner location still lists exactly its own keys`);
+  await inner.set('later', text('after'));
+  expectEqual(await read(inner, 'later'), 'after', `nesting (${label}): the inner location still takes writes`);
+  for (const { key } of await listed(outer)) await outer.delete(key);
+  expectEqual(await read(inner, 'k'), 'inner k', `nesting (${label}): emptying the outer location leaves the inner one intact`);
+  for (const { key } of await listed(inner)) await inner.delete(key);
+  expectEqual(await listedKeys(inner), [], `nesting (${label}): the inner location empties`);
+}
+
+/** Runs `op`; a Determinate rejection (the backend refusing to reach into another location) yields `fallback`. */
+async function refusedOr<T>(op: () => Promise<T>, fallback: T, label: string): Promise<T> {
+  try {
+    return await op();
+  } catch (err) {
+    expect(err instanceof ExternalError && err.determinate, `nesting (${label}): an operation near another location succeeds or rejects Determinate (got ${String(err)})`);
+    return fallback;
+  }
 }

@@ -197,9 +197,45 @@ async function byteIsolation(c: Consensus): Promise<void> {
   const [scanned] = await c.scan(k, SeqNo.minimum(), 1);
   scanned!.data.fill(2);
   expectEqual(show(await c.head(k)), s(1, 'original'), 'isolation: mutating a scanned array does not change the stored value');
+  const inFlight = Buffer.from('in flight');
+  const next: { seqno: SeqNo; data: Uint8Array } = { seqno: new SeqNo(1), data: inFlight };
+  const committing = c.compareAndSet(`${k}-in-flight`, undefined, next);
+  inFlight.fill(0);
+  next.seqno = new SeqNo(9);
+  next.data = Buffer.from('replaced');
+  expectEqual(await committing, CaSResult.Committed, 'isolation: a CaS whose argument the caller changes while it is in flight commits');
+  expectEqual(show(await c.head(`${k}-in-flight`)), s(1, 'in flight'), "isolation: changing the caller's bytes or version object while CaS is in flight does not change what it stores");
+  await seqnoIsolation(c, `${k}-seqno`);
   const sub = new Uint8Array(Buffer.from('xxsubarrayxx')).subarray(2, 10);
   expectEqual(await c.compareAndSet(k, new SeqNo(1), { seqno: new SeqNo(2), data: sub }), CaSResult.Committed, 'isolation: a subarray value commits');
   expectEqual(show(await c.head(k)), s(2, 'subarray'), 'isolation: only the bytes of the subarray are stored');
+}
+
+/** Tries to overwrite a seqno's value; a frozen SeqNo refuses, which is the point. */
+function tamper(seqno: SeqNo, value: bigint): void {
+  try {
+    (seqno as { value: bigint }).value = value;
+  } catch {
+    // immutable: nothing changed
+  }
+}
+
+/** Neither the caller's seqno objects nor the ones a backend hands out are the stored state. */
+async function seqnoIsolation(c: Consensus, k: string): Promise<void> {
+  const five = new SeqNo(5);
+  expectEqual(await c.compareAndSet(k, undefined, { seqno: five, data: Buffer.from('x') }), CaSResult.Committed, 'seqno isolation: CaS commits v5');
+  tamper(five, 77n);
+  expectEqual(show(await c.head(k)), s(5, 'x'), "seqno isolation: changing the caller's seqno after CaS does not change the stored head");
+  const head = await c.head(k);
+  tamper(head!.seqno, 66n);
+  expectEqual(show(await c.head(k)), s(5, 'x'), "seqno isolation: changing a returned head's seqno does not change the stored head");
+  const [scanned] = await c.scan(k, SeqNo.minimum(), 1);
+  tamper(scanned!.seqno, 55n);
+  expectEqual(showAll(await c.scan(k, SeqNo.minimum(), SCAN_ALL)), [s(5, 'x')], "seqno isolation: changing a scanned seqno does not change the stored versions");
+  const expected = new SeqNo(5);
+  const committing = c.compareAndSet(k, expected, { seqno: new SeqNo(6), data: Buffer.from('y') });
+  tamper(expected, 1n);
+  expectEqual(await committing, CaSResult.Committed, 'seqno isolation: changing the expected seqno while CaS is in flight does not change what it compares');
 }
 
 async function hostile(c: Consensus): Promise<void> {
