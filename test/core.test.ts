@@ -52,6 +52,38 @@ describe('SeqNo', () => {
     assert.deepEqual(sorted, ['v2', 'v10', `v${1n << 60n}`]);
     assert.deepStrictEqual(new SeqNo(7), new SeqNo(7n));
   });
+
+  test('is immutable at run time, not only to TypeScript', () => {
+    const s = new SeqNo(5);
+    const writable = s as { value: bigint };
+    assert.throws(() => (writable.value = 6n), TypeError);
+    assert.throws(() => Object.defineProperty(s, 'value', { value: 6n }), TypeError);
+    assert.throws(() => Object.assign(s, { extra: 1 }), TypeError);
+    assert.equal(s.value, 5n);
+    assert.deepStrictEqual(s, new SeqNo(5n), 'frozen or not, equal seqnos are deepStrictEqual');
+    assert.notDeepStrictEqual(s, new SeqNo(6));
+    assert.deepStrictEqual(SeqNo.parse('v5'), s);
+    assert.deepStrictEqual(s.next(), new SeqNo(6));
+  });
+
+  test('subclasses can add fields, but not change the value', () => {
+    class Tagged extends SeqNo {
+      readonly tag = 'mine';
+    }
+    const t = new Tagged(7);
+    assert.equal(t.tag, 'mine');
+    assert.equal(t.value, 7n);
+    assert.ok(t.equals(new SeqNo(7)));
+    assert.equal(String(t.next()), 'v8');
+    assert.throws(() => ((t as { value: bigint }).value = 8n), TypeError);
+    class Shadowing extends SeqNo {
+      constructor(v: bigint) {
+        super(v);
+        Object.defineProperty(this, 'value', { value: 0n });
+      }
+    }
+    assert.throws(() => new Shadowing(3n), TypeError);
+  });
 });
 
 describe('errors', () => {
