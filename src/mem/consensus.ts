@@ -3,6 +3,7 @@ import { CaSResult, type VersionedData } from '../consensus.js';
 import { Determinate, ErrorCode } from '../errors.js';
 import { SeqNo } from '../seqno.js';
 import { copyBytes } from '../bytes.js';
+import { redactUri } from '../uri.js';
 
 /** The versions of every key of one in-memory location, each list ascending. */
 type State = Map<string, VersionedData[]>;
@@ -41,7 +42,8 @@ export class MemConsensus extends ConsensusBase {
       if (state === undefined) named.set(name, (state = new Map()));
       this.#state = state;
     }
-    this.description = `MemConsensus(${name === undefined ? '<private>' : `mem://${name}`})`;
+    // A name opened from a URI holds its authority, which may hold a password.
+    this.description = `MemConsensus(${name === undefined ? '<private>' : redactUri(`mem://${name}`)})`;
   }
 
   protected async *_listKeys(): AsyncIterable<string> {
