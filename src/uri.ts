@@ -147,7 +147,10 @@ function* rawParams(uri: string): Generator<{ name: string; value: string; at: n
 /**
  * The URI with its password (and the values of secret-looking query parameters, and
  * the passwords of URLs inside parameter values) replaced by `***`, for messages and
- * logs. See {@link passwordSpan} for how the password is found.
+ * logs. The password runs from the first ':' after `scheme://` to the last '@' of
+ * the URI, whatever it holds; so in `postgres://h:5432/db?app=me@x`, which has no
+ * password, `5432/db?app=me` is hidden too: with a raw '/' in a password the two
+ * cannot be told apart, and hiding too much is the safe side.
  */
 export function redactUri(uri: string): string {
   const text = String(uri);
