@@ -4,13 +4,19 @@
  * SeqNos order the versions of one Consensus key. Two SeqNos with the same value
  * are interchangeable (and `assert.deepStrictEqual`), so the class holds nothing
  * but its value.
+ *
+ * A SeqNo is immutable at run time, not only to TypeScript: stores hand out the
+ * SeqNos of their versions and may keep the ones passed to them, so a write to
+ * `value` must not be able to rewrite a stored head. `value` is a read-only,
+ * non-configurable property, and a plain SeqNo is frozen. (An instance of a
+ * subclass is left extensible, so the subclass can add its own fields.)
  */
 export class SeqNo {
   /** The largest value a SeqNo can hold, 2^64 - 1. */
   static readonly MAX_VALUE = (1n << 64n) - 1n;
 
   /** The exact value, in [0, 2^64 - 1]. */
-  readonly value: bigint;
+  declare readonly value: bigint;
 
   /** @throws RangeError outside [0, 2^64 - 1] or for a non-integer. */
   constructor(v: bigint | number) {
@@ -25,7 +31,10 @@ export class SeqNo {
     if (value < 0n || value > SeqNo.MAX_VALUE) {
       throw new RangeError(`invalid SeqNo ${value}: outside [0, 2^64-1]`);
     }
-    this.value = value;
+    Object.defineProperty(this, 'value', { value, enumerable: true, writable: false, configurable: false });
+    // A subclass's fields are defined after this constructor returns: freezing one here
+    // would make its constructor throw.
+    if (new.target === SeqNo) Object.freeze(this);
   }
 
   /** The smallest SeqNo, 0. */

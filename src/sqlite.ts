@@ -34,7 +34,11 @@
  * (bench/results/sqlite.md); it also keeps a slow disk's fsync off the event loop
  * by construction, which decided the default. `worker: false` runs everything on
  * the calling thread with one connection: no thread per handle, but the event
- * loop waits for every batch's fsync.
+ * loop waits for every batch's fsync. The worker starts without the application's
+ * Node options (loaders such as tsx, `--input-type`, ...: it runs compiled
+ * JavaScript and needs none of them), so a program run as `node --input-type=module
+ * -e ...` or under `--import`/`--require` hooks opens `sqlite:` like any other; see
+ * src/sqlite/worker-options.ts for what it keeps.
  *
  * Errors (the one mapping is {@link sqliteError} in src/sqlite/errors.ts, where the
  * full table and its proof live). Nothing is durable before COMMIT is issued, so:

@@ -15,7 +15,9 @@ import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
 import { startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { ListObjectsV2Command, S3Client } from '@aws-sdk/client-s3';
 import { BlobServiceClient } from '@azure/storage-blob';
-import { Progress, secretsOf, scrub, showData, showKey } from '../src/cli/output.js';
+import { Progress, envSecrets, secretsOf, showData, showKey } from '../src/cli/output.js';
+import { FORMS, HOSTILE_PASSWORDS, assertNoPassword } from './fixtures/cli-passwords.js';
+import { scrub } from '../src/uri.js';
 import { Gate } from '../src/cli/gate.js';
 import { freePort } from './servers/ports.js';
 import type { Consensus } from 'persist-location';
@@ -92,6 +94,26 @@ describe('scratch locations', () => {
     assert.equal(deriveScratch('postgresql://h/app', id).uri, 'postgresql://h/app?schema=consensus_check_abc123');
   });
 
+  test('a scratch location is printed without the password, whatever the password holds', () => {
+    for (const password of HOSTILE_PASSWORDS) {
+      for (const [form, typed] of Object.entries(FORMS)) {
+        if (form === 'raw' && password.includes('#')) continue; // a fragment: refused before any derivation
+        const what = `${form} ${JSON.stringify(password)}`;
+        for (const uri of [`postgres://u:${typed(password)}@db:5432/app?sslmode=disable`, `mem://u:${typed(password)}@h/x`, `etcd://u:${typed(password)}@h:2379/app`]) {
+          const s = deriveScratch(uri, id);
+          const child = s.child('suite1');
+          for (const shown of [s.display, s.show(s.uri), s.show(child)]) {
+            assertNoPassword(shown, password, `${what} ${uri}`);
+            assert.match(shown, /^[a-z]+:\/\/u:\*\*\*@/, `${what}: ${shown}`);
+          }
+        }
+      }
+    }
+    // The parameters are edited as text: a raw '@' of the password stays one, so the
+    // scratch URI is redacted (and its messages kept short of the password) like the user's.
+    assert.equal(deriveScratch('postgres://u:p?w@db/app?sslmode=disable', id).uri, 'postgres://u:p?w@db/app?sslmode=disable&schema=consensus_check_abc123');
+  });
+
   test('etcd, s3, azure: a different prefix beside the user one; mem: a different name', () => {
     assert.equal(deriveScratch('etcd://h1:2379,h2:2379/app', id).uri, 'etcd://h1:2379,h2:2379/app.check-abc123/');
     assert.equal(deriveScratch('etcd://h1:2379', id).uri, 'etcd://h1:2379/persist-location-check-abc123/');
@@ -132,6 +154,21 @@ describe('helpers', () => {
     const secrets = secretsOf(['postgres://u:p%40ss@h/db', 's3://b?endpoint=x&secretKey=abcdef', undefined]);
     assert.ok(secrets.includes('p%40ss') && secrets.includes('p@ss') && secrets.includes('abcdef'));
     assert.equal(scrub('password p@ss and abcdef', secrets), 'password *** and ***');
+    // A raw '/', '?' or '#' does not end the password; a driver may print it re-encoded.
+    const hostile = secretsOf(['postgres://u:a/b?c#d e@h/db']);
+    assert.equal(scrub('a/b?c#d e, a%2Fb%3Fc%23d%20e, a%2Fb%3Fc%23d+e, "a/b?c#d e"', hostile), '***, ***, ***, "***"');
+  });
+
+  test('secrets are found in the environment: secret-looking variables, connection strings, location URIs', () => {
+    const secrets = envSecrets({
+      AZURE_STORAGE_CONNECTION_STRING: 'DefaultEndpointsProtocol=http;AccountName=dev;AccountKey=Azure+Key/1==;BlobEndpoint=http://h:1/dev',
+      AWS_SECRET_ACCESS_KEY: 'aws-secret-1',
+      PGPASSWORD: 'pg-pass-1',
+      PERSIST_CONSENSUS: 'postgres://u:env-pass-1@h/db',
+      HOME: '/home/u',
+    });
+    for (const s of ['Azure+Key/1==', 'aws-secret-1', 'pg-pass-1', 'env-pass-1']) assert.ok(secrets.includes(s), s);
+    assert.ok(!secrets.includes('/home/u'));
   });
 
   test('the check report shows failures with their details and counts', () => {
@@ -576,6 +613,99 @@ describe('persist-location (spawned)', () => {
   });
 });
 
+describe('a password is never printed, whatever it holds (spawned)', () => {
+  let cwd: string;
+  let port: number;
+  before(async () => {
+    cwd = freshDir();
+    port = await freePort(); // nothing listens: every connection is refused at once
+  });
+
+  const CHILD_TIMEOUT_MS = 60_000;
+  /** Runs the CLI without blocking, so that a few runs share the time (each bounded). */
+  function cliAsync(args: string[], env: Record<string, string> = {}): Promise<Ran> {
+    return new Promise((resolve, reject) => {
+      const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, NO_COLOR: '1', ...env }, stdio: ['ignore', 'pipe', 'pipe'] });
+      const out: Buffer[] = [];
+      const err: Buffer[] = [];
+      child.stdout.on('data', (chunk: Buffer) => out.push(chunk));
+      child.stderr.on('data', (chunk: Buffer) => err.push(chunk));
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        reject(new Error(`persist-location ${args.join(' ')} did not exit within ${CHILD_TIMEOUT_MS} ms`));
+      }, CHILD_TIMEOUT_MS);
+      child.on('error', (e) => {
+        clearTimeout(timer);
+        reject(e);
+      });
+      child.on('close', (status) => {
+        clearTimeout(timer);
+        const stdout = Buffer.concat(out);
+        resolve({ status, stdout, out: stdout.toString('utf8'), err: Buffer.concat(err).toString('utf8') });
+      });
+    });
+  }
+
+  interface Run {
+    name: string;
+    args(typed: string): string[];
+    /** What a run that got as far as it should shows, when the password was typed percent-encoded. */
+    reached: RegExp;
+    /** Whether it fails even with an encoded password (an unreachable server, a bad argument). */
+    fails: boolean;
+  }
+  const mem = (typed: string, what: string) => `mem://u:${typed}@h/${what}`;
+  const pg = (typed: string) => `postgres://u:${typed}@127.0.0.1:${port}/db?connectTimeoutMs=2000`;
+  const small = ['--clients', '2', '--keys', '2'];
+  const runs: Run[] = [
+    { name: 'check report', args: (t) => ['check', '--ops', '100', ...small, '--consensus', mem(t, 'c'), '--blob', mem(t, 'b')], reached: /All 5 checks passed/, fails: false },
+    { name: 'check --json -v', args: (t) => ['check', '--ops', '100', ...small, '--json', '-v', '--consensus', mem(t, 'c'), '--blob', mem(t, 'b')], reached: /"scratch": "mem:\/\/u:\*\*\*@h\/b\.check-/, fails: false },
+    { name: 'bench report', args: (t) => ['bench', '--duration', '100ms', ...small, '--consensus', mem(t, 'c')], reached: /scratch +mem:\/\/u:\*\*\*@h\/c\.check-/, fails: false },
+    { name: 'bench --json', args: (t) => ['bench', '--target', 'blob', '--duration', '100ms', ...small, '--json', '--blob', mem(t, 'b')], reached: /"location": "mem:\/\/u:\*\*\*@h\/b"/, fails: false },
+    { name: 'a driver error with its causes (-v)', args: (t) => ['consensus', 'list', '-v', '--consensus', pg(t)], reached: /ECONNREFUSED/, fails: true },
+    { name: 'check against an unreachable server (--json -v)', args: (t) => ['check', '--only', 'consensus', '--json', '-v', '--consensus', pg(t)], reached: /FAIL|"status": "fail"/, fails: true },
+    { name: 'a URI typed without --consensus', args: (t) => ['consensus', 'list', pg(t)], reached: /unexpected argument 'postgres:\/\/u:\*\*\*@127/, fails: true },
+    { name: 'an unknown parameter', args: (t) => ['consensus', 'head', 'k', '-v', `--consensus=${pg(t)}&bogus=1`], reached: /unknown parameter 'bogus'/, fails: true },
+    { name: 'a password parameter', args: (t) => ['consensus', 'list', '-v', '--consensus', `postgres://u@127.0.0.1:${port}/db?connectTimeoutMs=2000&password=${t}`], reached: /ECONNREFUSED/, fails: true },
+  ];
+  for (const run of runs) {
+    test(run.name, async () => {
+      const jobs = HOSTILE_PASSWORDS.flatMap((password) => Object.entries(FORMS).map(([form, typed]) => ({ password, form, typed: typed(password) })));
+      const failures: string[] = [];
+      // Two at a time: the machine is shared, and each run takes well under a second.
+      for (let i = 0; i < jobs.length; i += 2) {
+        await Promise.all(
+          jobs.slice(i, i + 2).map(async ({ password, form, typed }) => {
+            const args = run.args(typed);
+            const r = await cliAsync(args);
+            const what = `${form} ${JSON.stringify(password)}: persist-location ${args.join(' ')} (exit ${r.status})`;
+            try {
+              assertNoPassword(r.out + r.err, password, what);
+              if (form === 'encoded') {
+                assert.equal(r.status === 0, !run.fails, `${what}\n${r.out}${r.err}`);
+                assert.match(r.out + r.err, run.reached, `${what}\n${r.out}${r.err}`);
+              }
+            } catch (err) {
+              failures.push((err as Error).message);
+            }
+          }),
+        );
+      }
+      assert.deepEqual(failures, []);
+    });
+  }
+
+  test('secrets of the environment are scrubbed from what is printed', async () => {
+    const key = 'Zq+AccountKey/k9==';
+    const env = { AZURE_STORAGE_CONNECTION_STRING: `DefaultEndpointsProtocol=http;AccountName=dev;AccountKey=${key};BlobEndpoint=http://127.0.0.1:${port}/dev`, PGPASSWORD: 'Zq-pg-k9' };
+    // Typed by mistake as an argument, and echoed back as unexpected.
+    const r = await cliAsync(['consensus', 'list', key, 'Zq-pg-k9'], env);
+    assert.equal(r.status, 64, r.err);
+    assert.match(r.err, /unexpected argument '\*\*\*'/);
+    assert.doesNotMatch(r.out + r.err, /Zq/);
+  });
+});
+
 /** What `check --json` says about the runs and the cleanup, for the tests below. */
 interface CheckJson {
   ok: boolean;
@@ -590,7 +720,7 @@ function passedCheck(r: Ran, names: string[]): void {
   assert.deepEqual(report.cleanup.map((c) => [c.removed, c.note]), [[true, undefined]]);
 }
 
-// Issue 4: check works in a scratch namespace of the same storage, so that afterwards
+// check works in a scratch namespace of the same storage, so that afterwards
 // `consensus list` / `blob ls` show only the user's keys and nothing else is left there.
 describe('check beside the user location on a real server (spawned)', () => {
   let cwd: string;

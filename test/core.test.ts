@@ -2,6 +2,8 @@ import assert from 'node:assert/strict';
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { describe, test } from 'node:test';
+import { FORMS, HOSTILE_PASSWORDS, assertNoPassword } from './fixtures/cli-passwords.js';
+import { parseLocationUri, redactUrisIn, uriSecrets } from '../src/uri.js';
 import {
   Determinate,
   ExternalError,
@@ -51,6 +53,38 @@ describe('SeqNo', () => {
     const sorted = [new SeqNo(10), new SeqNo(2), new SeqNo(1n << 60n)].sort(SeqNo.compare).map(String);
     assert.deepEqual(sorted, ['v2', 'v10', `v${1n << 60n}`]);
     assert.deepStrictEqual(new SeqNo(7), new SeqNo(7n));
+  });
+
+  test('is immutable at run time, not only to TypeScript', () => {
+    const s = new SeqNo(5);
+    const writable = s as { value: bigint };
+    assert.throws(() => (writable.value = 6n), TypeError);
+    assert.throws(() => Object.defineProperty(s, 'value', { value: 6n }), TypeError);
+    assert.throws(() => Object.assign(s, { extra: 1 }), TypeError);
+    assert.equal(s.value, 5n);
+    assert.deepStrictEqual(s, new SeqNo(5n), 'frozen or not, equal seqnos are deepStrictEqual');
+    assert.notDeepStrictEqual(s, new SeqNo(6));
+    assert.deepStrictEqual(SeqNo.parse('v5'), s);
+    assert.deepStrictEqual(s.next(), new SeqNo(6));
+  });
+
+  test('subclasses can add fields, but not change the value', () => {
+    class Tagged extends SeqNo {
+      readonly tag = 'mine';
+    }
+    const t = new Tagged(7);
+    assert.equal(t.tag, 'mine');
+    assert.equal(t.value, 7n);
+    assert.ok(t.equals(new SeqNo(7)));
+    assert.equal(String(t.next()), 'v8');
+    assert.throws(() => ((t as { value: bigint }).value = 8n), TypeError);
+    class Shadowing extends SeqNo {
+      constructor(v: bigint) {
+        super(v);
+        Object.defineProperty(this, 'value', { value: 0n });
+      }
+    }
+    assert.throws(() => new Shadowing(3n), TypeError);
   });
 });
 
@@ -152,8 +186,11 @@ describe('openBlob / openConsensus', () => {
   test('a password containing a raw @ is redacted whole', async () => {
     // pg (WHATWG URL) reads the password up to the last '@' of the authority.
     assert.equal(redactUri('postgres://alice:p@ss@w0rd@db:5432/x'), 'postgres://alice:***@db:5432/x');
-    assert.equal(redactUri('postgresql://alice:p@ss@db/x?schema=a@b'), 'postgresql://alice:***@db/x?schema=a@b');
+    // An '@' further on may end a password with a raw '/' or '?' in it: all of it is hidden.
+    assert.equal(redactUri('postgresql://alice:p@ss@db/x?schema=a@b'), 'postgresql://alice:***@b');
     assert.equal(redactUri('file:///dir/a:b@c'), 'file:///dir/a:b@c', 'an @ in a path is not userinfo');
+    assert.equal(redactUri('postgres://alice@db:5432/x'), 'postgres://alice@db:5432/x', 'a user name alone is no secret');
+    assert.equal(redactUri('etcd://h1:2379,h2:2379/app'), 'etcd://h1:2379,h2:2379/app');
     await assert.rejects(openConsensus('mem://alice:p@ss@w0rd@db/x?nope=1'), (e: Error) => e instanceof Determinate && !e.message.includes('w0rd') && e.message.includes('mem://alice:***@db/x'));
   });
 
@@ -171,3 +208,91 @@ describe('openBlob / openConsensus', () => {
   });
 });
 
+
+/** Everything an error prints: message and stack, its own and its causes'. */
+function printed(err: unknown): string {
+  const parts: string[] = [];
+  for (let e: unknown = err, depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
+    parts.push(e instanceof Error ? `${e.message}\n${e.stack ?? ''}` : String(e));
+    e = e instanceof Error ? e.cause : undefined;
+  }
+  return parts.join('\n');
+}
+
+async function rejection(work: () => Promise<unknown>, what: string): Promise<unknown> {
+  try {
+    await work();
+  } catch (err) {
+    return err;
+  }
+  throw new Error(`${what} did not reject`);
+}
+
+describe('a password is never printed back, whatever it holds', () => {
+  test('redactUri hides it by position, raw or percent-encoded', () => {
+    for (const password of HOSTILE_PASSWORDS) {
+      for (const [form, typed] of Object.entries(FORMS)) {
+        const uri = `postgres://alice:${typed(password)}@db:5432/x?schema=s`;
+        const what = `${form} ${JSON.stringify(password)}`;
+        assert.equal(redactUri(uri), 'postgres://alice:***@db:5432/x?schema=s', what);
+        if (!typed(password).includes('#')) assert.equal(parseLocationUri(uri).display, 'postgres://alice:***@db:5432/x?schema=s', what);
+        // A URI in running text ends at a space or quote (the CLI also scrubs the known password).
+        if (!/[\s'"]/.test(password)) assert.equal(redactUrisIn(`could not reach '${uri}'.`), "could not reach 'postgres://alice:***@db:5432/x?schema=s'.", what);
+        assert.ok(uriSecrets(uri).includes(typed(password)) || password === '***', `${what}: ${JSON.stringify(uriSecrets(uri))}`);
+      }
+    }
+  });
+
+  const userinfoCases: [string, (typed: string) => Promise<unknown>][] = [
+    ['an unknown scheme', (t) => openConsensus(`redis://u:${t}@127.0.0.1:1/db`)],
+    ['a fragment', (t) => openConsensus(`mem://u:${t}@h/x#frag`)],
+    ['an unknown parameter', (t) => openConsensus(`mem://u:${t}@h/x?bogus=1`)],
+    ['a malformed percent-encoding', (t) => openConsensus(`mem://u:${t}@h/x%zz`)],
+    ['a bad boolean parameter', (t) => openBlob(`mem://u:${t}@h/x?keepDeleted=maybe`)],
+    ['a bad integer parameter', (t) => openConsensus(`postgres://u:${t}@127.0.0.1:1/db?poolSize=many`)],
+    ['a host in a sqlite: URI', (t) => openConsensus(`sqlite://u:${t}@h/x.db`)],
+    ['an unknown etcd parameter', (t) => openConsensus(`etcd://u:${t}@127.0.0.1:1/app?bogus=1`)],
+  ];
+  for (const [name, open] of userinfoCases) {
+    test(`in the error for ${name}`, async () => {
+      for (const password of HOSTILE_PASSWORDS) {
+        for (const [form, typed] of Object.entries(FORMS)) {
+          const what = `${name}, ${form} ${JSON.stringify(password)}`;
+          const err = await rejection(() => open(typed(password)), what);
+          assert.ok(err instanceof ExternalError, `${what}: ${String(err)}`);
+          assertNoPassword(printed(err), password, what);
+        }
+      }
+    });
+  }
+
+  test('in the errors for URIs with secret parameters, or a URL with a password inside a parameter', async () => {
+    const cases: [string, (typed: string, password: string) => Promise<unknown>][] = [
+      ['s3 secretAccessKey', (t) => openBlob(`s3://b/p?endpoint=http://127.0.0.1:1&secretAccessKey=${t}&bogus=1`)],
+      ['azure sig', (t) => openBlob(`azure://c/p?sv=1&sig=${t}&bogus=1`)],
+      ['postgres password and sslpassword', (t) => openConsensus(`postgres://h:1/db?password=${t}&sslpassword=${t}&bogus=1`)],
+      ['an endpoint with a password', (t) => openBlob(`s3://b?endpoint=http://u:${t}@127.0.0.1:1&bogus=1`)],
+      ['an encoded endpoint with a password', (_t, p) => openBlob(`s3://b?endpoint=${encodeURIComponent(`http://u:${p}@127.0.0.1:1`)}&bogus=1`)],
+    ];
+    for (const [name, open] of cases) {
+      for (const password of HOSTILE_PASSWORDS) {
+        for (const [form, typed] of Object.entries(FORMS)) {
+          const what = `${name}, ${form} ${JSON.stringify(password)}`;
+          const err = await rejection(() => open(typed(password), password), what);
+          assert.ok(err instanceof ExternalError, `${what}: ${String(err)}`);
+          assertNoPassword(printed(err), password, what);
+        }
+      }
+    }
+  });
+
+  test('a query that may begin inside the password is not echoed in part', async () => {
+    // The raw '?' starts the query inside the password: 'k9' would be a piece of it.
+    const err = await rejection(() => openConsensus('mem://u:Zq?k9=w7@h/x'), 'mem:// with a raw ? in the password');
+    assert.ok(err instanceof Determinate && err.code === 'InvalidArgument');
+    assert.doesNotMatch(printed(err), /k9|w7/);
+    assert.match(String((err as Error).message), /mem:\/\/u:\*\*\*@h\/x .*percent-encode/);
+    const bad = await rejection(() => openBlob('mem://u:Zq/k9?keepDeleted=w7@h/x'), 'mem:// with a raw / and ? in the password');
+    assert.doesNotMatch(printed(bad), /w7/);
+  });
+});

@@ -1,8 +1,9 @@
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, mkdtempSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
@@ -11,6 +12,7 @@ import { SqliteConsensus, sqliteError } from 'persist-location/sqlite';
 import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { crashValue } from './fixtures/sqlite-crash-value.js';
 import { stressTag } from './fixtures/sqlite-stress-value.js';
+import { splitNodeOptions, workerFlags, workerStartOptions } from '../src/sqlite/worker-options.js';
 
 let dir: string;
 let n = 0;
@@ -123,6 +125,71 @@ describe('URIs and opening', () => {
       assert.equal(err.code, ErrorCode.Unavailable);
       return true;
     });
+  });
+});
+
+describe('the writer worker starts whatever Node options the program was run with', () => {
+  const root = fileURLToPath(new URL('../../', import.meta.url));
+  const loaderHook = fileURLToPath(new URL('../../test/fixtures/sqlite-loader-hook.mjs', import.meta.url));
+  const requireHook = fileURLToPath(new URL('../../test/fixtures/sqlite-require-hook.cjs', import.meta.url));
+  // Valid as an ES module and as CommonJS, so every -e form runs the same program.
+  const script = `
+    (async () => {
+      const { openConsensus, SeqNo } = await import('persist-location');
+      const c = await openConsensus(process.env.SQLITE_URI);
+      const committed = await c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: Buffer.from('written') });
+      const head = await c.head('k');
+      await c.close();
+      console.log(JSON.stringify({ committed, seqno: String(head.seqno), data: Buffer.from(head.data).toString() }));
+    })().catch((e) => {
+      console.log(JSON.stringify({ error: e.name + ' ' + e.code + ': ' + e.message }));
+      process.exitCode = 1;
+    });`;
+  const CHILD_TIMEOUT_MS = 30_000;
+
+  /** Runs `node ...args` in the project root (so it can import persist-location) and checks it wrote through the worker. */
+  function runChild(args: string[], nodeOptions?: string): void {
+    const path = fresh('flags');
+    const env: NodeJS.ProcessEnv = { ...process.env, SQLITE_URI: `sqlite://${path}?worker=true` };
+    delete env.NODE_OPTIONS;
+    if (nodeOptions !== undefined) env.NODE_OPTIONS = nodeOptions;
+    const shown = `${nodeOptions === undefined ? '' : `NODE_OPTIONS='${nodeOptions}' `}node ${args.map((a) => (a === script ? "'<script>'" : a)).join(' ')}`;
+    const r = spawnSync(process.execPath, args, { cwd: root, env, encoding: 'utf8', timeout: CHILD_TIMEOUT_MS, killSignal: 'SIGKILL' });
+    assert.equal(r.error, undefined, `${shown} did not exit within ${CHILD_TIMEOUT_MS} ms: opening sqlite: or its first write hung (${String(r.error)})`);
+    assert.equal(r.status, 0, `${shown} exited ${r.status}\nstdout: ${r.stdout}\nstderr: ${r.stderr}`);
+    assert.deepEqual(JSON.parse(r.stdout), { committed: 'Committed', seqno: 'v1', data: 'written' }, shown);
+    assert.deepEqual(rows(path).map((row) => [row.key, row.seqno, row.data.toString()]), [['k', 1n, 'written']], shown);
+  }
+
+  test('node --input-type=module -e, and commonjs -e', () => {
+    runChild(['--input-type=module', '-e', script]);
+    runChild(['--input-type=commonjs', '-e', script]);
+    runChild(['-e', script]);
+  });
+
+  test('under --import and --require hooks, and with V8 options', () => {
+    runChild(['--import', loaderHook, '-e', script]);
+    runChild([`--import=${loaderHook}`, '--input-type=module', '-e', script]);
+    runChild(['--require', requireHook, '--input-type=module', '-e', script]);
+    runChild(['--max-old-space-size=256', '--stack-size=2000', '--input-type=module', '-e', script]);
+  });
+
+  test('with hooks and --input-type in NODE_OPTIONS, which a worker reads again', () => {
+    runChild(['-e', script], `--require "${requireHook}"`);
+    runChild(['-e', script], '--input-type=module --no-deprecation');
+  });
+
+  test('only the options that decide resolution and warnings are passed on', () => {
+    assert.deepEqual(
+      workerFlags(['--input-type=module', '-e', 'code', '--import', 'tsx', '--require=./a.cjs', '--loader', 'x', '--max-old-space-size=100', '--no-warnings', '--conditions', 'dev', '-C', 'x', '--disable-warning=ExperimentalWarning']),
+      ['--no-warnings', '--conditions', 'dev', '-C', 'x', '--disable-warning=ExperimentalWarning'],
+    );
+    assert.deepEqual(workerFlags(['--preserve-symlinks']), ['--preserve-symlinks', '--preserve-symlinks-main']);
+    assert.deepEqual(splitNodeOptions('--require "/a b/c\\"d.cjs"  --no-warnings'), ['--require', '/a b/c"d.cjs', '--no-warnings']);
+    assert.deepEqual(workerStartOptions(['--import', 'tsx'], { PATH: '/bin' }), { execArgv: [], env: undefined });
+    assert.deepEqual(workerStartOptions([], { PATH: '/bin', NODE_OPTIONS: '--no-warnings' }), { execArgv: [], env: undefined });
+    assert.deepEqual(workerStartOptions([], { PATH: '/bin', NODE_OPTIONS: '--import tsx' }), { execArgv: [], env: { PATH: '/bin' } });
+    assert.deepEqual(workerStartOptions([], { NODE_OPTIONS: '--require ./x.cjs --conditions "a b"' }), { execArgv: [], env: { NODE_OPTIONS: '--conditions "a b"' } });
   });
 });
 

@@ -14,7 +14,7 @@ import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
 import { parseCount, parseDuration, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
-import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printJson, printLines, scrubSecrets, table } from './output.js';
+import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
 
 const OPS = {
@@ -168,7 +168,7 @@ async function runBench(ctx: Context): Promise<number> {
     }
     interrupted = true;
     ctx.progress.finish();
-    process.stderr.write('persist-location: interrupted; stopping the clients and removing the scratch location (interrupt again to leave it)\n');
+    writeErr('persist-location: interrupted; stopping the clients and removing the scratch location (interrupt again to leave it)\n');
   };
   const stopWatching = () => {
     process.off('SIGINT', onSignal);
@@ -252,8 +252,8 @@ async function runBench(ctx: Context): Promise<number> {
     cleanup,
     interrupted,
   };
-  if (ctx.values.json) await printJson(report);
-  else await printLines(formatBench(report));
+  if (ctx.values.json) await printReportJson(report);
+  else await printReport(formatBench(report));
   if (interrupted) return EXIT.interrupted;
   return errors > 0 ? EXIT.failed : EXIT.ok;
 }

@@ -5,7 +5,7 @@ import type { Blob } from '../blob.js';
 import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
 import { expectArgs, withHandle, type Command, type Context } from './args.js';
-import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeOut } from './output.js';
+import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
 const WHERE = `The location is --blob URI (default file:.persist/blob).`;
 
@@ -91,7 +91,7 @@ Examples:
     expectArgs(ctx, ['KEY', 'FILE'], 1);
     const [key, file] = ctx.args as [string, string | undefined];
     if ((file === undefined || file === '-') && process.stdin.isTTY && !ctx.values.quiet) {
-      process.stderr.write('reading the value from standard input (end it with Ctrl-D)\n');
+      writeErr('reading the value from standard input (end it with Ctrl-D)\n');
     }
     const data = file === undefined || file === '-' ? await readStdin() : await readInput(file);
     await withBlob(ctx, (b) => b.set(key, data));

@@ -13,7 +13,7 @@ import { redactUri } from '../uri.js';
 import { parseCount, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
-import { EXIT, formatDuration, formatRate, printJson, printLines, scrubSecrets, table, type Progress } from './output.js';
+import { EXIT, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
 
 /** One line of the report. */
@@ -132,8 +132,8 @@ async function runCheck(ctx: Context): Promise<number> {
   }
   report.durationMs = performance.now() - began;
   report.ok = report.checks.every((c) => c.status === 'pass');
-  if (ctx.values.json) await printJson(report);
-  else await printLines(formatReport(report));
+  if (ctx.values.json) await printReportJson(report);
+  else await printReport(formatReport(report));
   return report.ok ? EXIT.ok : EXIT.failed;
 }
 

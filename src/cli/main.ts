@@ -12,7 +12,7 @@ import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
-import { EXIT, OutputClosed, Progress, UsageError, neverPrint, scrubSecrets, secretsOf, tolerateClosedOutput, writeOut } from './output.js';
+import { EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
 
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
@@ -80,7 +80,7 @@ function quietWarnings(): void {
   process.on('warning', (w) => {
     const text = w.name === 'Warning' ? w.message : `${w.name}: ${w.message}`;
     if (text.startsWith('NodeVersionSupportWarning')) return;
-    process.stderr.write(`persist-location: warning: ${firstLine(text)}\n`);
+    writeErr(`persist-location: warning: ${firstLine(text)}\n`);
   });
 }
 
@@ -89,7 +89,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   quietWarnings();
   tolerateClosedOutput();
   // Every argument too: a URI typed without --consensus is echoed back as unexpected.
-  neverPrint(secretsOf([...rawUriOptions(argv), ...argv]));
+  neverPrint([...secretsOf([...rawUriOptions(argv), ...argv]), ...envSecrets(process.env)]);
   let verbose = argv.includes('--verbose') || argv.includes('-v');
   const progress = new Progress({ enabled: !argv.includes('--quiet') && !argv.includes('-q') });
   try {
@@ -163,7 +163,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     progress.finish();
     // The reader has what it wanted (`| head -1`): nothing to report.
     if (err instanceof OutputClosed) return EXIT.outputClosed;
-    process.stderr.write(scrubSecrets(failureText(err, verbose)));
+    writeErr(failureText(err, verbose));
     return err instanceof UsageError ? EXIT.usage : EXIT.failed;
   }
 }

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { redactUrisIn, scrub, spellings, uriSecrets } from '../uri.js';
 
 /** Exit codes, documented in `persist-location --help`. */
 export const EXIT = {
@@ -28,17 +29,25 @@ export class UsageError extends Error {
 
 let knownSecrets: readonly string[] = [];
 
-/** Remembers the secrets of this run's URIs for {@link scrubSecrets}. */
+/** Remembers the secrets of this run (see {@link secretsOf}, {@link envSecrets}) for {@link scrubSecrets}. */
 export function neverPrint(secrets: readonly string[]): void {
-  knownSecrets = secrets;
+  knownSecrets = [...new Set(secrets)].sort((a, b) => b.length - a.length);
 }
 
 /**
- * Error text with this run's secrets blanked out. Locations are always printed
- * redacted; this is the second guard, for messages that drivers wrote.
+ * Text with every URI in it redacted and this run's secrets blanked out. Locations
+ * are always printed redacted; this is the last guard, applied to everything the CLI
+ * prints but the user's own keys and values: messages that echo what was typed, or
+ * that drivers wrote (a connection string in an error, a stack under --verbose),
+ * reports, progress.
  */
 export function scrubSecrets(text: string): string {
-  return scrub(text, knownSecrets);
+  return scrub(redactUrisIn(text), knownSecrets);
+}
+
+/** Writes a message or progress to stderr, scrubbed of this run's secrets. */
+export function writeErr(text: string): void {
+  process.stderr.write(scrubSecrets(text));
 }
 
 /** Standard output was closed by its reader (`| head -1`): the command stops quietly. */
@@ -71,7 +80,7 @@ export function writeOut(data: string | Uint8Array): Promise<void> {
 
 /** On a terminal, says on stderr that a listing found nothing (a pipe gets no output at all). */
 export function noteEmpty(what: string): void {
-  if (process.stdout.isTTY) process.stderr.write(`(${what})\n`);
+  if (process.stdout.isTTY) writeErr(`(${what})\n`);
 }
 
 /** Prints lines to stdout. */
@@ -81,7 +90,25 @@ export function printLines(lines: readonly string[]): Promise<void> {
 
 /** Prints a value as indented JSON to stdout (bigints as decimal strings). */
 export function printJson(value: unknown): Promise<void> {
-  return writeOut(`${JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`);
+  return writeOut(jsonText(value));
+}
+
+function jsonText(value: unknown): string {
+  return `${JSON.stringify(value, (_key, v: unknown) => (typeof v === 'bigint' ? v.toString() : v), 2)}\n`;
+}
+
+/**
+ * Prints a report (check, bench) to stdout, scrubbed of this run's secrets. The
+ * commands that print the user's keys and values use {@link printLines} and
+ * {@link printJson}, which print them as stored.
+ */
+export function printReport(lines: readonly string[]): Promise<void> {
+  return lines.length === 0 ? Promise.resolve() : writeOut(scrubSecrets(`${lines.join('\n')}\n`));
+}
+
+/** {@link printJson} for a report: scrubbed like {@link printReport}. */
+export function printReportJson(value: unknown): Promise<void> {
+  return writeOut(scrubSecrets(jsonText(value)));
 }
 
 /**
@@ -115,7 +142,7 @@ export class Progress {
     this.#lastDraw = 0;
     if (!this.#enabled) return;
     if (this.#live) this.#draw(`${label} ...`);
-    else this.#stream.write(`${label} ...\n`);
+    else this.#write(`${label} ...\n`);
   }
 
   /**
@@ -139,7 +166,7 @@ export class Progress {
       const quarter = Math.floor(fraction * 4);
       if (quarter > this.#quarter && quarter < 4) {
         this.#quarter = quarter;
-        this.#stream.write(`${this.#label}: ${quarter * 25}%${counts ? ` (${done}/${total})` : ''}${detail === '' ? '' : `  ${detail}`}\n`);
+        this.#write(`${this.#label}: ${quarter * 25}%${counts ? ` (${done}/${total})` : ''}${detail === '' ? '' : `  ${detail}`}\n`);
       }
     }
   }
@@ -151,7 +178,7 @@ export class Progress {
   finish(line?: string): void {
     if (!this.#enabled) return;
     if (this.#live) this.#clear();
-    else if (line !== undefined) this.#stream.write(`${line}\n`);
+    else if (line !== undefined) this.#write(`${line}\n`);
   }
 
   /** Clears the line and prints no more progress (the run was interrupted). */
@@ -160,7 +187,13 @@ export class Progress {
     this.#enabled = false;
   }
 
-  #draw(text: string): void {
+  #write(text: string): void {
+    this.#stream.write(scrubSecrets(text));
+  }
+
+  #draw(raw: string): void {
+    // Scrubbed before it is cut to fit, or a secret cut short would show in part.
+    const text = scrubSecrets(raw);
     // A pseudo-terminal whose size was never set reports 0 columns.
     const width = this.#stream.columns || 80;
     const fitted = text.length >= width ? `${text.slice(0, Math.max(0, width - 2))}…` : text;
@@ -256,41 +289,36 @@ export function table(rows: readonly (readonly string[])[], align: readonly ('l'
   );
 }
 
-/**
- * Secrets found in location URIs (passwords and secret-looking query values), so that
- * any text printed can be scrubbed of them, including messages from drivers.
- */
+/** Secrets of location URIs (see `uriSecrets` in src/uri.ts), for {@link neverPrint}. */
 export function secretsOf(uris: readonly (string | undefined)[]): string[] {
-  const secrets = new Set<string>();
-  for (const uri of uris) {
-    if (uri === undefined) continue;
-    const userinfo = /^[a-zA-Z][a-zA-Z0-9+.-]*:\/\/([^/?#]*)@/.exec(uri)?.[1];
-    const colon = userinfo?.indexOf(':') ?? -1;
-    if (userinfo !== undefined && colon >= 0) secrets.add(userinfo.slice(colon + 1));
-    const query = uri.indexOf('?');
-    if (query >= 0) {
-      for (const part of uri.slice(query + 1).split('&')) {
-        const eq = part.indexOf('=');
-        if (eq > 0 && /pass|secret|token|key|sig|credential/i.test(part.slice(0, eq))) secrets.add(part.slice(eq + 1));
-      }
-    }
-  }
-  for (const s of [...secrets]) {
-    try {
-      secrets.add(decodeURIComponent(s));
-    } catch {
-      // keep the raw form only
-    }
-  }
-  // Very short "secrets" would blank out ordinary words; they are still redacted in URIs.
-  return [...secrets].filter((s) => s.length >= 3).sort((a, b) => b.length - a.length);
+  return [...new Set(uris.flatMap((uri) => (uri === undefined ? [] : uriSecrets(uri))))];
 }
 
-/** `text` with every secret replaced by `***`. */
-export function scrub(text: string, secrets: readonly string[]): string {
-  let out = text;
-  for (const s of secrets) out = out.split(s).join('***');
-  return out;
+/** Environment variables whose values are secrets: passwords, keys, tokens, connection strings. */
+const SECRET_ENV = /pass|secret|token|(^|_)key($|_)|credential|connection_?string|sas|signature/i;
+
+/** Environment variables that may hold location URIs. */
+const URI_ENV = ['PERSIST_CONSENSUS', 'PERSIST_BLOB'];
+
+/**
+ * Secrets in the environment, for {@link neverPrint}: the values of secret-looking
+ * variables (AWS_SECRET_ACCESS_KEY, AZURE_STORAGE_KEY, PGPASSWORD, ...), the secret
+ * parts of connection strings (`AccountKey=...;SharedAccessSignature=...`), and the
+ * secrets of location URIs in PERSIST_CONSENSUS and PERSIST_BLOB.
+ */
+export function envSecrets(env: NodeJS.ProcessEnv): string[] {
+  const found: string[] = [];
+  for (const [name, value] of Object.entries(env)) {
+    if (value === undefined || value === '') continue;
+    if (URI_ENV.includes(name)) found.push(...uriSecrets(value));
+    if (!SECRET_ENV.test(name)) continue;
+    found.push(value);
+    for (const part of value.split(';')) {
+      const eq = part.indexOf('=');
+      if (eq > 0 && /key|sig|secret|pass|token/i.test(part.slice(0, eq))) found.push(part.slice(eq + 1));
+    }
+  }
+  return spellings(found);
 }
 
 /** Reads all of standard input. */

@@ -27,7 +27,8 @@ import { rm } from 'node:fs/promises';
 import { dirname, resolve } from 'node:path';
 import { invalidArgument } from '../errors.js';
 import { openBlob } from '../location.js';
-import { parseLocationUri, redactUri } from '../uri.js';
+import { parseLocationUri, redactUri, type LocationUri } from '../uri.js';
+import { writeErr } from './output.js';
 
 /** Which interface a location is opened as. */
 export type LocationKind = 'consensus' | 'blob';
@@ -40,6 +41,8 @@ export interface ScratchLocation {
   uri: string;
   /** {@link uri} with credentials redacted, safe to print. */
   display: string;
+  /** How to print {@link uri} or one of {@link children}: redacted like {@link display}. */
+  show(uri: string): string;
   /**
    * A distinct location inside the scratch namespace, for suites that need a fresh
    * empty location per open. `name` is made of `[a-z0-9-]`.
@@ -66,41 +69,48 @@ export function scratchId(): string {
 export function deriveScratch(uri: string, id: string = scratchId(), cwd: string = process.cwd()): ScratchLocation {
   if (!ID_ALPHABET.test(id)) throw new Error(`scratch id must match ${ID_ALPHABET}, got ${id}`);
   const loc = parseLocationUri(uri);
-  const raw = splitRaw(uri);
+  const real = plan(uri, loc, id, cwd);
+  // What is printed is derived from the redacted URI, not redacted afterwards: the
+  // derivation re-encodes parameters, so with a raw '?' or '/' in a password the
+  // derived text would hold the password in a spelling redaction cannot place.
+  const shown = plan(loc.display, parseLocationUri(loc.display), id, cwd);
   const checkName = (name: string) => {
     if (!ID_ALPHABET.test(name)) throw new Error(`scratch child name must match ${ID_ALPHABET}, got ${name}`);
     return name;
   };
-  const make = (scratchUri: string, child: (name: string) => string, localPath?: string): ScratchLocation => {
-    const children: string[] = [];
-    return {
-      scheme: loc.scheme,
-      uri: scratchUri,
-      display: redactUri(scratchUri),
-      child: (name) => {
-        const made = child(checkName(name));
-        if (!children.includes(made)) children.push(made);
-        return made;
-      },
-      localPath,
-      children,
-    };
+  const children: string[] = [];
+  const displays = new Map<string, string>([[real.root, shown.root]]);
+  return {
+    scheme: loc.scheme,
+    uri: real.root,
+    display: shown.root,
+    child: (name) => {
+      const made = real.child(checkName(name));
+      if (!children.includes(made)) children.push(made);
+      displays.set(made, shown.child(name));
+      return made;
+    },
+    show: (u) => displays.get(u) ?? redactUri(u),
+    localPath: real.localPath,
+    children,
   };
+}
 
+/** The scratch root and children of `uri`: the table at the top of this file, on the URI's text. */
+function plan(uri: string, loc: LocationUri, id: string, cwd: string): { root: string; child(name: string): string; localPath?: string } {
+  const raw = splitRaw(uri);
   switch (loc.scheme) {
     case 'sqlite': {
       const { dir, base } = lastSegment(raw.path, loc.display);
       const dot = base.lastIndexOf('.');
       const [stem, ext] = dot > 0 ? [base.slice(0, dot), base.slice(dot)] : [base, ''];
       const file = (suffix: string) => `${raw.head}${dir}${stem}.check-${id}${suffix}${ext}${raw.query}`;
-      const local = resolve(cwd, parseLocationUri(file('')).path);
-      return make(file(''), (name) => file(`-${name}`), local);
+      return { root: file(''), child: (name) => file(`-${name}`), localPath: resolve(cwd, parseLocationUri(file('')).path) };
     }
     case 'file': {
       const { dir, base } = lastSegment(raw.path, loc.display);
       const root = `${raw.head}${dir}${base}.check-${id}`;
-      const local = resolve(cwd, parseLocationUri(root).path);
-      return make(`${root}${raw.query}`, (name) => `${root}/${name}${raw.query}`, local);
+      return { root: `${root}${raw.query}`, child: (name) => `${root}/${name}${raw.query}`, localPath: resolve(cwd, parseLocationUri(root).path) };
     }
     case 'postgres':
     case 'postgresql': {
@@ -108,32 +118,45 @@ export function deriveScratch(uri: string, id: string = scratchId(), cwd: string
       const schema = params.get('schema') ?? 'consensus';
       // Postgres folds unquoted names to lower case and caps them at 63 bytes.
       const base = `${schema}`.toLowerCase().replace(/[^a-z0-9_]/g, '_').slice(0, 30);
+      // Edited as text, not re-serialized: every other parameter keeps its spelling (a
+      // raw '@' of a password stays one, so the scratch URI is redacted like the user's).
+      const parts = raw.query.slice(1).split('&').filter((part) => part !== '');
+      const at = parts.findIndex((part) => paramName(part) === 'schema');
       const withSchema = (s: string) => {
-        const p = new URLSearchParams(raw.query.slice(1));
-        p.set('schema', s);
-        return `${raw.head}${raw.path}?${p.toString()}`;
+        const edited = [...parts];
+        edited.splice(at < 0 ? edited.length : at, at < 0 ? 0 : 1, `schema=${s}`);
+        return `${raw.head}${raw.path}?${edited.join('&')}`;
       };
-      return make(withSchema(`${base}_check_${id}`), (name) => withSchema(`${base}_check_${id}_${name.replace(/-/g, '_')}`));
+      return { root: withSchema(`${base}_check_${id}`), child: (name) => withSchema(`${base}_check_${id}_${name.replace(/-/g, '_')}`) };
     }
     case 'etcd': {
       const prefix = raw.path.replace(/\/+$/, '');
       const root = prefix === '' ? `/persist-location-check-${id}` : `${prefix}.check-${id}`;
-      return make(`${raw.head}${root}/${raw.query}`, (name) => `${raw.head}${root}/${name}/${raw.query}`);
+      return { root: `${raw.head}${root}/${raw.query}`, child: (name) => `${raw.head}${root}/${name}/${raw.query}` };
     }
     case 's3':
     case 'azure': {
       const prefix = raw.path.replace(/\/+$/, '');
       const root = prefix === '' ? `/persist-location-check-${id}` : `${prefix}.check-${id}`;
-      return make(`${raw.head}${root}${raw.query}`, (name) => `${raw.head}${root}/${name}${raw.query}`);
+      return { root: `${raw.head}${root}${raw.query}`, child: (name) => `${raw.head}${root}/${name}${raw.query}` };
     }
     case 'mem': {
       const root = `${raw.head}${raw.path.replace(/\/+$/, '')}.check-${id}`;
-      return make(`${root}${raw.query}`, (name) => `${root}/${name}${raw.query}`);
+      return { root: `${root}${raw.query}`, child: (name) => `${root}/${name}${raw.query}` };
     }
     default:
       throw invalidArgument(
         `cannot derive a scratch location for ${loc.display}: unknown scheme '${loc.scheme}:'; accepted: sqlite:, file:, postgres:, postgresql:, etcd:, s3:, azure:, mem:`,
       );
+  }
+}
+
+function paramName(part: string): string {
+  const name = part.split('=')[0]!.replace(/\+/g, ' ');
+  try {
+    return decodeURIComponent(name);
+  } catch {
+    return name;
   }
 }
 
@@ -229,12 +252,12 @@ async function deleteAllBlobs(scratch: ScratchLocation): Promise<ScratchCleanup>
         // A key still listed (a write still landing, a delete that did not) is reported, not hidden.
         let left = 0;
         for await (const _ of blob.list('')) left++;
-        if (left > 0) problems.push(`${left} key(s) left in ${redactUri(uri)}`);
+        if (left > 0) problems.push(`${left} key(s) left in ${scratch.show(uri)}`);
       } finally {
         await blob.close();
       }
     } catch (err) {
-      problems.push(`${redactUri(uri)}: ${messageOf(err)}`);
+      problems.push(`${scratch.show(uri)}: ${messageOf(err)}`);
     }
   }
   if (problems.length === 0) return { removed: true };
@@ -270,7 +293,9 @@ async function deleteEtcdPrefix(scratch: ScratchLocation): Promise<ScratchCleanu
   const prefix = Buffer.from(loc.path, 'utf8');
   const end = Buffer.from(prefix);
   end[end.length - 1]! += 1; // the path ends in '/', so this never overflows
-  const manual = `remove it with: etcdctl del --prefix '${loc.path}'`;
+  // The prefix as the redacted URI reads: with a raw '/' in a password, the real
+  // URI's path would begin with a piece of it.
+  const manual = `remove it with: etcdctl del --prefix '${parseLocationUri(scratch.display).path}'`;
   const host = (loc.authority ?? '').split(',')[0]!.replace(/^.*@/, '');
   try {
     const res = await fetch(`http://${host}/v3/kv/deleterange`, {
@@ -316,12 +341,12 @@ export function removeOnInterrupt(
     if (interrupted) return die(signal);
     interrupted = true;
     before();
-    process.stderr.write('persist-location: interrupted; removing the scratch location (interrupt again to leave it)\n');
+    writeErr('persist-location: interrupted; removing the scratch location (interrupt again to leave it)\n');
     void stopWork()
       .catch(() => {})
       .then(() => Promise.all(scratches.map(([s, kind]) => removeScratch(s, kind))))
       .then((results) => {
-        for (const r of results) if (!r.removed) process.stderr.write(`persist-location: warning: ${r.note}\n`);
+        for (const r of results) if (!r.removed) writeErr(`persist-location: warning: ${r.note}\n`);
         die(signal);
       });
   }

@@ -3,6 +3,7 @@ import type { BlobMetadata } from '../blob.js';
 import { Determinate, ErrorCode } from '../errors.js';
 import { SegmentedBytes } from '../segmented-bytes.js';
 import { copyBytes } from '../bytes.js';
+import { redactUri } from '../uri.js';
 
 interface State {
   values: Map<string, Uint8Array>;
@@ -44,7 +45,8 @@ export class MemBlob extends BlobBase {
       this.#state = state;
     }
     this.#keepDeleted = options.keepDeleted ?? false;
-    this.description = `MemBlob(${name === undefined ? '<private>' : `mem://${name}`})`;
+    // A name opened from a URI holds its authority, which may hold a password.
+    this.description = `MemBlob(${name === undefined ? '<private>' : redactUri(`mem://${name}`)})`;
   }
 
   protected async _get(key: string): Promise<SegmentedBytes | undefined> {

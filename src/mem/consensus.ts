@@ -1,8 +1,9 @@
 import { ConsensusBase } from '../base.js';
 import { CaSResult, type VersionedData } from '../consensus.js';
 import { Determinate, ErrorCode } from '../errors.js';
-import type { SeqNo } from '../seqno.js';
+import { SeqNo } from '../seqno.js';
 import { copyBytes } from '../bytes.js';
+import { redactUri } from '../uri.js';
 
 /** The versions of every key of one in-memory location, each list ascending. */
 type State = Map<string, VersionedData[]>;
@@ -22,8 +23,10 @@ export interface MemConsensusOptions {
  * Consensus held in this process's memory: for tests, and as the reference model.
  *
  * Every operation runs to completion synchronously once called, so concurrent async
- * callers are linearizable by construction. Bytes are copied in and out: a caller
- * mutating its arrays cannot change stored state. Nothing survives the process.
+ * callers are linearizable by construction. Nothing a caller holds is stored state:
+ * bytes are copied in and out, and a written seqno is stored as a SeqNo of its own
+ * (SeqNos are immutable, so the stored ones are handed out as they are). Nothing
+ * survives the process.
  */
 export class MemConsensus extends ConsensusBase {
   readonly description: string;
@@ -39,7 +42,8 @@ export class MemConsensus extends ConsensusBase {
       if (state === undefined) named.set(name, (state = new Map()));
       this.#state = state;
     }
-    this.description = `MemConsensus(${name === undefined ? '<private>' : `mem://${name}`})`;
+    // A name opened from a URI holds its authority, which may hold a password.
+    this.description = `MemConsensus(${name === undefined ? '<private>' : redactUri(`mem://${name}`)})`;
   }
 
   protected async *_listKeys(): AsyncIterable<string> {
@@ -59,7 +63,8 @@ export class MemConsensus extends ConsensusBase {
     if (head === undefined ? expected !== undefined : expected === undefined || head.seqno.value !== expected.value) {
       return CaSResult.ExpectationMismatch;
     }
-    const stored = copy(next);
+    // Not the caller's object, which may be a subclass instance with state of its own.
+    const stored = { seqno: new SeqNo(next.seqno.value), data: copyBytes(next.data) };
     if (versions === undefined) this.#state.set(key, [stored]);
     else versions.push(stored);
     return CaSResult.Committed;

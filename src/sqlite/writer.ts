@@ -1,6 +1,7 @@
 import { Worker } from 'node:worker_threads';
 import { runBatch, type BatchResult, type Engine, type EngineOptions, type RawError, type WriteOp } from './engine.js';
 import type { WorkerInit } from './worker.js';
+import { workerStartOptions } from './worker-options.js';
 
 /** Runs group-commit batches, one at a time. */
 export interface Writer {
@@ -52,7 +53,9 @@ export class WorkerWriter implements Writer {
 
   static async start(path: string, options: EngineOptions, busyTimeoutMs: number): Promise<WorkerWriter> {
     const init: WorkerInit = { path, busyTimeoutMs, ...options };
-    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init });
+    // Started with only the Node options it needs, not the application's (see worker-options.ts).
+    const { execArgv, env } = workerStartOptions();
+    const worker = new Worker(new URL('./worker.js', import.meta.url), { workerData: init, execArgv, ...(env === undefined ? {} : { env }) });
     const first = await new Promise<{ type: 'ready' } | { type: 'failed'; error: RawError }>((resolve, reject) => {
       worker.once('message', resolve);
       worker.once('error', reject);
