@@ -55,6 +55,11 @@ export interface ScratchLocation {
 }
 
 const ID_ALPHABET = /^[a-z0-9-]+$/;
+/**
+ * Child names: path segments of `[A-Za-z0-9._-]` joined by `/`, never `.` or `..`, so
+ * the blob suite can open a location nested in another (`nest0/data`).
+ */
+const CHILD_NAME = /^(?!\.\.?(?:\/|$))(?!.*\/\.\.?(?:\/|$))[A-Za-z0-9._-]+(?:\/[A-Za-z0-9._-]+)*$/;
 
 /** A short random id for scratch names. */
 export function scratchId(): string {
@@ -75,7 +80,7 @@ export function deriveScratch(uri: string, id: string = scratchId(), cwd: string
   // derived text would hold the password in a spelling redaction cannot place.
   const shown = plan(loc.display, parseLocationUri(loc.display), id, cwd);
   const checkName = (name: string) => {
-    if (!ID_ALPHABET.test(name)) throw new Error(`scratch child name must match ${ID_ALPHABET}, got ${name}`);
+    if (!CHILD_NAME.test(name)) throw new Error(`scratch child name must match ${CHILD_NAME}, got ${name}`);
     return name;
   };
   const children: string[] = [];
