@@ -14,6 +14,16 @@ export {
   type ExternalErrorOptions,
 } from './errors.js';
 export {
+  externalError,
+  mapError,
+  firstOf,
+  type Exposure,
+  type ErrorTable,
+  type ErrorVerdict,
+  type ExternalErrorInit,
+  type MapErrorContext,
+} from './kit/exposure.js';
+export {
   CaSResult,
   SCAN_ALL,
   CONSENSUS_HEAD_LIVENESS_KEY,
