@@ -24,6 +24,16 @@ export {
   type MapErrorContext,
 } from './kit/exposure.js';
 export {
+  wrapConsensus,
+  wrapBlob,
+  stepwise,
+  type ConsensusInterceptor,
+  type BlobInterceptor,
+  type ConsensusOp,
+  type BlobOp,
+  type Around,
+} from './wrap.js';
+export {
   CaSResult,
   SCAN_ALL,
   CONSENSUS_HEAD_LIVENESS_KEY,
