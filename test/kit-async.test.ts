@@ -145,6 +145,14 @@ describe('retry', () => {
       { policy: fast, retryable: (e) => (e as ExternalError).code === ErrorCode.Unavailable },
     ).catch((e: unknown) => e);
     assert.ok(clean instanceof Determinate, 'refusals only: still Determinate');
+
+    const raw = await retry(
+      async (n) => {
+        throw [new Error('a driver error nobody mapped'), new Determinate(ErrorCode.NotFound, 'gone')][n - 1];
+      },
+      { policy: fast, retryable: (e) => !(e instanceof ExternalError) },
+    ).catch((e: unknown) => e);
+    assert.ok(raw instanceof Indeterminate && raw.code === ErrorCode.NotFound, 'an unmapped failure counts as maybe applied');
   });
 
   test('an abort during a pause rejects at once with the caller’s reason, Determinate only if nothing may have applied', async () => {
