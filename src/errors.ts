@@ -13,7 +13,17 @@
  *
  * Misuse of the API that is not about storage (a closed handle) throws ordinary
  * `Error`s instead.
+ *
+ * `instanceof` works across copies of this package: an application and a backend
+ * that each installed their own copy still recognise each other's errors. Every
+ * instance carries the registered symbol {@link EXTERNAL_ERROR_BRAND}, and the three
+ * classes answer `instanceof` by that brand (and, for the two kinds, by
+ * `determinate`) as well as by their prototype chain. A subclass written elsewhere
+ * keeps ordinary `instanceof`: it only matches its own instances.
+ *
+ * This file imports nothing at run time, so that any copy of it stands alone.
  */
+import type { Exposure } from './kit/exposure.js';
 
 /** Stable error codes. Match on these, never on message text. */
 export const ErrorCode = {
@@ -21,7 +31,12 @@ export const ErrorCode = {
   InvalidArgument: 'InvalidArgument',
   /** The storage's state does not allow the operation (e.g. truncate past the head). */
   FailedPrecondition: 'FailedPrecondition',
-  /** The operation did not finish before its deadline. Always Indeterminate. */
+  /**
+   * The operation did not finish before its deadline, after its request was sent.
+   * Always Indeterminate: a deadline that passed before anything was sent is
+   * reported as Unavailable (the store was not reached in time) or Cancelled (the
+   * caller's own signal), both Determinate.
+   */
   Timeout: 'Timeout',
   /** The storage could not be reached. */
   Unavailable: 'Unavailable',
@@ -48,8 +63,40 @@ export interface ExternalErrorOptions {
   cause?: unknown;
 }
 
+/**
+ * The registered symbol every ExternalError carries (on its prototype), with the
+ * value 1: the version of what another copy may rely on, namely `code`,
+ * `determinate` and `isTimeout()`.
+ */
+export const EXTERNAL_ERROR_BRAND: unique symbol = Symbol.for('persist-location.ExternalError');
+
+/** What `instanceof` accepts of a branded error from another copy, per class of this copy. */
+type Kind = 'any' | 'determinate' | 'indeterminate';
+const KIND_OF_CLASS = new Map<unknown, Kind>();
+
+function isBranded(value: unknown): value is { determinate: boolean } {
+  if (typeof value !== 'object' || value === null) return false;
+  const v = value as { [EXTERNAL_ERROR_BRAND]?: unknown; determinate?: unknown };
+  return v[EXTERNAL_ERROR_BRAND] === 1 && typeof v.determinate === 'boolean';
+}
+
 /** Base of {@link Determinate} and {@link Indeterminate}; never constructed directly. */
 export abstract class ExternalError extends Error {
+  declare readonly [EXTERNAL_ERROR_BRAND]: 1;
+
+  /**
+   * True for instances of this class by prototype, and for any branded error from
+   * another copy of the package that this class stands for there (the base: any;
+   * Determinate and Indeterminate: by `determinate`). Subclasses defined outside
+   * this file are not stand-ins for anything, so they only match by prototype.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    if (Function.prototype[Symbol.hasInstance].call(this, value)) return true;
+    const kind = KIND_OF_CLASS.get(this);
+    if (kind === undefined || !isBranded(value)) return false;
+    return kind === 'any' || value.determinate === (kind === 'determinate');
+  }
+
   /** A stable string such as `InvalidArgument` or `Timeout`. */
   readonly code: ErrorCode;
   /** True for {@link Determinate}: the operation definitely did not take effect. */
@@ -96,6 +143,11 @@ export class Indeterminate extends ExternalError {
   }
 }
 
+Object.defineProperty(ExternalError.prototype, EXTERNAL_ERROR_BRAND, { value: 1 });
+KIND_OF_CLASS.set(ExternalError, 'any');
+KIND_OF_CLASS.set(Determinate, 'determinate');
+KIND_OF_CLASS.set(Indeterminate, 'indeterminate');
+
 /** A Determinate InvalidArgument error. */
 export function invalidArgument(message: string): Determinate {
   return new Determinate(ErrorCode.InvalidArgument, message);
@@ -103,12 +155,14 @@ export function invalidArgument(message: string): Determinate {
 
 /**
  * The error for an operation aborted through its signal: Indeterminate, unless
- * the caller knows the request was provably never sent.
+ * the caller knows the request was provably never sent (`sent` false, or the
+ * exposure `not-sent`). A signal whose reason is a `TimeoutError` (as from
+ * `AbortSignal.timeout`) gives the Timeout code once sent.
  */
-export function aborted(signal: AbortSignal, sent: boolean): ExternalError {
+export function aborted(signal: AbortSignal, sent: boolean | Exposure): ExternalError {
   const reason: unknown = signal.reason;
   const why = reason instanceof Error ? reason.message : String(reason ?? 'aborted');
-  if (!sent) {
+  if (sent === false || sent === 'not-sent') {
     return new Determinate(ErrorCode.Cancelled, `operation aborted before it was sent: ${why}`, { cause: reason });
   }
   if (reason instanceof Error && reason.name === 'TimeoutError') {

@@ -14,6 +14,26 @@ export {
   type ExternalErrorOptions,
 } from './errors.js';
 export {
+  externalError,
+  mapError,
+  firstOf,
+  type Exposure,
+  type ErrorTable,
+  type ErrorVerdict,
+  type ExternalErrorInit,
+  type MapErrorContext,
+} from './kit/exposure.js';
+export {
+  wrapConsensus,
+  wrapBlob,
+  stepwise,
+  type ConsensusInterceptor,
+  type BlobInterceptor,
+  type ConsensusOp,
+  type BlobOp,
+  type Around,
+} from './wrap.js';
+export {
   CaSResult,
   SCAN_ALL,
   CONSENSUS_HEAD_LIVENESS_KEY,
