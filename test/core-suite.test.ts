@@ -279,8 +279,16 @@ describe('consensusImplTest fails stores that break SPEC', () => {
       expectation: 'scan rejects limit 0',
     },
     {
+      name: 'scan refuses limits of 2^63 and above, as a driver binding 64-bit integers does',
+      patch: (c) => ({
+        scan: (k, f, l, o) => (Number.isInteger(l) && l >= 2 ** 63 ? Promise.reject(new Determinate(ErrorCode.Unknown, 'the bound bigint is too big')) : c.scan(k, f, l, o)),
+      }),
+      caseName: 'limits: any positive integer',
+      expectation: 'scan accepts limit 9223372036854776000',
+    },
+    {
       name: 'SCAN_ALL stops at 20 versions',
-      patch: (c) => ({ scan: (k, f, l, o) => c.scan(k, f, Math.min(l, 20), o) }),
+      patch: (c) => ({ scan: (k, f, l, o) => c.scan(k, f, Number.isInteger(l) ? Math.min(l, 20) : l, o) }),
       caseName: 'limits: SCAN_ALL',
       expectation: 'scan with SCAN_ALL returns every version, ascending',
     },

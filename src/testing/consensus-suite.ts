@@ -14,7 +14,7 @@ import {
   type SuiteCase,
   type SuiteOptions,
 } from './cases.js';
-import { collect, expect, expectEqual, expectRejects, within, type Rejection } from './expect.js';
+import { collect, expect, expectEqual, expectRejects, expectResolves, within, type Rejection } from './expect.js';
 import { hostileKeys, keyOfBytes } from './keys.js';
 
 /** What a Consensus case gets: a handle on a fresh, empty location of its own. */
@@ -328,6 +328,17 @@ const limitCases: ConsensusCase[] = [
         await expectRejects(() => c.scan(k, SeqNo.minimum(), limit as number), invalid, `scan rejects limit ${label(limit)}`);
       }
       expectEqual(showAll(await c.scan(k, SeqNo.minimum(), 1)), [s(1, 'x')], 'limit 1 is accepted');
+    },
+  },
+  {
+    name: 'limits: any positive integer limit is accepted, however far above SCAN_ALL',
+    run: async ({ consensus: c }) => {
+      const k = await keyWith(c, [[1, 'x'], [2, 'y']]);
+      // Drivers bind limits as 64-bit integers: a backend must not pass these on unclamped.
+      for (const limit of [SCAN_ALL, 2 ** 53, 2 ** 63, 2 ** 64, 1e300, Number.MAX_VALUE]) {
+        const got = await expectResolves(c.scan(k, SeqNo.minimum(), limit), `scan accepts limit ${label(limit)}`);
+        expectEqual(showAll(got), [s(1, 'x'), s(2, 'y')], `scan with limit ${label(limit)} returns every version`);
+      }
     },
   },
   {
