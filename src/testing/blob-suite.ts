@@ -582,7 +582,7 @@ const argumentCases: BlobCase[] = [
     },
   },
   {
-    name: 'close: is idempotent, and Symbol.asyncDispose closes',
+    name: 'close: is idempotent, also after Symbol.asyncDispose',
     run: async (ctx) => {
       const b = await ctx.open();
       await b.set('k', text('x'));

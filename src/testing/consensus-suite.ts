@@ -501,7 +501,7 @@ const otherCases: ConsensusCase[] = [
     },
   },
   {
-    name: 'close: is idempotent, and Symbol.asyncDispose closes',
+    name: 'close: is idempotent, also after Symbol.asyncDispose',
     run: async ({ consensus: c }) => {
       const k = await keyWith(c, [[1, 'x']]);
       expectEqual(show(await c.head(k)), s(1, 'x'), 'the handle reads before it is closed');
