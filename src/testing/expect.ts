@@ -9,6 +9,13 @@ import { ExternalError } from '../errors.js';
 /** A failed conformance expectation. */
 export class ConformanceError extends Error {
   override readonly name = 'ConformanceError';
+  /** The suite case that failed, when the error comes from a suite run. */
+  readonly caseName: string | undefined;
+
+  constructor(message: string, options?: ErrorOptions & { caseName?: string }) {
+    super(message, options);
+    this.caseName = options?.caseName;
+  }
 }
 
 export function expect(condition: boolean, expectation: string): void {
@@ -18,6 +25,15 @@ export function expect(condition: boolean, expectation: string): void {
 export function expectEqual<T>(actual: T, expected: T, expectation: string): void {
   if (!isDeepStrictEqual(actual, expected)) {
     throw new ConformanceError(`expected: ${expectation}\n  wanted: ${show(expected)}\n  got:    ${show(actual)}`);
+  }
+}
+
+/** Awaits `action` (or calls a function returning one); a rejection fails with `expectation`. */
+export async function expectResolves<T>(action: Promise<T> | (() => Promise<T>), expectation: string): Promise<T> {
+  try {
+    return await (typeof action === 'function' ? action() : action);
+  } catch (err) {
+    throw new ConformanceError(`expected: ${expectation}\n  it rejected: ${show(err)}`, { cause: err });
   }
 }
 
@@ -56,6 +72,22 @@ export async function expectRejects(
     return err;
   }
   throw new ConformanceError(`expected: ${expectation}\n  wanted a rejection, got: ${show(value)}`);
+}
+
+/**
+ * Settles with `work`, or fails after `ms` milliseconds naming what did not happen:
+ * a hung backend then fails the suite instead of stalling it.
+ */
+export async function within<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new ConformanceError(`expected: ${what}\n  it had not happened after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([work, late]);
+  } finally {
+    clearTimeout(timer);
+  }
 }
 
 /** Collects an async iterable. */
