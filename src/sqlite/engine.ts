@@ -198,7 +198,7 @@ export class Engine {
 
   scan(key: string, from: bigint, limit: number): { seqno: bigint; data: Uint8Array }[] {
     this.#outsideTransaction();
-    return this.#scan.all(key, from, BigInt(limit)) as { seqno: bigint; data: Buffer }[];
+    return this.#scan.all(key, from, BigInt(Math.min(limit, Number.MAX_SAFE_INTEGER))) as { seqno: bigint; data: Buffer }[];
   }
 
   /** Up to {@link KEYS_PAGE} distinct keys after `after` (all keys from the start when undefined), ascending. */
