@@ -29,17 +29,17 @@ interface Backend {
 
 const CONSENSUS_SCHEMES: Record<string, Backend | 'mem'> = {
   mem: 'mem',
-  sqlite: { module: './sqlite.js', driver: 'better-sqlite3' },
-  postgres: { module: './postgres.js', driver: 'pg' },
-  postgresql: { module: './postgres.js', driver: 'pg' },
-  etcd: { module: './etcd.js', driver: 'etcd3' },
+  sqlite: { module: './sqlite/index.js', driver: 'better-sqlite3' },
+  postgres: { module: './postgres/index.js', driver: 'pg' },
+  postgresql: { module: './postgres/index.js', driver: 'pg' },
+  etcd: { module: './etcd/index.js', driver: 'etcd3' },
 };
 
 const BLOB_SCHEMES: Record<string, Backend | 'mem'> = {
   mem: 'mem',
-  file: { module: './file.js', driver: 'node:fs' },
-  s3: { module: './s3.js', driver: '@aws-sdk/client-s3' },
-  azure: { module: './azure.js', driver: '@azure/storage-blob' },
+  file: { module: './file/index.js', driver: 'node:fs' },
+  s3: { module: './s3/index.js', driver: '@aws-sdk/client-s3' },
+  azure: { module: './azure/index.js', driver: '@azure/storage-blob' },
 };
 
 /**

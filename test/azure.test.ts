@@ -461,7 +461,7 @@ describe('AzureBlob against a scripted HTTP server (what Azurite cannot show)', 
 
   // Azurite 3.35 answers a Get Blob with the bytes of the version current when the
   // request arrived but the ETag header of the version current when it had read
-  // them (see the module comment of src/azure.ts). These two tests replay that.
+  // them (see the module comment of src/azure/index.ts). These two tests replay that.
   test('get: a first response whose ETag names a newer version than its bytes is not mixed with ranges of that version', async () => {
     // Bytes of version "A" (1s) under the ETag of version "B" (2s), then B for good.
     const stub = await versioned((range, ifMatch) => (range?.[0] === 0 && ifMatch === undefined ? { fill: 1, etag: '"B"' } : { fill: 2, etag: '"B"' }));
@@ -595,7 +595,7 @@ describe('AzureBlob against Azurite', () => {
   });
 
   // Azurite can answer a Get Blob with one version's bytes under a newer version's
-  // ETag (see src/azure.ts); before the get re-read range 0 under If-Match, about
+  // ETag (see src/azure/index.ts); before the get re-read range 0 under If-Match, about
   // one run in three of this test read 2s then 1s. The assertion stays strict.
   test('a get racing overwrites returns one whole value, never a mix of two', async () => {
     const blob = open(`race/${randomUUID()}`, { rangeBytes: 256 * 1024, singleUploadMaxBytes: 512 * 1024, blockBytes: 512 * 1024 });
@@ -789,7 +789,7 @@ describe('AzureBlob against Azurite', () => {
     await assert.rejects(pending, (err) => expectExternal(err, true, ErrorCode.Cancelled));
     assert.equal(Buffer.from((await blob.get('k'))!.toContiguous()).toString(), 'old', 'the staged blocks are not visible');
     assert.deepEqual(await collect(blob.list()), [{ key: 'k', sizeInBytes: 3 }]);
-    // Azure has no call to drop uncommitted blocks short of a commit (see src/azure.ts).
+    // Azure has no call to drop uncommitted blocks short of a commit (see src/azure/index.ts).
     assert.ok(((await blocks.getBlockList('uncommitted')).uncommittedBlocks?.length ?? 0) > 0);
     const value = pattern(3 * MiB, 13);
     await blob.set('k', value);

@@ -902,7 +902,7 @@ describe('S3Blob on s3rver: concurrent overwrites and lost connections', () => {
     // the message says could not be aborted (or never got an UploadId back) remain
     // with parts. Uploads without parts may remain too: a CreateMultipartUpload whose
     // answer was lost and which the SDK retried created one that no UploadId names
-    // (see src/s3.ts).
+    // (see src/s3/index.ts).
     const excused = h.errors.set.filter((e) => /aborting upload .* failed too|may have created/.test(e.message)).length;
     const pending = (await raw.send(new ListMultipartUploadsCommand({ Bucket: 'history' }))).Uploads ?? [];
     const uploads = join(server.directory, 'history', '._S3rver_uploads');

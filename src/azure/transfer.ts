@@ -57,7 +57,7 @@ export async function readInto(body: NodeJS.ReadableStream | undefined, target: 
       at += bytes.byteLength;
     }
   } catch (err) {
-    // With the SDK's stream retries off (see the get in src/azure.ts), a body that
+    // With the SDK's stream retries off (see the get in src/azure/index.ts), a body that
     // breaks off surfaces as a plain Error, or as an AbortError when the socket
     // closed under it: make it a retryable connection failure. Only an abort of
     // `signal` (the caller, or a failed sibling range) is an abort.
@@ -70,7 +70,7 @@ export async function readInto(body: NodeJS.ReadableStream | undefined, target: 
 /**
  * A ranged response guarded by If-Match did not come back with that same ETag: the
  * blob changed under the request, so its body cannot be trusted to be the version
- * we asked for (Azurite does this, see the get in src/azure.ts). Handled like a 412.
+ * we asked for (Azurite does this, see the get in src/azure/index.ts). Handled like a 412.
  */
 export class VersionChangedError extends Error {
   override readonly name = 'VersionChangedError';

@@ -279,7 +279,7 @@ async function dropSchemas(scratch: ScratchLocation): Promise<ScratchCleanup> {
     return { removed: false, note: `scratch schemas were left in place (the pg package is not installed): ${manual}` };
   }
   // The location's connection string, without its own parameters (schema, pool, batching).
-  const { connectionString } = (await import('../postgres.js')).postgresOptionsFromUri(parseLocationUri(scratch.uri));
+  const { connectionString } = (await import('../postgres/index.js')).postgresOptionsFromUri(parseLocationUri(scratch.uri));
   const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000 });
   try {
     await client.connect();

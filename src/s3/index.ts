@@ -95,19 +95,19 @@ import {
   type CompletedPart,
   type S3ClientConfig,
 } from '@aws-sdk/client-s3';
-import { BlobBase } from './base.js';
-import type { BlobMetadata } from './blob.js';
-import type { OpOptions } from './consensus.js';
-import { copyBytes } from './bytes.js';
-import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from './errors.js';
-import { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './s3/keys.js';
-import { errorName, httpStatus, isConnectError, mapS3Error } from './s3/errors.js';
-import { SegmentedBytes } from './segmented-bytes.js';
-import { boolParam, checkParams, intParam, type LocationUri } from './uri.js';
-import { utf8Length, validateKey } from './validate.js';
+import { BlobBase } from '../base.js';
+import type { BlobMetadata } from '../blob.js';
+import type { OpOptions } from '../consensus.js';
+import { copyBytes } from '../bytes.js';
+import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from '../errors.js';
+import { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './keys.js';
+import { errorName, httpStatus, isConnectError, mapS3Error } from './errors.js';
+import { SegmentedBytes } from '../segmented-bytes.js';
+import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
+import { utf8Length, validateKey } from '../validate.js';
 
-export { mapS3Error, type S3ErrorContext } from './s3/errors.js';
-export { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './s3/keys.js';
+export { mapS3Error, type S3ErrorContext } from './errors.js';
+export { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './keys.js';
 
 const MiB = 1024 * 1024;
 /** S3's smallest part (but the last) and largest part count. */

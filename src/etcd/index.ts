@@ -50,17 +50,17 @@
  */
 import { setTimeout as sleep } from 'node:timers/promises';
 import * as etcd3 from 'etcd3';
-import { ConsensusBase } from './base.js';
-import { copyBytes } from './bytes.js';
-import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
-import { GrpcCode, grpcStatusOf, mapEtcdError } from './etcd/errors.js';
-import { Layout, parseSeqno, seqnoText } from './etcd/layout.js';
-import { EndpointBreakers, RUN_ONCE } from './etcd/policies.js';
-import { SeqNo } from './seqno.js';
-import { checkParams, intParam, parseLocationUri, type LocationUri } from './uri.js';
+import { ConsensusBase } from '../base.js';
+import { copyBytes } from '../bytes.js';
+import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
+import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
+import { GrpcCode, grpcStatusOf, mapEtcdError } from './errors.js';
+import { Layout, parseSeqno, seqnoText } from './layout.js';
+import { EndpointBreakers, RUN_ONCE } from './policies.js';
+import { SeqNo } from '../seqno.js';
+import { checkParams, intParam, parseLocationUri, type LocationUri } from '../uri.js';
 
-export { mapEtcdError } from './etcd/errors.js';
+export { mapEtcdError } from './errors.js';
 
 /** etcd's default `--max-request-bytes`: 1.5 MiB. */
 export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;

@@ -67,20 +67,20 @@
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { ConsensusBase } from './base.js';
-import { copyBytes } from './bytes.js';
-import { CaSResult, type Consensus, type OpOptions, type VersionedData } from './consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from './errors.js';
-import { CasBatcher, type CasCall } from './postgres/batcher.js';
-import { connectionConfig } from './postgres/connection.js';
-import { mapPostgresError } from './postgres/errors.js';
-import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './postgres/sql.js';
-import { SeqNo } from './seqno.js';
-import { checkParams, intParam, redactUri, type LocationUri } from './uri.js';
-import { MAX_CONSENSUS_SEQNO } from './validate.js';
+import { ConsensusBase } from '../base.js';
+import { copyBytes } from '../bytes.js';
+import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
+import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
+import { CasBatcher, type CasCall } from './batcher.js';
+import { connectionConfig } from './connection.js';
+import { mapPostgresError } from './errors.js';
+import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
+import { SeqNo } from '../seqno.js';
+import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
+import { MAX_CONSENSUS_SEQNO } from '../validate.js';
 
-export { mapPostgresError, type PgErrorContext, type PgPhase } from './postgres/errors.js';
-export { DEFAULT_SCHEMA, validateSchemaName } from './postgres/sql.js';
+export { mapPostgresError, type PgErrorContext, type PgPhase } from './errors.js';
+export { DEFAULT_SCHEMA, validateSchemaName } from './sql.js';
 
 /** Options of {@link PostgresConsensus.open}. */
 export interface PostgresConsensusOptions {

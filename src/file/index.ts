@@ -138,15 +138,15 @@ import {
 } from 'node:fs';
 import { link, lstat, mkdir, open, readdir, rename, rmdir, unlink } from 'node:fs/promises';
 import { dirname, isAbsolute, join, resolve } from 'node:path';
-import { BlobBase } from './base.js';
-import type { BlobMetadata } from './blob.js';
-import { asBuffer, copyBytes } from './bytes.js';
-import type { OpOptions } from './consensus.js';
-import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
-import { SegmentedBytes } from './segmented-bytes.js';
-import { boolParam, checkParams, type LocationUri } from './uri.js';
-import { DirSyncer, type DirIdentity } from './file/dir-sync.js';
-import { errnoOf, fsError } from './file/errors.js';
+import { BlobBase } from '../base.js';
+import type { BlobMetadata } from '../blob.js';
+import { asBuffer, copyBytes } from '../bytes.js';
+import type { OpOptions } from '../consensus.js';
+import { aborted, Determinate, ErrorCode, invalidArgument } from '../errors.js';
+import { SegmentedBytes } from '../segmented-bytes.js';
+import { boolParam, checkParams, type LocationUri } from '../uri.js';
+import { DirSyncer, type DirIdentity } from './dir-sync.js';
+import { errnoOf, fsError } from './errors.js';
 import {
   CHUNK_DIR,
   DELETED,
@@ -159,9 +159,9 @@ import {
   tempName,
   tempOwner,
   unescapeKey,
-} from './file/layout.js';
+} from './layout.js';
 
-export { fsError, type FsErrorContext } from './file/errors.js';
+export { fsError, type FsErrorContext } from './errors.js';
 
 /** Options of {@link FileBlob}. */
 export interface FileBlobOptions {

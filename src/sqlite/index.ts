@@ -68,20 +68,20 @@
  * - `worker=true|false` (default true): run write batches in a worker thread.
  */
 import { resolve as resolvePath } from 'node:path';
-import { ConsensusBase } from './base.js';
-import { CaSResult, type OpOptions, type VersionedData } from './consensus.js';
-import { Determinate, ErrorCode, invalidArgument, throwIfAborted, type ExternalError } from './errors.js';
-import { SeqNo } from './seqno.js';
-import { Engine, KEYS_PAGE, openEngine, retryBusy, type Phase, type Synchronous, type WriteOp } from './sqlite/engine.js';
-import { sqliteError } from './sqlite/errors.js';
-import { GroupCommit } from './sqlite/group-commit.js';
-import { InlineWriter, WorkerWriter, type Writer } from './sqlite/writer.js';
-import { boolParam, checkParams, intParam, type LocationUri } from './uri.js';
-import { MAX_CONSENSUS_SEQNO, utf8Length } from './validate.js';
-import { copyBytes } from './bytes.js';
+import { ConsensusBase } from '../base.js';
+import { CaSResult, type OpOptions, type VersionedData } from '../consensus.js';
+import { Determinate, ErrorCode, invalidArgument, throwIfAborted, type ExternalError } from '../errors.js';
+import { SeqNo } from '../seqno.js';
+import { Engine, KEYS_PAGE, openEngine, retryBusy, type Phase, type Synchronous, type WriteOp } from './engine.js';
+import { sqliteError } from './errors.js';
+import { GroupCommit } from './group-commit.js';
+import { InlineWriter, WorkerWriter, type Writer } from './writer.js';
+import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
+import { MAX_CONSENSUS_SEQNO, utf8Length } from '../validate.js';
+import { copyBytes } from '../bytes.js';
 
-export { sqliteError } from './sqlite/errors.js';
-export type { Synchronous } from './sqlite/engine.js';
+export { sqliteError } from './errors.js';
+export type { Synchronous } from './engine.js';
 
 /** Options of {@link SqliteConsensus.open}. */
 export interface SqliteConsensusOptions {

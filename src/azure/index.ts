@@ -99,20 +99,20 @@ import {
   type ContainerClient,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
-import { BlobBase } from './base.js';
-import type { Blob, BlobMetadata } from './blob.js';
-import type { OpOptions } from './consensus.js';
-import { aborted, Determinate, ErrorCode, invalidArgument } from './errors.js';
-import { SegmentedBytes } from './segmented-bytes.js';
-import { asBuffer, copyBytes } from './bytes.js';
-import { boolParam, checkParams, type LocationUri } from './uri.js';
-import { utf8Length, validateKey } from './validate.js';
-import { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, encodePrefix, maxKeyBytesFor, namePrefixChars } from './azure/keys.js';
-import { azureErrorCode, azureStatus, mapAzureError, withRetries, type Attempts, type RetryOptions } from './azure/errors.js';
-import { blockIds, forEachLimit, readInto, totalFromContentRange, VersionChangedError } from './azure/transfer.js';
+import { BlobBase } from '../base.js';
+import type { Blob, BlobMetadata } from '../blob.js';
+import type { OpOptions } from '../consensus.js';
+import { aborted, Determinate, ErrorCode, invalidArgument } from '../errors.js';
+import { SegmentedBytes } from '../segmented-bytes.js';
+import { asBuffer, copyBytes } from '../bytes.js';
+import { boolParam, checkParams, type LocationUri } from '../uri.js';
+import { utf8Length, validateKey } from '../validate.js';
+import { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, encodePrefix, maxKeyBytesFor, namePrefixChars } from './keys.js';
+import { azureErrorCode, azureStatus, mapAzureError, withRetries, type Attempts, type RetryOptions } from './errors.js';
+import { blockIds, forEachLimit, readInto, totalFromContentRange, VersionChangedError } from './transfer.js';
 
-export { mapAzureError, type RetryOptions } from './azure/errors.js';
-export { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, maxKeyBytesFor } from './azure/keys.js';
+export { mapAzureError, type RetryOptions } from './errors.js';
+export { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, maxKeyBytesFor } from './keys.js';
 
 const MiB = 1024 * 1024;
 /** Azure's limits on one block blob. */
