@@ -9,7 +9,8 @@ import { hostname, tmpdir } from 'node:os';
 import { dirname, join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, openBlob, type Blob } from 'persist-location';
-import { FileBlob, fsError } from 'persist-location/file';
+import { FileBlob } from 'persist-location/file';
+import { fsError } from '../src/file/errors.js';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
 import { checkValue, churnKeys, crashKeys, makeValue, raceKeys } from './fixtures/file-value.js';
 
