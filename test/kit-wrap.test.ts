@@ -11,13 +11,14 @@ import {
   stepwise,
   wrapBlob,
   wrapConsensus,
+  WrappedBlob,
+  WrappedConsensus,
   type Blob,
   type BlobInterceptor,
   type Consensus,
   type ConsensusInterceptor,
 } from 'persist-location';
 import { blobImplTest, consensusImplTest } from 'persist-location/testing';
-import { WrappedBlob, WrappedConsensus } from '../src/wrap.js';
 
 /** A wrapper that counts every call, listing and close that passes through it. */
 function counting() {
