@@ -86,14 +86,17 @@ describe('compositions under concurrent clients', () => {
     const name = `wrapped-${randomUUID()}`;
     const rec = new Recorder();
     const gate = new Gate();
-    const report = await stressConsensus(
-      async () => gate.consensus(async () => measuredConsensus(new FlakyConsensus(new MemConsensus({ name }), { rate: 0.05 }), rec)),
-      { ops: 2000, keys: 4, clients: 16 },
-    );
+    const open = () => gate.consensus(async () => measuredConsensus(new FlakyConsensus(new MemConsensus({ name }), { rate: 0.05 }), rec));
+    const report = await stressConsensus(open, { ops: 2000, keys: 4, clients: 16 });
     assert.equal(report.verdict, 'ok', JSON.stringify(report.violations[0]));
     assert.ok(report.ok, report.unproven.join('; '));
     assert.ok(report.unknown > 10, `only ${report.unknown} unknown outcomes were injected`);
     assert.ok(rec.count >= 2000, `only ${rec.count} calls recorded`);
+    // The gate was in the path too: once shut, a handle's calls park.
+    const handle = await open();
+    await gate.shut();
+    const parked = await Promise.race([handle.head('k').then(() => 'answered'), new Promise((resolve) => setTimeout(() => resolve('parked'), 50))]);
+    assert.equal(parked, 'parked');
   });
 
   test('a gated, measured blob passes the blob stress', async () => {
