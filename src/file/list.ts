@@ -1,11 +1,8 @@
 /**
- * Listing. Escaping is prefix-preserving and chunking is greedy (src/file/layout.ts),
- * so `list(prefix)` reads one directory (the one holding the prefix's last, partial
- * chunk) and then only the subtrees whose names start with that chunk: its cost
- * grows with the keys that match plus that one directory, not with the whole store.
- * It never descends into a symbolic link or another location's root (found in the
- * directory listings it reads anyway), and lists only names in the layout's
- * canonical form, each where the layout puts its key.
+ * Listing: only the directories a prefix can reach (why that is cheap is in
+ * src/file/layout.ts), never through a symbolic link or into another location's
+ * root (found in the directory listings it reads anyway), and only names in the
+ * layout's canonical form, each where the layout puts its key.
  */
 import { lstat, readdir } from 'node:fs/promises';
 import type { BlobMetadata } from '../blob.js';
