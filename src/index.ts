@@ -26,6 +26,8 @@ export {
 export {
   wrapConsensus,
   wrapBlob,
+  WrappedConsensus,
+  WrappedBlob,
   stepwise,
   type ConsensusInterceptor,
   type BlobInterceptor,

@@ -13,8 +13,6 @@ export const MAX_KEY_BYTES = 1024;
 /** Largest seqno Consensus stores: 2^63 - 1, so it fits signed 64-bit columns. */
 export const MAX_CONSENSUS_SEQNO = (1n << 63n) - 1n;
 
-const encoder = new TextEncoder();
-
 /** UTF-8 length of a string without allocating. */
 export function utf8Length(s: string): number {
   return Buffer.byteLength(s, 'utf8');
@@ -109,9 +107,4 @@ function describe(v: unknown): string {
   if (typeof v === 'number' || typeof v === 'bigint' || typeof v === 'boolean') return `${typeof v} ${String(v)}`;
   if (typeof v === 'object') return `an object (${v.constructor?.name ?? 'Object'})`;
   return typeof v;
-}
-
-/** Bytes of a key, for backends that store keys as bytes. */
-export function keyBytes(key: string): Uint8Array {
-  return encoder.encode(key);
 }

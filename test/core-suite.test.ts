@@ -1,6 +1,7 @@
-// Proves the exported conformance suites can fail: each store below breaks one rule
-// of SPEC, and the suite must reject with a ConformanceError naming the case and the
-// expectation that caught it.
+// Proves the exported conformance suites can fail: each store below (a memory store
+// behind a wrapper that changes only what it breaks) breaks one rule of SPEC, and
+// the suite must reject with a ConformanceError naming the case and the expectation
+// that caught it.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
@@ -15,9 +16,13 @@ import {
   MemConsensus,
   SegmentedBytes,
   SeqNo,
+  wrapBlob,
+  wrapConsensus,
   type Blob,
+  type BlobInterceptor,
   type BlobMetadata,
   type Consensus,
+  type ConsensusInterceptor,
 } from 'persist-location';
 import {
   ConformanceError,
@@ -30,38 +35,20 @@ import {
   type SuiteCase,
 } from 'persist-location/testing';
 
-/** A fresh MemConsensus per open, with some methods replaced. */
-function brokenConsensus(patch: (inner: Consensus) => Partial<Consensus>): () => Promise<Consensus> {
+/** A fresh MemConsensus per open, wrapped in the interceptor that breaks it. */
+function brokenConsensus(patch: (inner: Consensus) => ConsensusInterceptor): () => Promise<Consensus> {
   return async () => {
     const inner = new MemConsensus();
-    const base: Consensus = {
-      listKeys: (o) => inner.listKeys(o),
-      head: (k, o) => inner.head(k, o),
-      compareAndSet: (k, e, n, o) => inner.compareAndSet(k, e, n, o),
-      scan: (k, f, l, o) => inner.scan(k, f, l, o),
-      truncate: (k, s, o) => inner.truncate(k, s, o),
-      close: () => inner.close(),
-      [Symbol.asyncDispose]: () => inner.close(),
-    };
-    return { ...base, ...patch(inner) };
+    return wrapConsensus(inner, patch(inner));
   };
 }
 
-/** MemBlob locations shared per path (as the suite requires), with some methods replaced. */
-function brokenBlob(patch: (inner: Blob) => Partial<Blob>, { share = true, keepDeleted = false } = {}): (path: string) => Promise<Blob> {
+/** MemBlob locations shared per path (as the suite requires), each handle wrapped in the interceptor that breaks it. */
+function brokenBlob(patch: (inner: Blob) => BlobInterceptor, { share = true, keepDeleted = false } = {}): (path: string) => Promise<Blob> {
   const run = randomUUID();
   return async (path) => {
     const inner = new MemBlob(share ? { name: `${run}/${path}`, keepDeleted } : { keepDeleted });
-    const base: Blob = {
-      get: (k, o) => inner.get(k, o),
-      list: (p, o) => inner.list(p, o),
-      set: (k, v, o) => inner.set(k, v, o),
-      delete: (k, o) => inner.delete(k, o),
-      restore: (k, o) => inner.restore(k, o),
-      close: () => inner.close(),
-      [Symbol.asyncDispose]: () => inner.close(),
-    };
-    return { ...base, ...patch(inner) };
+    return wrapBlob(inner, patch(inner));
   };
 }
 
@@ -81,17 +68,15 @@ function aliasingBlob(): (path: string) => Promise<Blob> {
     const inner = new MemBlob({ name: `${run}/${top}` });
     if (rest.length === 0) return inner;
     const under = `${rest.join('/')}/`;
-    return {
-      get: (k, o) => inner.get(under + k, o),
-      set: (k, v, o) => inner.set(under + k, v, o),
-      delete: (k, o) => inner.delete(under + k, o),
-      restore: (k, o) => inner.restore(under + k, o),
-      list: async function* (p = '', o) {
-        for await (const m of inner.list(under + p, o)) yield { ...m, key: m.key.slice(under.length) };
+    return wrapBlob(inner, {
+      get: (forward, k, o) => forward(under + k, o),
+      set: (forward, k, v, o) => forward(under + k, v, o),
+      delete: (forward, k, o) => forward(under + k, o),
+      restore: (forward, k, o) => forward(under + k, o),
+      list: async function* (forward, p = '', o) {
+        for await (const m of forward(under + p, o)) yield { ...m, key: m.key.slice(under.length) };
       },
-      close: () => inner.close(),
-      [Symbol.asyncDispose]: () => inner.close(),
-    };
+    });
   };
 }
 
@@ -205,9 +190,9 @@ async function failsWith(run: Promise<void>, caseName: string, expectation: stri
  * whole suite to catch it; with `only`, the suite runs just that case (an earlier case
  * catches it too, and this shows the later one would as well).
  */
-interface Broken<S, O> {
+interface Broken<S, I, O> {
   name: string;
-  patch: (inner: S) => Partial<S>;
+  patch: (inner: S) => I;
   caseName: string;
   expectation: string;
   only?: boolean;
@@ -215,13 +200,13 @@ interface Broken<S, O> {
 }
 
 describe('consensusImplTest fails stores that break SPEC', () => {
-  const broken: Broken<Consensus, ConsensusImplTestOptions>[] = [
+  const broken: Broken<Consensus, ConsensusInterceptor, ConsensusImplTestOptions>[] = [
     {
       name: 'a CaS expecting nothing overwrites a written key',
       patch: (c) => ({
-        compareAndSet: async (k, e, n, o) => {
+        compareAndSet: async (forward, k, e, n, o) => {
           const head = await c.head(k);
-          return c.compareAndSet(k, e ?? (head && head.seqno.value < n.seqno.value ? head.seqno : undefined), n, o);
+          return forward(k, e ?? (head && head.seqno.value < n.seqno.value ? head.seqno : undefined), n, o);
         },
       }),
       caseName: '2:',
@@ -229,104 +214,104 @@ describe('consensusImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'an invalid CaS rejects Indeterminate',
-      patch: (c) => ({
-        compareAndSet: (k, e, n, o) =>
-          c.compareAndSet(k, e, n, o).catch((err: unknown) => {
+      patch: () => ({
+        compareAndSet: (forward, k, e, n, o) =>
+          forward(k, e, n, o).catch((err: unknown) => {
             throw err instanceof ExternalError && err.code === ErrorCode.InvalidArgument ? new Indeterminate(ErrorCode.Unknown, err.message) : err;
           }),
       }),
       caseName: '6:',
       expectation: 'CaS with new == expected rejects',
     },
-    { name: 'scan ignores its limit', patch: (c) => ({ scan: (k, f, _l, o) => c.scan(k, f, Number.MAX_SAFE_INTEGER, o) }), caseName: '7:', expectation: 'scan from v0 limit 1' },
-    { name: 'scan returns versions descending', patch: (c) => ({ scan: async (k, f, l, o) => (await c.scan(k, f, l, o)).reverse() }), caseName: '7:', expectation: 'scan from v5' },
+    { name: 'scan ignores its limit', patch: () => ({ scan: (forward, k, f, _l, o) => forward(k, f, Number.MAX_SAFE_INTEGER, o) }), caseName: '7:', expectation: 'scan from v0 limit 1' },
+    { name: 'scan returns versions descending', patch: () => ({ scan: async (forward, k, f, l, o) => (await forward(k, f, l, o)).reverse() }), caseName: '7:', expectation: 'scan from v5' },
     {
       name: 'truncate reports nothing deleted',
-      patch: (c) => ({ truncate: async (k, s, o) => (await c.truncate(k, s, o), 0) }),
+      patch: () => ({ truncate: async (forward, k, s, o) => (await forward(k, s, o), 0) }),
       caseName: '8:',
       expectation: 'truncate(v6) deletes one version',
     },
-    { name: 'truncate of an empty key succeeds', patch: (c) => ({ truncate: (k, s, o) => c.truncate(k, s, o).catch(() => 0) }), caseName: '1:', expectation: 'truncate of a fresh key rejects' },
+    { name: 'truncate of an empty key succeeds', patch: () => ({ truncate: (forward, k, s, o) => forward(k, s, o).catch(() => 0) }), caseName: '1:', expectation: 'truncate of a fresh key rejects' },
     {
       name: 'values are cut at 8 KiB',
-      patch: (c) => ({ compareAndSet: (k, e, n, o) => c.compareAndSet(k, e, { seqno: n.seqno, data: n.data.subarray(0, 8192) }, o) }),
+      patch: () => ({ compareAndSet: (forward, k, e, n, o) => forward(k, e, { seqno: n.seqno, data: n.data.subarray(0, 8192) }, o) }),
       caseName: '10:',
       expectation: 'the 10 KiB value reads back exactly',
     },
     {
       name: 'seqnos above 2^63-1 are accepted',
-      patch: (c) => ({ compareAndSet: async (k, e, n, o) => (n.seqno.value > MAX_CONSENSUS_SEQNO ? CaSResult.Committed : c.compareAndSet(k, e, n, o)) }),
+      patch: () => ({ compareAndSet: async (forward, k, e, n, o) => (n.seqno.value > MAX_CONSENSUS_SEQNO ? CaSResult.Committed : forward(k, e, n, o)) }),
       caseName: '11:',
       expectation: 'seqno 2^63 rejects InvalidArgument',
     },
     {
       name: 'an empty value reads back as no version',
-      patch: (c) => ({ head: async (k, o) => ((h) => (h?.data.byteLength === 0 ? undefined : h))(await c.head(k, o)) }),
+      patch: () => ({ head: async (forward, k, o) => ((h) => (h?.data.byteLength === 0 ? undefined : h))(await forward(k, o)) }),
       caseName: '10:',
       expectation: 'the empty value reads back empty',
     },
     {
       name: 'an empty value reads back as no version (its own case)',
-      patch: (c) => ({ head: async (k, o) => ((h) => (h?.data.byteLength === 0 ? undefined : h))(await c.head(k, o)) }),
+      patch: () => ({ head: async (forward, k, o) => ((h) => (h?.data.byteLength === 0 ? undefined : h))(await forward(k, o)) }),
       caseName: 'empty values:',
       expectation: 'head of a key holding an empty value is that version',
       only: true,
     },
     {
       name: 'scan takes limit 0 as "no limit"',
-      patch: (c) => ({ scan: (k, f, l, o) => c.scan(k, f, l === 0 ? Number.MAX_SAFE_INTEGER : l, o) }),
+      patch: () => ({ scan: (forward, k, f, l, o) => forward(k, f, l === 0 ? Number.MAX_SAFE_INTEGER : l, o) }),
       caseName: 'limits: a scan limit',
       expectation: 'scan rejects limit 0',
     },
     {
       name: 'scan refuses limits of 2^63 and above, as a driver binding 64-bit integers does',
-      patch: (c) => ({
-        scan: (k, f, l, o) => (Number.isInteger(l) && l >= 2 ** 63 ? Promise.reject(new Determinate(ErrorCode.Unknown, 'the bound bigint is too big')) : c.scan(k, f, l, o)),
+      patch: () => ({
+        scan: (forward, k, f, l, o) => (Number.isInteger(l) && l >= 2 ** 63 ? Promise.reject(new Determinate(ErrorCode.Unknown, 'the bound bigint is too big')) : forward(k, f, l, o)),
       }),
       caseName: 'limits: any positive integer',
       expectation: 'scan accepts limit 9223372036854776000',
     },
     {
       name: 'SCAN_ALL stops at 20 versions',
-      patch: (c) => ({ scan: (k, f, l, o) => c.scan(k, f, Number.isInteger(l) ? Math.min(l, 20) : l, o) }),
+      patch: () => ({ scan: (forward, k, f, l, o) => forward(k, f, Number.isInteger(l) ? Math.min(l, 20) : l, o) }),
       caseName: 'limits: SCAN_ALL',
       expectation: 'scan with SCAN_ALL returns every version, ascending',
     },
     {
       name: 'head reads storage for an over-long key',
-      patch: (c) => ({ head: (k, o) => (typeof k === 'string' && Buffer.byteLength(k) > 1024 ? Promise.resolve(undefined) : c.head(k, o)) }),
+      patch: () => ({ head: (forward, k, o) => (typeof k === 'string' && Buffer.byteLength(k) > 1024 ? Promise.resolve(undefined) : forward(k, o)) }),
       caseName: 'invalid arguments: bad keys',
       expectation: 'head rejects a 1025-byte key',
     },
     {
       name: 'listKeys yields only its first page of 1000 keys',
-      patch: (c) => ({ listKeys: (o) => firstPage(c.listKeys(o), 1000) }),
+      patch: () => ({ listKeys: (forward, o) => firstPage(forward(o), 1000) }),
       caseName: 'listing: 1200 keys',
       expectation: 'listKeys yields 1200 keys, each once',
     },
     {
       name: 'listKeys repeats the last key of a page of 1000',
-      patch: (c) => ({ listKeys: (o) => repeatsItem(c.listKeys(o), 1000) }),
+      patch: () => ({ listKeys: (forward, o) => repeatsItem(forward(o), 1000) }),
       caseName: 'listing: 1200 keys',
       expectation: 'listKeys yields 1200 keys, each once',
     },
     {
       name: 'a listing goes on after the loop breaks',
-      patch: (c) => {
+      patch: () => {
         const pool = new Pool(4);
-        return { listKeys: (o) => listing(pool, () => c.listKeys(o), 'ignores return') };
+        return { listKeys: (forward, o) => listing(pool, () => forward(o), 'ignores return') };
       },
       caseName: 'listing: a loop that breaks early',
       expectation: 'after the loop breaks, the listing yields nothing more',
     },
     {
       name: 'a listing broken off keeps its connection',
-      patch: (c) => {
+      patch: () => {
         const pool = new Pool(4);
         return {
-          listKeys: (o) => listing(pool, () => c.listKeys(o), 'leaks its connection'),
-          head: (k, o) => pool.with(() => c.head(k, o)),
-          compareAndSet: (k, e, n, o) => pool.with(() => c.compareAndSet(k, e, n, o)),
+          listKeys: (forward, o) => listing(pool, () => forward(o), 'leaks its connection'),
+          head: (forward, k, o) => pool.with(() => forward(k, o)),
+          compareAndSet: (forward, k, e, n, o) => pool.with(() => forward(k, e, n, o)),
         };
       },
       caseName: 'listing: a loop that breaks early',
@@ -335,24 +320,24 @@ describe('consensusImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'head ignores its signal',
-      patch: (c) => ({ head: (k, o) => c.head(k, abortedSignal(o) ? undefined : o) }),
+      patch: () => ({ head: (forward, k, o) => forward(k, abortedSignal(o) ? undefined : o) }),
       caseName: 'abort:',
       expectation: 'head aborted with an Error rejects Determinate Cancelled',
     },
     {
       name: 'an aborted scan rejects Indeterminate',
-      patch: (c) => ({
-        scan: (k, f, l, o) => (abortedSignal(o) ? Promise.reject(new Indeterminate(ErrorCode.Cancelled, 'aborted')) : c.scan(k, f, l, o)),
+      patch: () => ({
+        scan: (forward, k, f, l, o) => (abortedSignal(o) ? Promise.reject(new Indeterminate(ErrorCode.Cancelled, 'aborted')) : forward(k, f, l, o)),
       }),
       caseName: 'abort:',
       expectation: 'scan aborted with an Error rejects Determinate Cancelled',
     },
     {
       name: 'an aborted truncate truncates, then reports the abort',
-      patch: (c) => ({
-        truncate: async (k, s, o) => {
-          if (!abortedSignal(o)) return c.truncate(k, s, o);
-          await c.truncate(k, s);
+      patch: () => ({
+        truncate: async (forward, k, s, o) => {
+          if (!abortedSignal(o)) return forward(k, s, o);
+          await forward(k, s);
           throw new Determinate(ErrorCode.Cancelled, 'aborted');
         },
       }),
@@ -361,27 +346,27 @@ describe('consensusImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'keys are folded to lower case',
-      patch: (c) => ({
-        head: (k, o) => c.head(lower(k), o),
-        compareAndSet: (k, e, n, o) => c.compareAndSet(lower(k), e, n, o),
-        scan: (k, f, l, o) => c.scan(lower(k), f, l, o),
-        truncate: (k, s, o) => c.truncate(lower(k), s, o),
+      patch: () => ({
+        head: (forward, k, o) => forward(lower(k), o),
+        compareAndSet: (forward, k, e, n, o) => forward(lower(k), e, n, o),
+        scan: (forward, k, f, l, o) => forward(lower(k), f, l, o),
+        truncate: (forward, k, s, o) => forward(lower(k), s, o),
       }),
       caseName: 'hostile keys:',
       expectation: 'hostile key "case" commits',
     },
     {
       name: 'head hands out the stored array',
-      patch: (c) => {
+      patch: () => {
         const cache = new Map<string, Awaited<ReturnType<Consensus['head']>>>();
         return {
-          head: async (k, o) => {
-            if (o?.signal?.aborted || typeof k !== 'string') return c.head(k, o);
-            if (!cache.has(k)) cache.set(k, await c.head(k, o));
+          head: async (forward, k, o) => {
+            if (o?.signal?.aborted || typeof k !== 'string') return forward(k, o);
+            if (!cache.has(k)) cache.set(k, await forward(k, o));
             return cache.get(k);
           },
-          compareAndSet: async (k, e, n, o) => (cache.delete(k), c.compareAndSet(k, e, n, o)),
-          truncate: async (k, s, o) => (cache.delete(k), c.truncate(k, s, o)),
+          compareAndSet: async (forward, k, e, n, o) => (cache.delete(k), forward(k, e, n, o)),
+          truncate: async (forward, k, s, o) => (cache.delete(k), forward(k, s, o)),
         };
       },
       caseName: "isolation: stored bytes are neither the caller's array",
@@ -389,10 +374,10 @@ describe('consensusImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'CaS reads its argument after the call returns',
-      patch: (c) => ({
-        compareAndSet: async (k, e, n, o) => {
+      patch: () => ({
+        compareAndSet: async (forward, k, e, n, o) => {
           await new Promise((resolve) => setImmediate(resolve));
-          return c.compareAndSet(k, e, n, o);
+          return forward(k, e, n, o);
         },
       }),
       caseName: "isolation: changing a CaS's arguments",
@@ -400,11 +385,11 @@ describe('consensusImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'head hands out one mutable seqno object per key',
-      patch: (c) => {
+      patch: () => {
         const handedOut = new Map<string, SeqNo>();
         return {
-          head: async (k, o) => {
-            const head = await c.head(k, o);
+          head: async (forward, k, o) => {
+            const head = await forward(k, o);
             if (head === undefined || typeof k !== 'string') return head;
             const mine = handedOut.get(k);
             if (mine === undefined || mine.value < head.seqno.value) handedOut.set(k, mutableSeqNo(head.seqno.value));
@@ -431,7 +416,7 @@ describe('blobImplTest fails stores that break SPEC', () => {
   /** The stored arrays a broken blob hands out, shared by its handles on one location like a real cache would be. */
   const caches = new Map<string, Map<string, SegmentedBytes | undefined>>();
   const large = { largeValueBytes: 2 << 20 };
-  const broken: (Broken<Blob, BlobImplTestOptions> & { store?: { share?: boolean; keepDeleted?: boolean } })[] = [
+  const broken: (Broken<Blob, BlobInterceptor, BlobImplTestOptions> & { store?: { share?: boolean; keepDeleted?: boolean } })[] = [
     {
       name: 'handles on one path do not share data',
       patch: () => ({}),
@@ -441,7 +426,7 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'delete of an empty value returns undefined',
-      patch: (b) => ({ delete: async (k, o) => (await b.delete(k, o)) || undefined }),
+      patch: () => ({ delete: async (forward, k, o) => (await forward(k, o)) || undefined }),
       caseName: '4:',
       expectation: 'deleting an empty value returns 0',
     },
@@ -461,12 +446,12 @@ describe('blobImplTest fails stores that break SPEC', () => {
       caseName: '5: restore of a deleted value rejects',
       expectation: 'restoring a deleted key rejects Determinate',
     },
-    { name: 'list ignores its prefix', patch: (b) => ({ list: (_p, o) => b.list('', o) }), caseName: '7:', expectation: 'list("k-prefix") gives exactly those keys' },
+    { name: 'list ignores its prefix', patch: () => ({ list: (forward, _p, o) => forward('', o) }), caseName: '7:', expectation: 'list("k-prefix") gives exactly those keys' },
     {
       name: 'list treats the prefix as a directory',
-      patch: (b) => ({
-        list: async function* (p = '', o) {
-          for await (const m of b.list(p, o)) if (p === '' || m.key.slice(p.length).startsWith('/') || p.endsWith('/')) yield m;
+      patch: () => ({
+        list: async function* (forward, p = '', o) {
+          for await (const m of forward(p, o)) if (p === '' || m.key.slice(p.length).startsWith('/') || p.endsWith('/')) yield m;
         },
       }),
       caseName: '7:',
@@ -474,52 +459,52 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'large values are cut at 1 MiB',
-      patch: (b) => ({ set: (k, v, o) => b.set(k, v instanceof Uint8Array ? v.subarray(0, 1 << 20) : v, o) }),
+      patch: () => ({ set: (forward, k, v, o) => forward(k, v instanceof Uint8Array ? v.subarray(0, 1 << 20) : v, o) }),
       caseName: 'values: a large value',
       expectation: 'the large value has its full length',
     },
     {
       name: 'an empty value reads back as missing',
-      patch: (b) => ({ get: async (k, o) => ((v) => (v?.length === 0 ? undefined : v))(await b.get(k, o)) }),
+      patch: () => ({ get: async (forward, k, o) => ((v) => (v?.length === 0 ? undefined : v))(await forward(k, o)) }),
       caseName: '4:',
       expectation: 'an empty value reads back empty, not missing',
     },
     {
       name: 'an empty value reads back as missing (its own case)',
-      patch: (b) => ({ get: async (k, o) => ((v) => (v?.length === 0 ? undefined : v))(await b.get(k, o)) }),
+      patch: () => ({ get: async (forward, k, o) => ((v) => (v?.length === 0 ? undefined : v))(await forward(k, o)) }),
       caseName: 'empty values:',
       expectation: 'an empty value reads back as a value, not as missing',
       only: true,
     },
     {
       name: 'list yields only its first page of 1000 keys',
-      patch: (b) => ({ list: (p, o) => firstPage(b.list(p, o), 1000) }),
+      patch: () => ({ list: (forward, p, o) => firstPage(forward(p, o), 1000) }),
       caseName: 'listing: 1200 keys',
       expectation: 'list yields 1200 keys, each once',
     },
     {
       name: 'list repeats the last key of a page of 1000',
-      patch: (b) => ({ list: (p, o) => repeatsItem(b.list(p, o), 1000) }),
+      patch: () => ({ list: (forward, p, o) => repeatsItem(forward(p, o), 1000) }),
       caseName: 'listing: 1200 keys',
       expectation: 'list yields 1200 keys, each once',
     },
     {
       name: 'a listing goes on after the loop breaks',
-      patch: (b) => {
+      patch: () => {
         const pool = new Pool(4);
-        return { list: (p, o) => listing<BlobMetadata>(pool, () => b.list(p, o), 'ignores return') };
+        return { list: (forward, p, o) => listing<BlobMetadata>(pool, () => forward(p, o), 'ignores return') };
       },
       caseName: 'listing: a loop that breaks early',
       expectation: 'after the loop breaks, the listing yields nothing more',
     },
     {
       name: 'a listing broken off keeps its connection',
-      patch: (b) => {
+      patch: () => {
         const pool = new Pool(4);
         return {
-          list: (p, o) => listing<BlobMetadata>(pool, () => b.list(p, o), 'leaks its connection'),
-          get: (k, o) => pool.with(() => b.get(k, o)),
-          set: (k, v, o) => pool.with(() => b.set(k, v, o)),
+          list: (forward, p, o) => listing<BlobMetadata>(pool, () => forward(p, o), 'leaks its connection'),
+          get: (forward, k, o) => pool.with(() => forward(k, o)),
+          set: (forward, k, v, o) => pool.with(() => forward(k, v, o)),
         };
       },
       caseName: 'listing: a loop that breaks early',
@@ -528,16 +513,16 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'get ignores its signal',
-      patch: (b) => ({ get: (k, o) => b.get(k, abortedSignal(o) ? undefined : o) }),
+      patch: () => ({ get: (forward, k, o) => forward(k, abortedSignal(o) ? undefined : o) }),
       caseName: 'abort:',
       expectation: 'get aborted with an Error rejects Determinate Cancelled',
     },
     {
       name: 'an aborted delete deletes, then reports the abort',
-      patch: (b) => ({
-        delete: async (k, o) => {
-          if (!abortedSignal(o)) return b.delete(k, o);
-          await b.delete(k);
+      patch: () => ({
+        delete: async (forward, k, o) => {
+          if (!abortedSignal(o)) return forward(k, o);
+          await forward(k);
           throw new Determinate(ErrorCode.Cancelled, 'aborted');
         },
       }),
@@ -546,13 +531,13 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'an aborted list rejects Indeterminate',
-      patch: (b) => ({
-        list: (p, o) =>
+      patch: () => ({
+        list: (forward, p, o) =>
           abortedSignal(o)
             ? {
                 [Symbol.asyncIterator]: () => ({ next: () => Promise.reject(new Indeterminate(ErrorCode.Cancelled, 'aborted')) }),
               }
-            : b.list(p, o),
+            : forward(p, o),
       }),
       caseName: 'abort:',
       expectation: 'list aborted with an Error rejects Determinate Cancelled',
@@ -564,14 +549,14 @@ describe('blobImplTest fails stores that break SPEC', () => {
         if (!caches.has(where)) caches.set(where, new Map());
         const cache = caches.get(where)!;
         return {
-          get: async (k, o) => {
-            if (o?.signal?.aborted || typeof k !== 'string') return b.get(k, o);
-            if (!cache.has(k)) cache.set(k, await b.get(k, o));
+          get: async (forward, k, o) => {
+            if (o?.signal?.aborted || typeof k !== 'string') return forward(k, o);
+            if (!cache.has(k)) cache.set(k, await forward(k, o));
             return cache.get(k);
           },
-          set: async (k, v, o) => (cache.delete(k), b.set(k, v, o)),
-          delete: async (k, o) => (cache.delete(k), b.delete(k, o)),
-          restore: async (k, o) => (cache.delete(k), b.restore(k, o)),
+          set: async (forward, k, v, o) => (cache.delete(k), forward(k, v, o)),
+          delete: async (forward, k, o) => (cache.delete(k), forward(k, o)),
+          restore: async (forward, k, o) => (cache.delete(k), forward(k, o)),
         };
       },
       caseName: 'isolation:',
@@ -579,12 +564,12 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'keys are folded to lower case',
-      patch: (b) => ({
-        get: (k, o) => b.get(lower(k), o),
-        set: (k, v, o) => b.set(lower(k), v, o),
-        delete: (k, o) => b.delete(lower(k), o),
-        list: async function* (p = '', o) {
-          yield* b.list(lower(p), o);
+      patch: () => ({
+        get: (forward, k, o) => forward(lower(k), o),
+        set: (forward, k, v, o) => forward(lower(k), v, o),
+        delete: (forward, k, o) => forward(lower(k), o),
+        list: async function* (forward, p = '', o) {
+          yield* forward(lower(p), o);
         },
       }),
       caseName: 'hostile keys:',
@@ -592,8 +577,8 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: 'keys over 1000 bytes are refused, below the cap the suite is told',
-      patch: (b) => ({
-        set: (k, v, o) => (typeof k === 'string' && Buffer.byteLength(k) > 1000 ? Promise.reject(new Determinate(ErrorCode.InvalidArgument, 'key over 1000 bytes')) : b.set(k, v, o)),
+      patch: () => ({
+        set: (forward, k, v, o) => (typeof k === 'string' && Buffer.byteLength(k) > 1000 ? Promise.reject(new Determinate(ErrorCode.InvalidArgument, 'key over 1000 bytes')) : forward(k, v, o)),
       }),
       caseName: 'hostile keys:',
       expectation: 'hostile key "max-',
@@ -607,10 +592,10 @@ describe('blobImplTest fails stores that break SPEC', () => {
     },
     {
       name: "set reads the caller's array after the call returns",
-      patch: (b) => ({
-        set: async (k, v, o) => {
+      patch: () => ({
+        set: async (forward, k, v, o) => {
           await new Promise((resolve) => setImmediate(resolve));
-          return b.set(k, v, o);
+          return forward(k, v, o);
         },
       }),
       caseName: 'isolation:',

@@ -11,6 +11,8 @@ import {
   stepwise,
   wrapBlob,
   wrapConsensus,
+  WrappedBlob,
+  WrappedConsensus,
   type Blob,
   type BlobInterceptor,
   type Consensus,
@@ -231,6 +233,100 @@ describe('the wrapper shape', () => {
       [Symbol.asyncDispose]: () => mem.close(),
     };
     assert.equal('maxKeyBytes' in wrapBlob(plain, {}), false);
+  });
+
+  test('step sees each step of a listing with its name and arguments, and starts the listing inside the first step', async () => {
+    const steps: string[] = [];
+    const { inner, state } = spy();
+    let started = 0;
+    const wrapped = wrapConsensus(inner, {
+      listKeys: (forward, opts) => {
+        started++;
+        return forward(opts);
+      },
+      step: async (op, args, run) => {
+        steps.push(`${op}(${args.length}) in`);
+        const out = await run();
+        steps.push('out');
+        return out;
+      },
+    });
+    const listing = wrapped.listKeys({});
+    assert.equal(started, 0, 'nothing starts before the first step');
+    const seen: string[] = [];
+    for await (const key of listing) {
+      seen.push(key);
+      if (seen.length === 2) break;
+    }
+    assert.deepEqual(seen, ['a', 'b']);
+    assert.equal(started, 1);
+    assert.ok(state.released, 'the break reached the inner listing');
+    assert.deepEqual(steps, ['listKeys(1) in', 'out', 'listKeys(1) in', 'out', 'listKeys(1) in', 'out'], 'two nexts and the return');
+  });
+
+  test('a step that refuses rejects the iteration, and the inner listing is never started', async () => {
+    const boom = new Error('step refused');
+    let started = false;
+    const blob = wrapBlob(new MemBlob(), {
+      list: (forward, prefix, opts) => {
+        started = true;
+        return forward(prefix, opts);
+      },
+      step: () => {
+        throw boom;
+      },
+    });
+    const it = blob.list('p')[Symbol.asyncIterator]();
+    let next: Promise<unknown> | undefined;
+    assert.doesNotThrow(() => (next = it.next()));
+    await assert.rejects(next!, (e) => e === boom);
+    assert.equal(started, false);
+  });
+
+  test('steps of composed wrappers nest, the outer one outside', async () => {
+    const order: string[] = [];
+    const layer = (name: string): ConsensusInterceptor => ({
+      step: async (_op, _args, run) => {
+        order.push(`${name} in`);
+        try {
+          return await run();
+        } finally {
+          order.push(`${name} out`);
+        }
+      },
+    });
+    const { inner } = spy();
+    const wrapped = wrapConsensus(wrapConsensus(inner, layer('inner')), layer('outer'));
+    for await (const key of wrapped.listKeys()) {
+      assert.equal(key, 'a');
+      break;
+    }
+    assert.deepEqual(order.slice(0, 4), ['outer in', 'inner in', 'inner out', 'outer out']);
+  });
+
+  test('a wrapper can be a class with state of its own', async () => {
+    class Counted extends WrappedConsensus {
+      writes = 0;
+      constructor(inner: Consensus) {
+        super(inner, {
+          compareAndSet: (forward, ...args) => {
+            this.writes++;
+            return forward(...args);
+          },
+        });
+      }
+    }
+    const handles: Counted[] = [];
+    await consensusImplTest(async () => {
+      handles.push(new Counted(new MemConsensus()));
+      return handles[handles.length - 1]!;
+    });
+    assert.ok(handles.every((h) => h instanceof WrappedConsensus));
+    assert.ok(handles.some((h) => h.writes > 0), 'the hook counted on the instance');
+    const blob = new WrappedBlob(new MemBlob(), {});
+    await blob.set('k', new Uint8Array([1]));
+    await blob[Symbol.asyncDispose]();
+    await assert.rejects(blob.get('k'), /is closed/);
   });
 
   test('a closed inner store still answers as closed through the wrapper', async () => {

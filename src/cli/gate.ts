@@ -9,10 +9,10 @@
  * running are waited for, the handles are closed, and only then is the scratch
  * location removed.
  */
-import type { Blob, BlobMetadata } from '../blob.js';
-import type { CaSResult, Consensus, OpOptions, VersionedData } from '../consensus.js';
-import type { SegmentedBytes } from '../segmented-bytes.js';
-import type { SeqNo } from '../seqno.js';
+import type { Blob } from '../blob.js';
+import type { Consensus } from '../consensus.js';
+import { withDeadline } from '../kit/deadline.js';
+import { wrapBlob, wrapConsensus } from '../wrap.js';
 
 /** Waits for calls still running after an interrupt at most this long (a hung server must not hold Ctrl-C). */
 const SETTLE_MS = 15_000;
@@ -22,6 +22,12 @@ export class Gate {
   #running = 0;
   #onIdle: (() => void)[] = [];
   readonly #handles: { close(): Promise<void> }[] = [];
+  /** Runs every call, listing step and close of a handle opened through the gate through {@link run}. */
+  readonly #interceptor = {
+    around: <T>(_op: string, _args: readonly unknown[], run: () => Promise<T>): Promise<T> => this.run(run),
+    step: <T>(_op: string, _args: readonly unknown[], run: () => Promise<T>): Promise<T> => this.run(run),
+    close: (forward: () => Promise<void>): Promise<void> => this.run(forward),
+  };
 
   /** True once {@link shut} was called. */
   get isShut(): boolean {
@@ -39,38 +45,21 @@ export class Gate {
     }
   }
 
-  /** Opens a Consensus through the gate; its calls go through the gate too. */
+  /** Opens a Consensus through the gate; its calls, listing steps and close go through the gate too. */
   async consensus(open: () => Promise<Consensus>): Promise<Consensus> {
     const inner = await this.run(open);
     this.#handles.push(inner);
-    return {
-      listKeys: (opts?: OpOptions) => this.#iterable(() => inner.listKeys(opts)),
-      head: (key: string, opts?: OpOptions): Promise<VersionedData | undefined> => this.run(() => inner.head(key, opts)),
-      compareAndSet: (key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> =>
-        this.run(() => inner.compareAndSet(key, expected, next, opts)),
-      scan: (key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> => this.run(() => inner.scan(key, from, limit, opts)),
-      truncate: (key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> => this.run(() => inner.truncate(key, seqno, opts)),
-      close: () => this.run(() => inner.close()),
-      [Symbol.asyncDispose]: () => this.run(() => inner.close()),
-    };
+    return wrapConsensus(inner, this.#interceptor);
   }
 
-  /** Opens a Blob through the gate; its calls go through the gate too. */
+  /**
+   * Opens a Blob through the gate; its calls, listing steps and close go through
+   * the gate too. An object store's `maxKeyBytes` shows through.
+   */
   async blob(open: () => Promise<Blob>): Promise<Blob> {
     const inner = await this.run(open);
     this.#handles.push(inner);
-    const gated: Blob = {
-      get: (key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> => this.run(() => inner.get(key, opts)),
-      list: (prefix?: string, opts?: OpOptions) => this.#iterable<BlobMetadata>(() => inner.list(prefix, opts)),
-      set: (key: string, value: Uint8Array, opts?: OpOptions): Promise<void> => this.run(() => inner.set(key, value, opts)),
-      delete: (key: string, opts?: OpOptions): Promise<number | undefined> => this.run(() => inner.delete(key, opts)),
-      restore: (key: string, opts?: OpOptions): Promise<void> => this.run(() => inner.restore(key, opts)),
-      close: () => this.run(() => inner.close()),
-      [Symbol.asyncDispose]: () => this.run(() => inner.close()),
-    };
-    // Object stores cap keys lower than the interface does: check reads the cap.
-    const cap = (inner as Blob & { maxKeyBytes?: number }).maxKeyBytes;
-    return cap === undefined ? gated : Object.assign(gated, { maxKeyBytes: cap });
+    return wrapBlob(inner, this.#interceptor);
   }
 
   /**
@@ -84,27 +73,13 @@ export class Gate {
     await withinSettleTime(settled);
     await withinSettleTime(Promise.allSettled(this.#handles.map((h) => h.close())));
   }
-
-  #iterable<T>(make: () => AsyncIterable<T>): AsyncIterable<T> {
-    const gate = this;
-    return {
-      [Symbol.asyncIterator](): AsyncIterator<T> {
-        let it: AsyncIterator<T> | undefined;
-        return {
-          next: () => gate.run(() => (it ??= make()[Symbol.asyncIterator]()).next()),
-          return: (value?: unknown) => gate.run(async () => (await it?.return?.(value)) ?? { done: true as const, value: undefined }),
-        };
-      },
-    };
-  }
 }
 
 function parked<T>(): Promise<T> {
   return new Promise<T>(() => {});
 }
 
+/** Waits for `p` to settle, or for {@link SETTLE_MS}, whichever comes first. */
 async function withinSettleTime(p: Promise<unknown>): Promise<void> {
-  let timer: NodeJS.Timeout | undefined;
-  await Promise.race([p, new Promise<void>((resolve) => (timer = setTimeout(resolve, SETTLE_MS)))]);
-  clearTimeout(timer);
+  await withDeadline(undefined, SETTLE_MS, () => p).catch(() => {});
 }

@@ -4,10 +4,9 @@
  * conformance suites run through them unchanged).
  */
 import { performance } from 'node:perf_hooks';
-import type { Blob, BlobMetadata } from '../blob.js';
-import type { CaSResult, Consensus, OpOptions, VersionedData } from '../consensus.js';
-import type { SegmentedBytes } from '../segmented-bytes.js';
-import type { SeqNo } from '../seqno.js';
+import type { Blob } from '../blob.js';
+import type { Consensus } from '../consensus.js';
+import { wrapBlob, wrapConsensus } from '../wrap.js';
 
 /** Throughput and latency of a set of operations. */
 export interface LatencySummary {
@@ -60,41 +59,26 @@ export function summarize(latencies: number[], seconds: number): LatencySummary 
 
 /** A Consensus that records the latency of every call of `inner` (a listing counts once, start to end). */
 export function measuredConsensus(inner: Consensus, rec: Recorder): Consensus {
-  return {
-    async *listKeys(opts?: OpOptions): AsyncIterable<string> {
-      const start = performance.now();
-      try {
-        yield* inner.listKeys(opts);
-      } finally {
-        rec.record(performance.now() - start);
-      }
-    },
-    head: (key: string, opts?: OpOptions): Promise<VersionedData | undefined> => rec.time(() => inner.head(key, opts)),
-    compareAndSet: (key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> =>
-      rec.time(() => inner.compareAndSet(key, expected, next, opts)),
-    scan: (key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> => rec.time(() => inner.scan(key, from, limit, opts)),
-    truncate: (key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> => rec.time(() => inner.truncate(key, seqno, opts)),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-  };
+  return wrapConsensus(inner, {
+    around: (_op, _args, run) => rec.time(run),
+    listKeys: (forward, opts) => timedListing(forward(opts), rec),
+  });
 }
 
 /** A Blob that records the latency of every call of `inner` (a listing counts once, start to end). */
 export function measuredBlob(inner: Blob, rec: Recorder): Blob {
-  return {
-    get: (key: string, opts?: OpOptions): Promise<SegmentedBytes | undefined> => rec.time(() => inner.get(key, opts)),
-    async *list(prefix?: string, opts?: OpOptions): AsyncIterable<BlobMetadata> {
-      const start = performance.now();
-      try {
-        yield* inner.list(prefix, opts);
-      } finally {
-        rec.record(performance.now() - start);
-      }
-    },
-    set: (key: string, value: Uint8Array, opts?: OpOptions): Promise<void> => rec.time(() => inner.set(key, value, opts)),
-    delete: (key: string, opts?: OpOptions): Promise<number | undefined> => rec.time(() => inner.delete(key, opts)),
-    restore: (key: string, opts?: OpOptions): Promise<void> => rec.time(() => inner.restore(key, opts)),
-    close: () => inner.close(),
-    [Symbol.asyncDispose]: () => inner.close(),
-  };
+  return wrapBlob(inner, {
+    around: (_op, _args, run) => rec.time(run),
+    list: (forward, prefix, opts) => timedListing(forward(prefix, opts), rec),
+  });
+}
+
+/** `listing`, recorded as one operation from its first step to its end (or the break that ends it). */
+async function* timedListing<T>(listing: AsyncIterable<T>, rec: Recorder): AsyncIterable<T> {
+  const start = performance.now();
+  try {
+    yield* listing;
+  } finally {
+    rec.record(performance.now() - start);
+  }
 }

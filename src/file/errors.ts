@@ -1,6 +1,6 @@
 /**
- * The one place where FileBlob turns a file-system error (an errno code) into an
- * ExternalError.
+ * How FileBlob's file-system errors (errno codes) become ExternalErrors: a table
+ * from errno to code, judged by the kit's one rule (src/kit/exposure.ts).
  *
  * | errno                              | before the commit point       | after it       |
  * |------------------------------------|-------------------------------|----------------|
@@ -15,12 +15,15 @@
  *
  * The commit point of a write is the `rename` (or `link`) that makes it visible:
  * every error before it left the target untouched (the temporary file never
- * replaced it), every error after it (the directory fsync) comes too late to
- * undo it. An error *of* the rename is judged like one before it, except EIO and
- * unknown errors, which stay Indeterminate. Reads have no commit point. Callers
- * handle the expected cases themselves first (ENOENT on a read is `undefined`).
+ * replaced it), so the errnos of the table prove nothing changed (exposure `sent`,
+ * refused); every error after it (the directory fsync) comes too late to undo it
+ * (exposure `committed`). An error *of* the rename is judged like one before it,
+ * except EIO and unknown errors, which stay Indeterminate. Reads have no commit
+ * point. Callers handle the expected cases themselves first (ENOENT on a read is
+ * `undefined`).
  */
-import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
+import { ErrorCode, ExternalError } from '../errors.js';
+import { externalError, type ErrorTable } from '../kit/exposure.js';
 
 /** What the failed step was part of, for the message and the classification. */
 export interface FsErrorContext {
@@ -32,7 +35,8 @@ export interface FsErrorContext {
   committed: boolean;
 }
 
-const DETERMINATE: Record<string, ErrorCode> = {
+/** The errnos that prove the step changed nothing, by code. */
+const REFUSED: Record<string, ErrorCode> = {
   EACCES: ErrorCode.PermissionDenied,
   EPERM: ErrorCode.PermissionDenied,
   EROFS: ErrorCode.PermissionDenied,
@@ -55,19 +59,27 @@ const HINT: Record<string, string> = {
   EISDIR: ' (an entry inside the root is not what the layout expects)',
 };
 
+/** The file system's table: the errnos above; anything else is unknown (Unknown). */
+export const FS_ERRORS: ErrorTable = (err) => {
+  const errno = errnoOf(err);
+  if (errno === undefined) return undefined;
+  if (errno === 'ETIMEDOUT') return { code: ErrorCode.Timeout };
+  const code = REFUSED[errno];
+  return code === undefined ? undefined : { code, refused: true };
+};
+
 /** Maps a file-system error; an ExternalError passes through unchanged. */
 export function fsError(err: unknown, ctx: FsErrorContext): ExternalError {
   if (err instanceof ExternalError) return err;
-  const errno = (err as { code?: unknown } | null)?.code;
-  const code = typeof errno === 'string' ? errno : undefined;
+  const errno = errnoOf(err);
+  const verdict = FS_ERRORS(err) ?? { code: ErrorCode.Unknown };
   const detail = err instanceof Error ? err.message : String(err);
-  const message = `${ctx.description}: ${ctx.action} failed: ${detail}${code === undefined ? '' : (HINT[code] ?? '')}`;
-  const determinateCode = code === undefined ? undefined : DETERMINATE[code];
-  if (!ctx.committed && determinateCode !== undefined) return new Determinate(determinateCode, message, { cause: err });
-  const indeterminateCode =
-    code === 'ETIMEDOUT' ? ErrorCode.Timeout : (determinateCode ?? ErrorCode.Unknown);
-  const why = ctx.committed ? `${message} (after the change became visible: it may have taken effect)` : message;
-  return new Indeterminate(indeterminateCode, why, { cause: err });
+  const message = `${ctx.description}: ${ctx.action} failed: ${detail}${errno === undefined ? '' : (HINT[errno] ?? '')}`;
+  return externalError(verdict.code, ctx.committed ? `${message} (after the change became visible: it may have taken effect)` : message, {
+    exposure: ctx.committed ? 'committed' : 'sent',
+    refused: verdict.refused,
+    cause: err,
+  });
 }
 
 /** The errno code of a Node.js system error, if any. */

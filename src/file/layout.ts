@@ -179,9 +179,9 @@ export function tempName(): string {
  * The writer of a temporary file, or undefined if the name is not exactly one that
  * {@link tempName} produces (whatever else starts with the prefix is not ours).
  */
-export function tempOwner(name: string): { host: string; pid: number; thisHost: boolean } | undefined {
+export function tempOwner(name: string): { pid: number; thisHost: boolean } | undefined {
   if (!name.startsWith(TEMP_PREFIX)) return undefined;
   const m = /^([0-9a-f]{8})\.([0-9]+)\.[0-9a-z]+$/.exec(name.slice(TEMP_PREFIX.length));
   if (m === null) return undefined;
-  return { host: m[1]!, pid: Number(m[2]), thisHost: m[1] === HOST_TAG };
+  return { pid: Number(m[2]), thisHost: m[1] === HOST_TAG };
 }

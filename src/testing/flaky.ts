@@ -1,6 +1,6 @@
-import type { CaSResult, Consensus, OpOptions, VersionedData } from '../consensus.js';
+import type { Consensus } from '../consensus.js';
 import { ErrorCode, Indeterminate } from '../errors.js';
-import type { SeqNo } from '../seqno.js';
+import { WrappedConsensus } from '../wrap.js';
 
 /** Options of {@link FlakyConsensus}. */
 export interface FlakyOptions {
@@ -16,51 +16,20 @@ export interface FlakyOptions {
  * half never reached the store. Histories recorded through it must still check as
  * linearizable; it exists to test checkers and callers' retry logic.
  */
-export class FlakyConsensus implements Consensus {
-  readonly #inner: Consensus;
-  readonly #rate: number;
-  readonly #random: () => number;
-
+export class FlakyConsensus extends WrappedConsensus {
   constructor(inner: Consensus, options: FlakyOptions = {}) {
-    this.#inner = inner;
-    this.#rate = options.rate ?? 0.05;
-    this.#random = options.random ?? Math.random;
-  }
-
-  listKeys(opts?: OpOptions): AsyncIterable<string> {
-    return this.#inner.listKeys(opts);
-  }
-
-  head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
-    return this.#inner.head(key, opts);
-  }
-
-  compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
-    return this.#flaky(() => this.#inner.compareAndSet(key, expected, next, opts));
-  }
-
-  scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
-    return this.#inner.scan(key, from, limit, opts);
-  }
-
-  truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
-    return this.#flaky(() => this.#inner.truncate(key, seqno, opts));
-  }
-
-  close(): Promise<void> {
-    return this.#inner.close();
-  }
-
-  [Symbol.asyncDispose](): Promise<void> {
-    return this.close();
-  }
-
-  async #flaky<T>(write: () => Promise<T>): Promise<T> {
-    if (this.#random() >= this.#rate) return write();
-    if (this.#random() < 0.5) {
-      await write().catch(() => undefined);
-      throw new Indeterminate(ErrorCode.Unknown, 'FlakyConsensus: connection lost after the write was applied');
-    }
-    throw new Indeterminate(ErrorCode.Unknown, 'FlakyConsensus: connection lost before the write was sent');
+    const rate = options.rate ?? 0.05;
+    const random = options.random ?? Math.random;
+    const flaky = async <T>(write: () => Promise<T>): Promise<T> => {
+      if (random() >= rate) return write();
+      if (random() < 0.5) {
+        await write().catch(() => undefined);
+        throw new Indeterminate(ErrorCode.Unknown, 'FlakyConsensus: connection lost after the write was applied');
+      }
+      throw new Indeterminate(ErrorCode.Unknown, 'FlakyConsensus: connection lost before the write was sent');
+    };
+    super(inner, {
+      around: (op, _args, run) => (op === 'compareAndSet' || op === 'truncate' ? flaky(run) : run()),
+    });
   }
 }
