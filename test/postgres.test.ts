@@ -9,13 +9,17 @@ import {
   Determinate,
   ErrorCode,
   ExternalError,
+  firstOf,
   Indeterminate,
+  mapError,
   openConsensus,
   SCAN_ALL,
   SeqNo,
   type Consensus,
+  type ErrorTable,
+  type Exposure,
 } from 'persist-location';
-import { mapPostgresError, PostgresConsensus, postgresOptionsFromUri } from 'persist-location/postgres';
+import { encodeErrors, mapPostgresError, PostgresConsensus, postgresErrors, postgresOptionsFromUri, statementTimedOut } from 'persist-location/postgres';
 import { checkLinearizable, consensusImplTest, hostileKeys, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { freePort } from './servers/ports.js';
 import { tripwireProxy } from './servers/proxy.js';
@@ -69,45 +73,54 @@ function sysError(code: string, message = code): Error {
 }
 
 test('mapPostgresError: the documented table, on synthetic driver errors', () => {
-  const cases: [unknown, Parameters<typeof mapPostgresError>[1], boolean, string][] = [
+  // Where the failure struck, as PostgresConsensus maps it there.
+  type Where = 'connect' | 'encode' | 'query' | 'past the statement timeout';
+  const mapAt: Record<Where, [ErrorTable, Exposure]> = {
+    connect: [postgresErrors, 'not-sent'],
+    encode: [encodeErrors, 'not-sent'],
+    query: [postgresErrors, 'sent'],
+    'past the statement timeout': [firstOf(statementTimedOut, postgresErrors), 'sent'],
+  };
+  const cases: [unknown, Where, boolean, string][] = [
     // Nothing was sent while connecting: always Determinate.
-    [sysError('ECONNREFUSED'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('57P03', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [new Error('timeout exceeded when trying to connect'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [new Error('Connection terminated due to connection timeout'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('53300', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('28P01', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
-    [dbError('28000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
-    [dbError('3D000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.NotFound],
+    [sysError('ECONNREFUSED'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('57P03', 'FATAL'), 'connect', true, ErrorCode.Unavailable],
+    [new Error('timeout exceeded when trying to connect'), 'connect', true, ErrorCode.Unavailable],
+    [new Error('Connection terminated due to connection timeout'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('53300', 'FATAL'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('28P01', 'FATAL'), 'connect', true, ErrorCode.PermissionDenied],
+    [dbError('28000', 'FATAL'), 'connect', true, ErrorCode.PermissionDenied],
+    [dbError('3D000', 'FATAL'), 'connect', true, ErrorCode.NotFound],
     // Failing to build the statement in the client: nothing was sent.
-    [new RangeError('Invalid string length'), { phase: 'encode' }, true, ErrorCode.ResourceExhausted],
-    [new TypeError('circular reference'), { phase: 'encode' }, true, ErrorCode.InvalidArgument],
+    [new RangeError('Invalid string length'), 'encode', true, ErrorCode.ResourceExhausted],
+    [new TypeError('circular reference'), 'encode', true, ErrorCode.InvalidArgument],
     // After sending: Determinate only when the SQLSTATE proves a rollback.
-    [dbError('40001'), { phase: 'query' }, true, ErrorCode.Aborted],
-    [dbError('40P01'), { phase: 'query' }, true, ErrorCode.Aborted],
-    [dbError('28P01'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
-    [dbError('42501'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
-    [dbError('42P01'), { phase: 'query' }, true, ErrorCode.NotFound],
-    [dbError('3F000'), { phase: 'query' }, true, ErrorCode.NotFound],
-    [dbError('22021'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('23505'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('42601'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('57014'), { phase: 'query', pastStatementTimeout: true }, false, ErrorCode.Timeout],
-    [dbError('57014'), { phase: 'query', pastStatementTimeout: false }, false, ErrorCode.Cancelled],
-    [dbError('57P01', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [dbError('08006', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [dbError('40003'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [dbError('XX000'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [dbError('53100'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [new Error('Connection terminated unexpectedly'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [sysError('ECONNRESET'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    [dbError('40001'), 'query', true, ErrorCode.Aborted],
+    [dbError('40P01'), 'query', true, ErrorCode.Aborted],
+    [dbError('28P01'), 'query', true, ErrorCode.PermissionDenied],
+    [dbError('42501'), 'query', true, ErrorCode.PermissionDenied],
+    [dbError('42P01'), 'query', true, ErrorCode.NotFound],
+    [dbError('3F000'), 'query', true, ErrorCode.NotFound],
+    [dbError('22021'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('23505'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('42601'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('57014'), 'past the statement timeout', false, ErrorCode.Timeout],
+    [dbError('57014'), 'query', false, ErrorCode.Cancelled],
+    [dbError('57P01', 'FATAL'), 'query', false, ErrorCode.Unavailable],
+    [dbError('08006', 'FATAL'), 'query', false, ErrorCode.Unavailable],
+    [dbError('40003'), 'query', false, ErrorCode.Unknown],
+    [dbError('XX000'), 'query', false, ErrorCode.Unknown],
+    [dbError('53100'), 'query', false, ErrorCode.Unknown],
+    [new Error('Connection terminated unexpectedly'), 'query', false, ErrorCode.Unavailable],
+    [sysError('ECONNRESET'), 'query', false, ErrorCode.Unavailable],
     // EPIPE is five capitals like a SQLSTATE, but it is an errno.
-    [sysError('EPIPE'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    ['a string', { phase: 'query' }, false, ErrorCode.Unavailable],
+    [sysError('EPIPE'), 'query', false, ErrorCode.Unavailable],
+    ['a string', 'query', false, ErrorCode.Unavailable],
   ];
-  for (const [err, ctx, determinate, code] of cases) {
-    const mapped = mapPostgresError(err, { ...ctx, what: 'PostgresConsensus(test): op' });
-    const label = `${String((err as { code?: unknown }).code ?? err)} in ${ctx.phase}`;
+  for (const [err, where, determinate, code] of cases) {
+    const [table, exposure] = mapAt[where];
+    const mapped = mapError(err, table, { what: 'PostgresConsensus(test): op', exposure });
+    const label = `${String((err as { code?: unknown }).code ?? err)} in ${where}`;
     assert.ok(mapped instanceof (determinate ? Determinate : Indeterminate), `${label}: ${mapped.name}`);
     assert.equal(mapped.code, code, label);
     assert.equal(mapped.cause, err, label);
@@ -115,7 +128,9 @@ test('mapPostgresError: the documented table, on synthetic driver errors', () =>
     assert.match(mapped.message, /^PostgresConsensus\(test\): op: /);
   }
   const passthrough = new Indeterminate(ErrorCode.Timeout, 'x');
-  assert.equal(mapPostgresError(passthrough, { phase: 'query' }), passthrough);
+  assert.equal(mapPostgresError(passthrough, { what: 'x', exposure: 'sent' }), passthrough);
+  const viaShorthand = mapPostgresError(dbError('40001'), { what: 'PostgresConsensus(test): op', exposure: 'sent' });
+  assert.ok(viaShorthand instanceof Determinate && viaShorthand.code === ErrorCode.Aborted, 'mapPostgresError is mapError with postgresErrors');
 });
 
 test('URI: own parameters are removed from the driver string, others rejected, schema validated', async () => {
