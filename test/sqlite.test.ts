@@ -8,11 +8,12 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, SCAN_ALL, SeqNo, openConsensus } from 'persist-location';
-import { SqliteConsensus, sqliteError } from 'persist-location/sqlite';
+import { mapSqliteError, SqliteConsensus } from 'persist-location/sqlite';
 import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { crashValue } from './fixtures/sqlite-crash-value.js';
 import { stressTag } from './fixtures/sqlite-stress-value.js';
 import { splitNodeOptions, workerFlags, workerStartOptions } from '../src/sqlite/worker-options.js';
+import { fromRaw } from '../src/sqlite/engine.js';
 
 let dir: string;
 let n = 0;
@@ -373,7 +374,7 @@ describe('batch failures', () => {
       for (const r of results) {
         assert.equal(r.status, 'rejected');
         assert.ok(r.reason instanceof Determinate, String(r.reason));
-        assert.match(String(r.reason.message), /SQLITE_CONSTRAINT.*before COMMIT.*poisoned/);
+        assert.match(String(r.reason.message), /before COMMIT.*SQLITE_CONSTRAINT.*poisoned/);
       }
       assert.deepEqual(rows(path), []);
       // The next batch without the poisoned key commits.
@@ -388,7 +389,7 @@ describe('batch failures', () => {
     const path = fresh();
     await (await SqliteConsensus.open(path, { worker: false })).close(); // the schema
     const writer = await WorkerWriter.start(path, { synchronous: 'full' }, 60_000);
-    const gc = new GroupCommit((members) => writer.run(members), (error, phase) => sqliteError(error, phase, 'test'));
+    const gc = new GroupCommit((members) => writer.run(members), (error, exposure) => mapSqliteError(fromRaw(error), { what: 'test', exposure }));
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     // Hold the write lock so that the batch waits inside the worker...
     const blocker = new Database(path);
@@ -417,9 +418,9 @@ describe('batch failures', () => {
       async (members) => {
         runs.push(members.length);
         if (fail === 'throw') throw new Error('worker exited');
-        return { type: 'error', phase: 'before-commit', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
+        return { type: 'error', exposure: 'not-sent', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
       },
-      (error, phase) => sqliteError(error, phase, 'test'),
+      (error, exposure) => mapSqliteError(fromRaw(error), { what: 'test', exposure }),
     );
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     const first = await Promise.allSettled([gc.submit(op, undefined), gc.submit(op, undefined)]);
@@ -493,7 +494,7 @@ describe('COMMIT and ROLLBACK failures (synthetic errors injected into those sta
     for (const r of results) {
       assert.ok(r.status === 'rejected' && r.reason instanceof Indeterminate, String(r.status === 'rejected' ? r.reason : r.value));
       assert.equal(r.reason.code, ErrorCode.Unavailable);
-      assert.match(r.reason.message, /SQLITE_IOERR_FSYNC at COMMIT, so the write may have been applied/);
+      assert.match(r.reason.message, /at COMMIT, so the write may have been applied: SQLITE_IOERR_FSYNC/);
     }
     assert.deepEqual(rows(path).map((r) => [r.key, r.seqno]), [['a', 1n], ['b', 1n]]);
     // The connection carries on.
@@ -537,7 +538,9 @@ describe('COMMIT and ROLLBACK failures (synthetic errors injected into those sta
   });
 });
 
-describe('sqliteError maps driver errors', () => {
+describe('mapSqliteError maps driver errors', () => {
+  // How SqliteConsensus maps them where they strike.
+  const exposureAt = { open: 'sent', read: 'sent', 'before-commit': 'sent', commit: 'committed' } as const;
   const cases: [string, 'open' | 'read' | 'before-commit' | 'commit', boolean, string][] = [
     ['SQLITE_BUSY', 'before-commit', true, ErrorCode.Aborted],
     ['SQLITE_BUSY_RECOVERY', 'read', true, ErrorCode.Aborted],
@@ -563,7 +566,7 @@ describe('sqliteError maps driver errors', () => {
   for (const [code, phase, determinate, expected] of cases) {
     test(`${code} ${phase} → ${determinate ? 'Determinate' : 'Indeterminate'} ${expected}`, () => {
       const cause = Object.assign(new Error(`synthetic ${code}`), { code });
-      const err = sqliteError(cause, phase, 'SqliteConsensus(test)');
+      const err = mapSqliteError(cause, { what: 'SqliteConsensus(test)', exposure: exposureAt[phase] });
       assert.ok(err instanceof ExternalError);
       assert.equal(err.determinate, determinate);
       assert.equal(err instanceof Determinate, determinate);
@@ -574,8 +577,8 @@ describe('sqliteError maps driver errors', () => {
     });
   }
   test('an error that is not from SQLite is Unknown, and Indeterminate at COMMIT', () => {
-    assert.equal(sqliteError(new TypeError('boom'), 'before-commit', 'x').determinate, true);
-    const atCommit = sqliteError('worker died', 'commit', 'x');
+    assert.equal(mapSqliteError(new TypeError('boom'), { what: 'x', exposure: 'sent' }).determinate, true);
+    const atCommit = mapSqliteError('worker died', { what: 'x', exposure: 'committed' });
     assert.equal(atCommit.determinate, false);
     assert.equal(atCommit.code, ErrorCode.Unknown);
   });
