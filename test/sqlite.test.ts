@@ -11,9 +11,8 @@ import { Determinate, ErrorCode, ExternalError, Indeterminate, SCAN_ALL, SeqNo, 
 import { mapSqliteError, SqliteConsensus } from 'persist-location/sqlite';
 import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { crashValue } from './fixtures/sqlite-crash-value.js';
-import { stressTag } from './fixtures/sqlite-stress-value.js';
+import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
 import { splitNodeOptions, workerFlags, workerStartOptions } from '../src/sqlite/worker-options.js';
-import { fromRaw } from '../src/sqlite/engine.js';
 
 let dir: string;
 let n = 0;
@@ -389,7 +388,7 @@ describe('batch failures', () => {
     const path = fresh();
     await (await SqliteConsensus.open(path, { worker: false })).close(); // the schema
     const writer = await WorkerWriter.start(path, { synchronous: 'full' }, 60_000);
-    const gc = new GroupCommit((members) => writer.run(members), (error, exposure) => mapSqliteError(fromRaw(error), { what: 'test', exposure }));
+    const gc = new GroupCommit((members) => writer.run(members), 'test');
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     // Hold the write lock so that the batch waits inside the worker...
     const blocker = new Database(path);
@@ -420,7 +419,7 @@ describe('batch failures', () => {
         if (fail === 'throw') throw new Error('worker exited');
         return { type: 'error', exposure: 'not-sent', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
       },
-      (error, exposure) => mapSqliteError(fromRaw(error), { what: 'test', exposure }),
+      'test',
     );
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     const first = await Promise.allSettled([gc.submit(op, undefined), gc.submit(op, undefined)]);
@@ -599,7 +598,7 @@ describe('concurrency', () => {
     const path = fresh();
     const prefix = `mp-${n}-`;
     const nKeys = 4;
-    const child = new URL('./fixtures/sqlite-stress-child.js', import.meta.url).pathname;
+    const child = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
     // Only output is gathered while children run: every check runs after all of
     // them are gone, so a failing check leaves no child behind.
     const runs: { base: number; stdout: string; stderr: string; code: number | null; signal: NodeJS.Signals | null }[] = [];
@@ -614,7 +613,10 @@ describe('concurrency', () => {
         const base = id * 100;
         // Four children in five are killed; they are given endless work, so none finishes first.
         const kill = id % 5 !== 0;
-        const child_ = spawnChild(child, [path, String(base), '6', kill ? '1000000000' : '600', prefix, String(nKeys), String(s % 2)]);
+        // Two handles: the first with the writer worker in odd slots, the second inline.
+        const args = ['--uri', `sqlite://${path}?worker=${s % 2 === 1}`, '--uri', `sqlite://${path}?worker=false`];
+        args.push('--client-base', String(base), '--clients', '6', '--ops', kill ? '1000000000' : '600', '--prefix', prefix, '--keys', String(nKeys));
+        const child_ = spawnChild(child, args);
         if (kill) {
           // Mostly while it runs; sometimes while it opens (creating the file or
           // recovering the WAL of a child killed before it).
@@ -637,26 +639,11 @@ describe('concurrency', () => {
         assert.equal(r.code, 0, `child ${r.base} failed (${r.signal ?? r.code}): ${r.stderr}`);
         finished++;
       }
-      history.push(...parseHistory(r.stdout, r.signal === 'SIGKILL', `child ${r.base}`));
+      history.push(...parseStressHistory(r.stdout, r.signal === 'SIGKILL', `child ${r.base}`));
     }
     // Final reads from this process, after every child exited.
     const reader = await SqliteConsensus.open(path);
-    const now = () => performance.timeOrigin + performance.now();
-    for (let k = 0; k < nKeys; k++) {
-      const key = `${prefix}${k}`;
-      const start = now();
-      const all = await reader.scan(key, new SeqNo(0), SCAN_ALL);
-      history.push({
-        op: 'scan',
-        key,
-        client: -1,
-        start,
-        end: now(),
-        from: 0n,
-        limit: SCAN_ALL,
-        result: { type: 'ok', value: all.map((x) => ({ seqno: x.seqno.value, data: stressTag(x.data) })) },
-      });
-    }
+    history.push(...(await finalReads(reader, Array.from({ length: nKeys }, (_, k) => `${prefix}${k}`))));
     await reader.close();
     const db = new Database(path);
     assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
@@ -749,49 +736,6 @@ function checkAcked(path: string, acked: Map<string, bigint>): void {
   } finally {
     db.close();
   }
-}
-
-function isBig(v: unknown): v is { $big: string } {
-  return typeof v === 'object' && v !== null && typeof (v as { $big?: unknown }).$big === 'string';
-}
-
-/**
- * Rebuilds a child's history from its event lines. A call without a return was in
- * flight when the child died: its outcome is unknown. Each process's clock is
- * performance.timeOrigin + performance.now(): the same wall-clock origin, read at
- * start with sub-millisecond error; widening every interval by a millisecond
- * keeps that error from faking a violation.
- */
-function parseHistory(stdout: string, killed: boolean, name: string): HistoryOp[] {
-  const calls = new Map<number, HistoryOp>();
-  const ops: HistoryOp[] = [];
-  const lines = stdout.split('\n');
-  // A kill can cut the last line short; anything else must parse.
-  if (killed) lines.pop();
-  else assert.equal(lines.pop(), '', `${name}: output does not end with a newline`);
-  let done = false;
-  for (const line of lines) {
-    const e = JSON.parse(line, (_k, v: unknown) => (isBig(v) ? BigInt(v.$big) : v)) as
-      | { call: number; op: HistoryOp }
-      | { ret: number; end: number; result: HistoryOp['result'] }
-      | { ready: true }
-      | { done: true };
-    if ('call' in e) {
-      const op = { ...e.op, start: e.op.start - 1, end: Infinity, result: { type: 'unknown' } } as HistoryOp;
-      calls.set(e.call, op);
-      ops.push(op);
-    } else if ('ret' in e) {
-      const op = calls.get(e.ret);
-      assert.ok(op !== undefined, `${name}: a return without its call`);
-      op.end = e.end + 1;
-      op.result = e.result as never;
-    } else if ('done' in e) done = true;
-  }
-  if (!killed) {
-    assert.ok(done, `${name} exited without finishing`);
-    assert.ok(ops.every((op) => op.end !== Infinity), `${name} finished with operations in flight`);
-  }
-  return ops;
 }
 
 function spawnChild(script: string, args: string[]) {

@@ -4,23 +4,29 @@
  * run in one transaction with one fsync. `run` executes a batch (inline or in the
  * writer worker); it is only ever called once at a time.
  */
-import type { ExternalError } from '../errors.js';
 import { Batcher, type Settled } from '../kit/batcher.js';
 import type { Exposure } from '../kit/exposure.js';
-import { rawError, type BatchResult, type RawError, type WriteOp, type WriteOutcome } from './engine.js';
+import { fromRaw, rawError, type BatchResult, type WriteOp, type WriteOutcome } from './engine.js';
+import { mapSqliteError } from './errors.js';
 
 /** Limits of one batch, so one transaction never grows without bound. */
 const MAX_MEMBERS = 512;
 const MAX_BYTES = 64 * 1024 * 1024;
 
-/** Turns a batch's failure, at how far the batch got, into the error of each of its members. */
-export type BatchError = (error: RawError, exposure: Exposure) => ExternalError;
+/** How far a failed batch got, for its members' messages (see errors.ts for what each exposure means). */
+const WHERE: Record<Exposure, string> = {
+  'not-sent': 'before the batch reached a connection, nothing was applied',
+  sent: 'before COMMIT',
+  committed: 'at COMMIT, so the write may have been applied',
+};
 
 export class GroupCommit {
   readonly #batcher: Batcher<WriteOp, WriteOutcome>;
 
-  constructor(run: (members: readonly WriteOp[]) => Promise<BatchResult>, toError: BatchError) {
+  /** @param description names the handle in messages, e.g. `SqliteConsensus(/x.db)` */
+  constructor(run: (members: readonly WriteOp[]) => Promise<BatchResult>, description: string) {
     this.#batcher = new Batcher<WriteOp, WriteOutcome>({
+      what: description,
       maxItems: MAX_MEMBERS,
       maxBytes: MAX_BYTES,
       bytes: (op) => (op.type === 'cas' ? op.data.byteLength + op.key.length : op.key.length),
@@ -36,8 +42,8 @@ export class GroupCommit {
           result = { type: 'error', exposure: 'committed', error: rawError(err) };
         }
         if (result.type === 'done') return result.outcomes.map((value): Settled<WriteOutcome> => ({ value }));
-        const error =
-          result.type === 'busy' ? toError({ code: 'SQLITE_BUSY', message: 'database is locked' }, 'sent') : toError(result.error, result.exposure);
+        const [raw, exposure] = result.type === 'busy' ? [{ code: 'SQLITE_BUSY', message: 'database is locked' }, 'sent' as const] : [result.error, result.exposure];
+        const error = mapSqliteError(fromRaw(raw), { what: `${description}: ${WHERE[exposure]}`, exposure });
         return members.map(() => ({ error }));
       },
     });

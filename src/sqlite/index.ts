@@ -70,10 +70,9 @@
 import { resolve as resolvePath } from 'node:path';
 import { ConsensusBase } from '../base.js';
 import { CaSResult, type OpOptions, type VersionedData } from '../consensus.js';
-import { Determinate, ErrorCode, invalidArgument, throwIfAborted, type ExternalError } from '../errors.js';
+import { Determinate, ErrorCode, invalidArgument, throwIfAborted } from '../errors.js';
 import { SeqNo } from '../seqno.js';
-import type { Exposure } from '../kit/exposure.js';
-import { Engine, fromRaw, KEYS_PAGE, openEngine, retryBusy, type Synchronous, type WriteOp } from './engine.js';
+import { Engine, KEYS_PAGE, openEngine, retryBusy, type Synchronous, type WriteOp } from './engine.js';
 import { mapSqliteError } from './errors.js';
 import { GroupCommit } from './group-commit.js';
 import { InlineWriter, WorkerWriter, type Writer } from './writer.js';
@@ -98,13 +97,7 @@ export interface SqliteConsensusOptions {
 
 const SYNCHRONOUS: readonly Synchronous[] = ['full', 'normal', 'extra'];
 
-/** Where a failure struck, for messages. */
-const WHERE = {
-  read: 'while reading',
-  queue: 'before the batch reached a connection, nothing was applied',
-  write: 'before COMMIT',
-  commit: 'at COMMIT, so the write may have been applied',
-} as const;
+
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 
 /**
@@ -133,10 +126,7 @@ export class SqliteConsensus extends ConsensusBase {
     this.#engine = engine;
     this.#writer = writer;
     this.#busyTimeoutMs = busyTimeoutMs;
-    this.#commits = new GroupCommit(
-      (members) => writer.run(members),
-      (error, exposure) => this.#error(fromRaw(error), exposure === 'committed' ? 'commit' : exposure === 'sent' ? 'write' : 'queue'),
-    );
+    this.#commits = new GroupCommit((members) => writer.run(members), description);
   }
 
   /**
@@ -235,15 +225,11 @@ export class SqliteConsensus extends ConsensusBase {
       return await retryBusy(guarded, this.#busyTimeoutMs);
     } catch (err) {
       if (err === closed) throw err;
-      throw this.#error(err, 'read');
+      // A read changes nothing; SQLite's answer is mapped as for a statement that ran.
+      throw mapSqliteError(err, { what: `${this.description}: while reading`, exposure: 'sent' });
     }
   }
 
-  /** A failure of a read, or of a write batch at `where` (see errors.ts for the exposures). */
-  #error(err: unknown, where: keyof typeof WHERE): ExternalError {
-    const exposure: Exposure = where === 'commit' ? 'committed' : where === 'queue' ? 'not-sent' : 'sent';
-    return mapSqliteError(err, { what: `${this.description}: ${WHERE[where]}`, exposure });
-  }
 }
 
 /** `sqlite:` URIs for {@link openConsensus}; see the module comment for the forms. */
