@@ -232,24 +232,6 @@ describe('EtcdConsensus on one etcd member', () => {
     }
   });
 
-  test('listKeys pages through more keys than one page, and stops early on break', async () => {
-    const c = await openConsensus(etcd.uri());
-    try {
-      const keys = Array.from({ length: 1203 }, (_, i) => `key-${i}`);
-      for (let i = 0; i < keys.length; i += 100) {
-        await Promise.all(keys.slice(i, i + 100).map((k) => c.compareAndSet(k, undefined, v(1, k))));
-      }
-      const seen: string[] = [];
-      for await (const k of c.listKeys()) seen.push(k);
-      assert.deepEqual(seen.sort(), [...keys].sort());
-      let n = 0;
-      for await (const _ of c.listKeys()) if (++n === 3) break;
-      assert.equal(n, 3);
-    } finally {
-      await c.close();
-    }
-  });
-
   test('scan pages through more versions than one page, with and without a limit', async () => {
     const c = await openConsensus(etcd.uri());
     try {
@@ -372,12 +354,9 @@ describe('EtcdConsensus on one etcd member', () => {
     }
   });
 
-  test('an abort after sending is Indeterminate; before sending, Determinate', async () => {
+  test('an abort after sending is Indeterminate', async () => {
     const c = await openConsensus(etcd.uri());
     try {
-      const early = new AbortController();
-      early.abort();
-      await assert.rejects(c.head('k', { signal: early.signal }), (err: Error) => err instanceof Determinate && (err as Determinate).code === ErrorCode.Cancelled);
       const ctl = new AbortController();
       const pending = c.compareAndSet('k', undefined, v(1, 'x'), { signal: ctl.signal });
       ctl.abort();

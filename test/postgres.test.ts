@@ -431,33 +431,6 @@ test('linearizable across processes sharing one location (merged histories, comm
   assert.equal(check.verdict, 'ok', JSON.stringify(check.violations.slice(0, 1), bigintJson));
 });
 
-test('listKeys streams every key once, in pages, and releases its connection when the loop breaks', async () => {
-  const c = await open({ poolSize: 1 });
-  const keys = [...hostileKeys(), ...Array.from({ length: 2500 }, (_, i) => `bulk/${i}`)];
-  // Bulk keys straight into the tables (fast); the hostile ones through the API.
-  const bulk = keys.filter((k) => k.startsWith('bulk/'));
-  await server.sql(`INSERT INTO "${c.schema}".heads (key, seqno) SELECT unnest($1::text[]), 1`, [bulk]);
-  await server.sql(`INSERT INTO "${c.schema}".versions (key, seqno, data) SELECT unnest($1::text[]), 1, '\\x00'`, [bulk]);
-  for (const k of keys.filter((k) => !k.startsWith('bulk/'))) {
-    assert.equal(await c.compareAndSet(k, undefined, { seqno: new SeqNo(1), data: bytes(k) }), CaSResult.Committed);
-  }
-  const listed: string[] = [];
-  for await (const k of c.listKeys()) listed.push(k);
-  assert.equal(listed.length, keys.length, 'each key exactly once');
-  assert.deepEqual(new Set(listed), new Set(keys));
-
-  let seen = 0;
-  for await (const _ of c.listKeys()) if (++seen === 5) break;
-  // With a pool of one, this hangs if the broken loop kept its connection.
-  assert.equal((await c.head('bulk/7'))!.seqno.value, 1n);
-
-  const ac = new AbortController();
-  ac.abort();
-  await assert.rejects(async () => {
-    for await (const _ of c.listKeys({ signal: ac.signal }));
-  }, { name: 'Determinate', code: ErrorCode.Cancelled });
-});
-
 test('server errors and timeouts map to the right kinds against the real server', async () => {
   const refused = `postgres://postgres:x@127.0.0.1:${await freePort()}/postgres`;
   await assert.rejects(PostgresConsensus.open({ connectionString: refused, connectTimeoutMs: 2000 }), {
