@@ -37,10 +37,10 @@
  * That would be wrong for compareAndSet: the retried Txn could not apply twice (its
  * comparison fails once the head moved past `expected`), but a retry of a Txn that
  * did commit would report ExpectationMismatch, a false "nothing changed". So this
- * backend turns etcd3's retries off (etcd/policies.ts) and retries itself: reads on
- * any Unavailable error, writes only when the error proves nothing was sent
- * (Determinate Unavailable: no connection, endpoint skipped, refused stream), each
- * retry on an endpoint picked afresh. Everything stays within `timeoutMs`. The one
+ * backend turns etcd3's retries off (etcd/policies.ts) and retries itself with the
+ * kit's `retry` (kit/backoff.ts): reads on any Unavailable error, writes only when
+ * the error proves nothing was sent (Determinate Unavailable: no connection,
+ * endpoint skipped, refused stream), each retry on an endpoint picked afresh. Everything stays within `timeoutMs`. The one
  * re-send etcd3 still makes on its own is after etcd refused a call's expired auth
  * token ("invalid auth token"), which etcd checks before applying anything.
  *
