@@ -70,10 +70,10 @@ import pg from 'pg';
 import { ConsensusBase } from '../base.js';
 import { copyBytes } from '../bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
+import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
 import type { Batcher } from '../kit/batcher.js';
-import { deadlineExceeded, withDeadline } from '../kit/deadline.js';
+import { withDeadline } from '../kit/deadline.js';
 import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig } from './connection.js';
@@ -356,12 +356,8 @@ export class PostgresConsensus extends ConsensusBase {
     let statement: ReturnType<typeof submit<R>> | undefined;
     try {
       const result = await withDeadline(signal, this.#statementTimeoutMs, () => (statement = submit<R>(client, query)).running, {
-        cutOff: (from, started) => {
-          if (!started) return from === 'signal' ? aborted(signal!, 'not-sent') : deadlineExceeded(this.#statementTimeoutMs, 'not-sent', context);
-          // The statement runs on: the connection is not given back with it.
-          statement?.running.catch(() => {});
-          return from === 'signal' ? aborted(signal!, statement?.unsent() ? 'not-sent' : 'sent') : deadlineExceeded(this.#statementTimeoutMs, 'sent', context);
-        },
+        exposure: () => (statement?.unsent() ? 'not-sent' : 'sent'),
+        what: context,
       });
       client.release();
       return result;
@@ -371,7 +367,8 @@ export class PostgresConsensus extends ConsensusBase {
         throw err;
       }
       if (err instanceof ExternalError) {
-        // Cut off by the signal or the statement timeout.
+        // Cut off by the signal or the statement timeout: the statement runs on, so
+        // the connection is not given back with it.
         client.release(new Error('abandoned statement'));
         throw err;
       }
