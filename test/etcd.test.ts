@@ -34,6 +34,8 @@ function grpcError(cls: new (message: string) => Error, code: number, name: stri
   return new cls(`${code} ${name}: ${details}`);
 }
 
+const sent = { what: 'x', exposure: 'sent' } as const;
+
 describe('mapEtcdError (synthetic driver errors)', () => {
   const cases: [string, unknown, boolean, ErrorCode][] = [
     ['no connection (picker)', grpcError(etcd3.GRPCUnavailableError, 14, 'UNAVAILABLE', 'No connection established. Last error: connect ECONNREFUSED 127.0.0.1:1'), true, ErrorCode.Unavailable],
@@ -70,7 +72,7 @@ describe('mapEtcdError (synthetic driver errors)', () => {
   ];
   for (const [name, err, determinate, code] of cases) {
     test(name, () => {
-      const mapped = mapEtcdError(err, 'EtcdConsensus(test) op');
+      const mapped = mapEtcdError(err, { what: 'EtcdConsensus(test) op', exposure: 'sent' });
       assert.ok(mapped instanceof ExternalError);
       assert.ok(mapped instanceof (determinate ? Determinate : Indeterminate), `${name}: expected ${determinate ? 'Determinate' : 'Indeterminate'}`);
       assert.equal(mapped.code, code);
@@ -81,7 +83,7 @@ describe('mapEtcdError (synthetic driver errors)', () => {
   }
   test('an ExternalError passes through unchanged', () => {
     const e = ExternalError.timeout(5);
-    assert.equal(mapEtcdError(e, 'x'), e);
+    assert.equal(mapEtcdError(e, sent), e);
   });
 });
 
@@ -113,11 +115,11 @@ describe('EndpointBreakers (synthetic failures)', () => {
     // a recovered, so b (still down) is skipped again; its refusal maps to Determinate Unavailable.
     const refusal = await b.execute(ok).then(() => undefined, (e: unknown) => e);
     assert.ok(isBroken(refusal));
-    assert.ok(mapEtcdError(refusal, 'x') instanceof Determinate);
+    assert.ok(mapEtcdError(refusal, sent) instanceof Determinate);
     // ...also as etcd3 rethrows it when every endpoint refused (it recasts plain Errors).
     const rethrown = etcd3.castGrpcError(refusal as Error);
-    assert.ok(mapEtcdError(rethrown, 'x') instanceof Determinate, String(rethrown));
-    assert.equal(mapEtcdError(rethrown, 'x').code, ErrorCode.Unavailable);
+    assert.ok(mapEtcdError(rethrown, sent) instanceof Determinate, String(rethrown));
+    assert.equal(mapEtcdError(rethrown, sent).code, ErrorCode.Unavailable);
   });
 });
 
@@ -227,24 +229,6 @@ describe('EtcdConsensus on one etcd member', () => {
       assert.equal(text((await nested.head('k'))?.data), 'n');
     } finally {
       await Promise.all([a.close(), b.close(), nested.close()]);
-    }
-  });
-
-  test('listKeys pages through more keys than one page, and stops early on break', async () => {
-    const c = await openConsensus(etcd.uri());
-    try {
-      const keys = Array.from({ length: 1203 }, (_, i) => `key-${i}`);
-      for (let i = 0; i < keys.length; i += 100) {
-        await Promise.all(keys.slice(i, i + 100).map((k) => c.compareAndSet(k, undefined, v(1, k))));
-      }
-      const seen: string[] = [];
-      for await (const k of c.listKeys()) seen.push(k);
-      assert.deepEqual(seen.sort(), [...keys].sort());
-      let n = 0;
-      for await (const _ of c.listKeys()) if (++n === 3) break;
-      assert.equal(n, 3);
-    } finally {
-      await c.close();
     }
   });
 
@@ -370,12 +354,9 @@ describe('EtcdConsensus on one etcd member', () => {
     }
   });
 
-  test('an abort after sending is Indeterminate; before sending, Determinate', async () => {
+  test('an abort after sending is Indeterminate', async () => {
     const c = await openConsensus(etcd.uri());
     try {
-      const early = new AbortController();
-      early.abort();
-      await assert.rejects(c.head('k', { signal: early.signal }), (err: Error) => err instanceof Determinate && (err as Determinate).code === ErrorCode.Cancelled);
       const ctl = new AbortController();
       const pending = c.compareAndSet('k', undefined, v(1, 'x'), { signal: ctl.signal });
       ctl.abort();

@@ -276,4 +276,32 @@ describe('Batcher', () => {
       assert.throws(() => new Batcher<Item, string>({ run, ...bad }), RangeError, JSON.stringify(bad));
     }
   });
+
+  test('with queueTimeoutRestarts, a queue that keeps moving drains past the timeout; an item behind its own key still times out', async () => {
+    // Batches of one, finished every 100 ms, on a queue that outlasts the 1000 ms bound
+    // as a whole; the item on key `s` waits behind a batch on `s` that never finishes.
+    const { batcher, batches, batchCount } = held({ queueTimeoutMs: 1000, queueTimeoutRestarts: true, lanes: 2, maxItems: 1, conflictKey: (i) => i.key ?? String(i.id) });
+    const keepAlive = setTimeout(() => {}, 30_000);
+    try {
+      const stuck = batcher.submit({ id: 100, key: 's' });
+      await batchCount(1);
+      const mover = Array.from({ length: 16 }, (_, id) => batcher.submit({ id }));
+      const behindStuck = batcher.submit({ id: 101, key: 's' }).catch((e: unknown) => e);
+      for (let n = 2; n <= 17; n++) {
+        await batchCount(n);
+        await new Promise((r) => setTimeout(r, 100));
+        batches[n - 1]!.answer();
+      }
+      assert.deepEqual(await Promise.all(mover), mover.map((_, id) => `ok ${id}`), 'every item of the moving queue was sent');
+      const err = await behindStuck;
+      assert.ok(err instanceof Determinate && err.code === ErrorCode.Unavailable, String(err));
+      assert.match((err as Error).message, /waited 1000 ms in the queue without a batch ahead of it finishing/);
+      batches[0]!.answer();
+      assert.equal(await stuck, 'ok 100');
+      await batcher.drain();
+      assert.ok(batches.every((b) => !ids(b).includes(101)), 'the timed-out item never reached the runner');
+    } finally {
+      clearTimeout(keepAlive);
+    }
+  });
 });

@@ -9,14 +9,19 @@ import {
   Determinate,
   ErrorCode,
   ExternalError,
+  firstOf,
   Indeterminate,
+  mapError,
   openConsensus,
   SCAN_ALL,
   SeqNo,
   type Consensus,
+  type ErrorTable,
+  type Exposure,
 } from 'persist-location';
-import { mapPostgresError, PostgresConsensus, postgresOptionsFromUri } from 'persist-location/postgres';
+import { encodeErrors, mapPostgresError, PostgresConsensus, postgresErrors, postgresOptionsFromUri, statementTimedOut } from 'persist-location/postgres';
 import { checkLinearizable, consensusImplTest, hostileKeys, stressConsensus, type HistoryOp } from 'persist-location/testing';
+import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
 import { freePort } from './servers/ports.js';
 import { tripwireProxy } from './servers/proxy.js';
 import { startPostgres, type PostgresServer } from './servers/postgres.js';
@@ -69,45 +74,54 @@ function sysError(code: string, message = code): Error {
 }
 
 test('mapPostgresError: the documented table, on synthetic driver errors', () => {
-  const cases: [unknown, Parameters<typeof mapPostgresError>[1], boolean, string][] = [
+  // Where the failure struck, as PostgresConsensus maps it there.
+  type Where = 'connect' | 'encode' | 'query' | 'past the statement timeout';
+  const mapAt: Record<Where, [ErrorTable, Exposure]> = {
+    connect: [postgresErrors, 'not-sent'],
+    encode: [encodeErrors, 'not-sent'],
+    query: [postgresErrors, 'sent'],
+    'past the statement timeout': [firstOf(statementTimedOut, postgresErrors), 'sent'],
+  };
+  const cases: [unknown, Where, boolean, string][] = [
     // Nothing was sent while connecting: always Determinate.
-    [sysError('ECONNREFUSED'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('57P03', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [new Error('timeout exceeded when trying to connect'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [new Error('Connection terminated due to connection timeout'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('53300', 'FATAL'), { phase: 'connect' }, true, ErrorCode.Unavailable],
-    [dbError('28P01', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
-    [dbError('28000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.PermissionDenied],
-    [dbError('3D000', 'FATAL'), { phase: 'connect' }, true, ErrorCode.NotFound],
+    [sysError('ECONNREFUSED'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('57P03', 'FATAL'), 'connect', true, ErrorCode.Unavailable],
+    [new Error('timeout exceeded when trying to connect'), 'connect', true, ErrorCode.Unavailable],
+    [new Error('Connection terminated due to connection timeout'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('53300', 'FATAL'), 'connect', true, ErrorCode.Unavailable],
+    [dbError('28P01', 'FATAL'), 'connect', true, ErrorCode.PermissionDenied],
+    [dbError('28000', 'FATAL'), 'connect', true, ErrorCode.PermissionDenied],
+    [dbError('3D000', 'FATAL'), 'connect', true, ErrorCode.NotFound],
     // Failing to build the statement in the client: nothing was sent.
-    [new RangeError('Invalid string length'), { phase: 'encode' }, true, ErrorCode.ResourceExhausted],
-    [new TypeError('circular reference'), { phase: 'encode' }, true, ErrorCode.InvalidArgument],
+    [new RangeError('Invalid string length'), 'encode', true, ErrorCode.ResourceExhausted],
+    [new TypeError('circular reference'), 'encode', true, ErrorCode.InvalidArgument],
     // After sending: Determinate only when the SQLSTATE proves a rollback.
-    [dbError('40001'), { phase: 'query' }, true, ErrorCode.Aborted],
-    [dbError('40P01'), { phase: 'query' }, true, ErrorCode.Aborted],
-    [dbError('28P01'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
-    [dbError('42501'), { phase: 'query' }, true, ErrorCode.PermissionDenied],
-    [dbError('42P01'), { phase: 'query' }, true, ErrorCode.NotFound],
-    [dbError('3F000'), { phase: 'query' }, true, ErrorCode.NotFound],
-    [dbError('22021'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('23505'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('42601'), { phase: 'query' }, true, ErrorCode.InvalidArgument],
-    [dbError('57014'), { phase: 'query', pastStatementTimeout: true }, false, ErrorCode.Timeout],
-    [dbError('57014'), { phase: 'query', pastStatementTimeout: false }, false, ErrorCode.Cancelled],
-    [dbError('57P01', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [dbError('08006', 'FATAL'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [dbError('40003'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [dbError('XX000'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [dbError('53100'), { phase: 'query' }, false, ErrorCode.Unknown],
-    [new Error('Connection terminated unexpectedly'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    [sysError('ECONNRESET'), { phase: 'query' }, false, ErrorCode.Unavailable],
+    [dbError('40001'), 'query', true, ErrorCode.Aborted],
+    [dbError('40P01'), 'query', true, ErrorCode.Aborted],
+    [dbError('28P01'), 'query', true, ErrorCode.PermissionDenied],
+    [dbError('42501'), 'query', true, ErrorCode.PermissionDenied],
+    [dbError('42P01'), 'query', true, ErrorCode.NotFound],
+    [dbError('3F000'), 'query', true, ErrorCode.NotFound],
+    [dbError('22021'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('23505'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('42601'), 'query', true, ErrorCode.InvalidArgument],
+    [dbError('57014'), 'past the statement timeout', false, ErrorCode.Timeout],
+    [dbError('57014'), 'query', false, ErrorCode.Cancelled],
+    [dbError('57P01', 'FATAL'), 'query', false, ErrorCode.Unavailable],
+    [dbError('08006', 'FATAL'), 'query', false, ErrorCode.Unavailable],
+    [dbError('40003'), 'query', false, ErrorCode.Unknown],
+    [dbError('XX000'), 'query', false, ErrorCode.Unknown],
+    [dbError('53100'), 'query', false, ErrorCode.Unknown],
+    [new Error('Connection terminated unexpectedly'), 'query', false, ErrorCode.Unavailable],
+    [sysError('ECONNRESET'), 'query', false, ErrorCode.Unavailable],
     // EPIPE is five capitals like a SQLSTATE, but it is an errno.
-    [sysError('EPIPE'), { phase: 'query' }, false, ErrorCode.Unavailable],
-    ['a string', { phase: 'query' }, false, ErrorCode.Unavailable],
+    [sysError('EPIPE'), 'query', false, ErrorCode.Unavailable],
+    ['a string', 'query', false, ErrorCode.Unavailable],
   ];
-  for (const [err, ctx, determinate, code] of cases) {
-    const mapped = mapPostgresError(err, { ...ctx, what: 'PostgresConsensus(test): op' });
-    const label = `${String((err as { code?: unknown }).code ?? err)} in ${ctx.phase}`;
+  for (const [err, where, determinate, code] of cases) {
+    const [table, exposure] = mapAt[where];
+    const mapped = mapError(err, table, { what: 'PostgresConsensus(test): op', exposure });
+    const label = `${String((err as { code?: unknown }).code ?? err)} in ${where}`;
     assert.ok(mapped instanceof (determinate ? Determinate : Indeterminate), `${label}: ${mapped.name}`);
     assert.equal(mapped.code, code, label);
     assert.equal(mapped.cause, err, label);
@@ -115,7 +129,9 @@ test('mapPostgresError: the documented table, on synthetic driver errors', () =>
     assert.match(mapped.message, /^PostgresConsensus\(test\): op: /);
   }
   const passthrough = new Indeterminate(ErrorCode.Timeout, 'x');
-  assert.equal(mapPostgresError(passthrough, { phase: 'query' }), passthrough);
+  assert.equal(mapPostgresError(passthrough, { what: 'x', exposure: 'sent' }), passthrough);
+  const viaShorthand = mapPostgresError(dbError('40001'), { what: 'PostgresConsensus(test): op', exposure: 'sent' });
+  assert.ok(viaShorthand instanceof Determinate && viaShorthand.code === ErrorCode.Aborted, 'mapPostgresError is mapError with postgresErrors');
 });
 
 test('URI: own parameters are removed from the driver string, others rejected, schema validated', async () => {
@@ -388,61 +404,31 @@ test('linearizable across processes sharing one location (merged histories, comm
   // A fresh schema: the children also race to create it.
   const url = server.url({ poolSize: '3' });
   const prefix = `xproc-${randomUUID()}-`;
-  const child = new URL('./fixtures/postgres-stress-child.js', import.meta.url).pathname;
-  const runs = await Promise.all(
+  const child = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
+  const outputs = await Promise.all(
     [0, 1, 2].map(
       (i) =>
-        new Promise<{ errors: string[]; committed: number; history: HistoryOp[] }>((resolve, reject) => {
-          const proc = spawn(process.execPath, [child, url, prefix, '800', '6', '2', String(i)], { stdio: ['ignore', 'pipe', 'pipe'] });
+        new Promise<string>((resolve, reject) => {
+          const args = ['--uri', url, '--handles', '2', '--clients', '6', '--ops', '800', '--keys', '4', '--prefix', prefix, '--client-base', String(i * 1000)];
+          const proc = spawn(process.execPath, [child, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
           let out = '';
           let err = '';
           proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
           proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
           proc.on('error', reject);
-          proc.on('close', (code) => {
-            if (code !== 0) return reject(new Error(`child ${i} exited with ${code}: ${err}`));
-            resolve(JSON.parse(out, (_k, v: unknown) => (isBigintBox(v) ? BigInt(v.$bigint) : v)));
-          });
+          proc.on('close', (code) => (code === 0 ? resolve(out) : reject(new Error(`child ${i} exited with ${code}: ${err}`))));
         }),
     ),
   );
-  for (const r of runs) assert.deepEqual(r.errors, []);
-  const history = runs.flatMap((r) => r.history);
-  const committed = runs.reduce((n, r) => n + r.committed, 0);
-  assert.ok(committed > 50, `only ${committed} commits`);
-  const committers = history
-    .filter((op) => op.op === 'compareAndSet' && op.result.type === 'ok' && op.result.value === 'Committed')
-    .map((op) => Math.floor(op.client! / 1000));
-  assert.equal(new Set(committers).size, 3, 'every process committed');
+  const history = outputs.flatMap((out, i) => parseStressHistory(out, false, `child ${i}`));
+  const reader = await openConsensus(url);
+  opened.push(reader);
+  history.push(...(await finalReads(reader, [0, 1, 2, 3].map((k) => `${prefix}${k}`))));
+  const commits = history.filter((op) => op.op === 'compareAndSet' && op.result.type === 'ok' && op.result.value === 'Committed');
+  assert.ok(commits.length > 50, `only ${commits.length} commits`);
+  assert.equal(new Set(commits.map((op) => Math.floor(op.client! / 1000))).size, 3, 'every process committed');
   const check = checkLinearizable(history);
   assert.equal(check.verdict, 'ok', JSON.stringify(check.violations.slice(0, 1), bigintJson));
-});
-
-test('listKeys streams every key once, in pages, and releases its connection when the loop breaks', async () => {
-  const c = await open({ poolSize: 1 });
-  const keys = [...hostileKeys(), ...Array.from({ length: 2500 }, (_, i) => `bulk/${i}`)];
-  // Bulk keys straight into the tables (fast); the hostile ones through the API.
-  const bulk = keys.filter((k) => k.startsWith('bulk/'));
-  await server.sql(`INSERT INTO "${c.schema}".heads (key, seqno) SELECT unnest($1::text[]), 1`, [bulk]);
-  await server.sql(`INSERT INTO "${c.schema}".versions (key, seqno, data) SELECT unnest($1::text[]), 1, '\\x00'`, [bulk]);
-  for (const k of keys.filter((k) => !k.startsWith('bulk/'))) {
-    assert.equal(await c.compareAndSet(k, undefined, { seqno: new SeqNo(1), data: bytes(k) }), CaSResult.Committed);
-  }
-  const listed: string[] = [];
-  for await (const k of c.listKeys()) listed.push(k);
-  assert.equal(listed.length, keys.length, 'each key exactly once');
-  assert.deepEqual(new Set(listed), new Set(keys));
-
-  let seen = 0;
-  for await (const _ of c.listKeys()) if (++seen === 5) break;
-  // With a pool of one, this hangs if the broken loop kept its connection.
-  assert.equal((await c.head('bulk/7'))!.seqno.value, 1n);
-
-  const ac = new AbortController();
-  ac.abort();
-  await assert.rejects(async () => {
-    for await (const _ of c.listKeys({ signal: ac.signal }));
-  }, { name: 'Determinate', code: ErrorCode.Cancelled });
 });
 
 test('server errors and timeouts map to the right kinds against the real server', async () => {
@@ -846,6 +832,3 @@ function bigintJson(_k: string, v: unknown): unknown {
   return typeof v === 'bigint' ? v.toString() : v;
 }
 
-function isBigintBox(v: unknown): v is { $bigint: string } {
-  return typeof v === 'object' && v !== null && typeof (v as { $bigint?: unknown }).$bigint === 'string';
-}

@@ -8,10 +8,10 @@ import { setTimeout as sleep } from 'node:timers/promises';
 import { after, before, describe, test } from 'node:test';
 import Database from 'better-sqlite3';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, SCAN_ALL, SeqNo, openConsensus } from 'persist-location';
-import { SqliteConsensus, sqliteError } from 'persist-location/sqlite';
+import { mapSqliteError, SqliteConsensus } from 'persist-location/sqlite';
 import { checkLinearizable, consensusImplTest, stressConsensus, type HistoryOp } from 'persist-location/testing';
 import { crashValue } from './fixtures/sqlite-crash-value.js';
-import { stressTag } from './fixtures/sqlite-stress-value.js';
+import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
 import { splitNodeOptions, workerFlags, workerStartOptions } from '../src/sqlite/worker-options.js';
 
 let dir: string;
@@ -194,31 +194,6 @@ describe('the writer worker starts whatever Node options the program was run wit
 });
 
 describe('behaviour', () => {
-  test('invalid keys, seqnos and limits reject Determinate InvalidArgument and write nothing', async () => {
-    const path = fresh();
-    const c = await SqliteConsensus.open(path);
-    const walBefore = statSync(`${path}-wal`).size;
-    const v = { seqno: new SeqNo(1), data: bytes('x') };
-    const calls: Promise<unknown>[] = [
-      c.compareAndSet('', undefined, v),
-      c.compareAndSet('a\u0000b', undefined, v),
-      c.compareAndSet('x'.repeat(1025), undefined, v),
-      c.compareAndSet('k', undefined, { seqno: new SeqNo(1n << 63n), data: bytes('x') }),
-      c.compareAndSet('k', new SeqNo(5), { seqno: new SeqNo(5), data: bytes('x') }),
-      c.compareAndSet('k', undefined, { seqno: 1 as unknown as SeqNo, data: bytes('x') }),
-      c.scan('k', new SeqNo(0), 0),
-      c.scan('k', new SeqNo(0), 1.5),
-      c.truncate('', new SeqNo(0)),
-      c.head('\ud800'),
-    ];
-    for (const call of calls) {
-      await assert.rejects(call, (err: unknown) => err instanceof Determinate && err.code === ErrorCode.InvalidArgument);
-    }
-    assert.equal(statSync(`${path}-wal`).size, walBefore, 'nothing was written to the WAL');
-    await c.close();
-    assert.deepEqual(rows(path), []);
-  });
-
   test('seqnos above 2^53 are exact, up to 2^63-1', async () => {
     const c = await SqliteConsensus.open(fresh(), { worker: true });
     const big = (1n << 53n) + 1n;
@@ -274,21 +249,6 @@ describe('behaviour', () => {
       await c.close();
     });
   }
-
-  test('listKeys streams every key in pages, and stops cleanly when the loop breaks', async () => {
-    const c = await SqliteConsensus.open(fresh());
-    const keys = Array.from({ length: 600 }, (_, i) => `key/${i}/${'é'.repeat(i % 3)}`);
-    await Promise.all(keys.map((k, i) => c.compareAndSet(k, undefined, { seqno: new SeqNo(i), data: bytes('') })));
-    const listed: string[] = [];
-    for await (const k of c.listKeys()) listed.push(k);
-    assert.deepEqual([...listed].sort(), [...keys].sort());
-    let seen = 0;
-    for await (const _ of c.listKeys()) if (++seen === 300) break;
-    assert.equal(seen, 300);
-    // The handle is still usable after the early break.
-    assert.equal(await c.compareAndSet('late', undefined, { seqno: new SeqNo(1), data: bytes('') }), 'Committed');
-    await c.close();
-  });
 
   test('listKeys honours an abort mid-listing, and a listing that outlives close() says the handle is closed', async () => {
     const c = await SqliteConsensus.open(fresh());
@@ -373,7 +333,7 @@ describe('batch failures', () => {
       for (const r of results) {
         assert.equal(r.status, 'rejected');
         assert.ok(r.reason instanceof Determinate, String(r.reason));
-        assert.match(String(r.reason.message), /SQLITE_CONSTRAINT.*before COMMIT.*poisoned/);
+        assert.match(String(r.reason.message), /before COMMIT.*SQLITE_CONSTRAINT.*poisoned/);
       }
       assert.deepEqual(rows(path), []);
       // The next batch without the poisoned key commits.
@@ -388,7 +348,7 @@ describe('batch failures', () => {
     const path = fresh();
     await (await SqliteConsensus.open(path, { worker: false })).close(); // the schema
     const writer = await WorkerWriter.start(path, { synchronous: 'full' }, 60_000);
-    const gc = new GroupCommit((members) => writer.run(members), (error, phase) => sqliteError(error, phase, 'test'));
+    const gc = new GroupCommit((members) => writer.run(members), 'test');
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     // Hold the write lock so that the batch waits inside the worker...
     const blocker = new Database(path);
@@ -417,9 +377,9 @@ describe('batch failures', () => {
       async (members) => {
         runs.push(members.length);
         if (fail === 'throw') throw new Error('worker exited');
-        return { type: 'error', phase: 'before-commit', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
+        return { type: 'error', exposure: 'not-sent', error: { code: 'WORKER_EXITED', message: 'worker exited' } };
       },
-      (error, phase) => sqliteError(error, phase, 'test'),
+      'test',
     );
     const op = { type: 'cas' as const, key: 'k', expected: undefined, seqno: 1n, data: bytes('x') };
     const first = await Promise.allSettled([gc.submit(op, undefined), gc.submit(op, undefined)]);
@@ -493,7 +453,7 @@ describe('COMMIT and ROLLBACK failures (synthetic errors injected into those sta
     for (const r of results) {
       assert.ok(r.status === 'rejected' && r.reason instanceof Indeterminate, String(r.status === 'rejected' ? r.reason : r.value));
       assert.equal(r.reason.code, ErrorCode.Unavailable);
-      assert.match(r.reason.message, /SQLITE_IOERR_FSYNC at COMMIT, so the write may have been applied/);
+      assert.match(r.reason.message, /at COMMIT, so the write may have been applied: SQLITE_IOERR_FSYNC/);
     }
     assert.deepEqual(rows(path).map((r) => [r.key, r.seqno]), [['a', 1n], ['b', 1n]]);
     // The connection carries on.
@@ -537,7 +497,9 @@ describe('COMMIT and ROLLBACK failures (synthetic errors injected into those sta
   });
 });
 
-describe('sqliteError maps driver errors', () => {
+describe('mapSqliteError maps driver errors', () => {
+  // How SqliteConsensus maps them where they strike.
+  const exposureAt = { open: 'sent', read: 'sent', 'before-commit': 'sent', commit: 'committed' } as const;
   const cases: [string, 'open' | 'read' | 'before-commit' | 'commit', boolean, string][] = [
     ['SQLITE_BUSY', 'before-commit', true, ErrorCode.Aborted],
     ['SQLITE_BUSY_RECOVERY', 'read', true, ErrorCode.Aborted],
@@ -563,7 +525,7 @@ describe('sqliteError maps driver errors', () => {
   for (const [code, phase, determinate, expected] of cases) {
     test(`${code} ${phase} → ${determinate ? 'Determinate' : 'Indeterminate'} ${expected}`, () => {
       const cause = Object.assign(new Error(`synthetic ${code}`), { code });
-      const err = sqliteError(cause, phase, 'SqliteConsensus(test)');
+      const err = mapSqliteError(cause, { what: 'SqliteConsensus(test)', exposure: exposureAt[phase] });
       assert.ok(err instanceof ExternalError);
       assert.equal(err.determinate, determinate);
       assert.equal(err instanceof Determinate, determinate);
@@ -574,8 +536,8 @@ describe('sqliteError maps driver errors', () => {
     });
   }
   test('an error that is not from SQLite is Unknown, and Indeterminate at COMMIT', () => {
-    assert.equal(sqliteError(new TypeError('boom'), 'before-commit', 'x').determinate, true);
-    const atCommit = sqliteError('worker died', 'commit', 'x');
+    assert.equal(mapSqliteError(new TypeError('boom'), { what: 'x', exposure: 'sent' }).determinate, true);
+    const atCommit = mapSqliteError('worker died', { what: 'x', exposure: 'committed' });
     assert.equal(atCommit.determinate, false);
     assert.equal(atCommit.code, ErrorCode.Unknown);
   });
@@ -596,7 +558,7 @@ describe('concurrency', () => {
     const path = fresh();
     const prefix = `mp-${n}-`;
     const nKeys = 4;
-    const child = new URL('./fixtures/sqlite-stress-child.js', import.meta.url).pathname;
+    const child = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
     // Only output is gathered while children run: every check runs after all of
     // them are gone, so a failing check leaves no child behind.
     const runs: { base: number; stdout: string; stderr: string; code: number | null; signal: NodeJS.Signals | null }[] = [];
@@ -611,7 +573,10 @@ describe('concurrency', () => {
         const base = id * 100;
         // Four children in five are killed; they are given endless work, so none finishes first.
         const kill = id % 5 !== 0;
-        const child_ = spawnChild(child, [path, String(base), '6', kill ? '1000000000' : '600', prefix, String(nKeys), String(s % 2)]);
+        // Two handles: the first with the writer worker in odd slots, the second inline.
+        const args = ['--uri', `sqlite://${path}?worker=${s % 2 === 1}`, '--uri', `sqlite://${path}?worker=false`];
+        args.push('--client-base', String(base), '--clients', '6', '--ops', kill ? '1000000000' : '600', '--prefix', prefix, '--keys', String(nKeys));
+        const child_ = spawnChild(child, args);
         if (kill) {
           // Mostly while it runs; sometimes while it opens (creating the file or
           // recovering the WAL of a child killed before it).
@@ -634,26 +599,11 @@ describe('concurrency', () => {
         assert.equal(r.code, 0, `child ${r.base} failed (${r.signal ?? r.code}): ${r.stderr}`);
         finished++;
       }
-      history.push(...parseHistory(r.stdout, r.signal === 'SIGKILL', `child ${r.base}`));
+      history.push(...parseStressHistory(r.stdout, r.signal === 'SIGKILL', `child ${r.base}`));
     }
     // Final reads from this process, after every child exited.
     const reader = await SqliteConsensus.open(path);
-    const now = () => performance.timeOrigin + performance.now();
-    for (let k = 0; k < nKeys; k++) {
-      const key = `${prefix}${k}`;
-      const start = now();
-      const all = await reader.scan(key, new SeqNo(0), SCAN_ALL);
-      history.push({
-        op: 'scan',
-        key,
-        client: -1,
-        start,
-        end: now(),
-        from: 0n,
-        limit: SCAN_ALL,
-        result: { type: 'ok', value: all.map((x) => ({ seqno: x.seqno.value, data: stressTag(x.data) })) },
-      });
-    }
+    history.push(...(await finalReads(reader, Array.from({ length: nKeys }, (_, k) => `${prefix}${k}`))));
     await reader.close();
     const db = new Database(path);
     assert.equal(db.pragma('integrity_check', { simple: true }), 'ok');
@@ -746,49 +696,6 @@ function checkAcked(path: string, acked: Map<string, bigint>): void {
   } finally {
     db.close();
   }
-}
-
-function isBig(v: unknown): v is { $big: string } {
-  return typeof v === 'object' && v !== null && typeof (v as { $big?: unknown }).$big === 'string';
-}
-
-/**
- * Rebuilds a child's history from its event lines. A call without a return was in
- * flight when the child died: its outcome is unknown. Each process's clock is
- * performance.timeOrigin + performance.now(): the same wall-clock origin, read at
- * start with sub-millisecond error; widening every interval by a millisecond
- * keeps that error from faking a violation.
- */
-function parseHistory(stdout: string, killed: boolean, name: string): HistoryOp[] {
-  const calls = new Map<number, HistoryOp>();
-  const ops: HistoryOp[] = [];
-  const lines = stdout.split('\n');
-  // A kill can cut the last line short; anything else must parse.
-  if (killed) lines.pop();
-  else assert.equal(lines.pop(), '', `${name}: output does not end with a newline`);
-  let done = false;
-  for (const line of lines) {
-    const e = JSON.parse(line, (_k, v: unknown) => (isBig(v) ? BigInt(v.$big) : v)) as
-      | { call: number; op: HistoryOp }
-      | { ret: number; end: number; result: HistoryOp['result'] }
-      | { ready: true }
-      | { done: true };
-    if ('call' in e) {
-      const op = { ...e.op, start: e.op.start - 1, end: Infinity, result: { type: 'unknown' } } as HistoryOp;
-      calls.set(e.call, op);
-      ops.push(op);
-    } else if ('ret' in e) {
-      const op = calls.get(e.ret);
-      assert.ok(op !== undefined, `${name}: a return without its call`);
-      op.end = e.end + 1;
-      op.result = e.result as never;
-    } else if ('done' in e) done = true;
-  }
-  if (!killed) {
-    assert.ok(done, `${name} exited without finishing`);
-    assert.ok(ops.every((op) => op.end !== Infinity), `${name} finished with operations in flight`);
-  }
-  return ops;
 }
 
 function spawnChild(script: string, args: string[]) {

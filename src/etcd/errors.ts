@@ -1,5 +1,9 @@
 /**
- * The one mapping from what the `etcd3` client throws to {@link ExternalError}.
+ * etcd's error table: what the `etcd3` client throws, as a code and whether etcd
+ * (or grpc-js, before sending) provably refused it. {@link mapEtcdError} turns a
+ * verdict into an ExternalError by the kit's one rule (kit/exposure.ts); the
+ * results below are those of a request handed to etcd3 (exposure `sent`, which
+ * every EtcdConsensus request is).
  *
  * etcd3 turns every gRPC failure into a typed error (`GRPCUnavailableError`,
  * `GRPCDeadlineExceededError`, ...) but drops the numeric status, keeping grpc-js's
@@ -11,7 +15,7 @@
  *
  * | what was thrown                                               | result                                   |
  * |---------------------------------------------------------------|------------------------------------------|
- * | an ExternalError (e.g. from an AbortSignal)                   | unchanged                                |
+ * | an ExternalError (e.g. from an AbortSignal)                   | unchanged (at `sent`)                    |
  * | a circuit-breaker refusal (`isBrokenCircuitError`)            | Determinate Unavailable (never sent)     |
  * | etcd3 ClientClosedError                                       | Determinate Unavailable (never sent)     |
  * | UNAVAILABLE, details "No connection established",             | Determinate Unavailable (never sent:     |
@@ -56,7 +60,8 @@
  * again, is what the test cutting connections at random through a proxy would catch.
  */
 import * as etcd3 from 'etcd3';
-import { Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
+import { ErrorCode, ExternalError } from '../errors.js';
+import { mapError, type ErrorTable, type MapErrorContext } from '../kit/exposure.js';
 
 /** gRPC status codes, https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
 export const GrpcCode = {
@@ -118,26 +123,19 @@ export function grpcStatusOf(err: unknown): { code: number; details: string } | 
 }
 
 /**
- * Maps anything an etcd3 call rejected with to an ExternalError (see the table
- * above). `what` names the backend and operation, for the message.
+ * etcd's table (see above): a verdict for everything etcd3 throws. Nothing it
+ * throws is unrecognised: what has no gRPC status is Unknown, proving nothing.
  */
-export function mapEtcdError(err: unknown, what: string): ExternalError {
-  if (err instanceof ExternalError) return err;
-  const message = err instanceof Error ? err.message : String(err);
-  const say = (text: string) => `${what}: ${text}: ${message}`;
-  const determinate = (code: ErrorCode, text: string) => new Determinate(code, say(text), { cause: err });
-  const indeterminate = (code: ErrorCode, text: string) => new Indeterminate(code, say(text), { cause: err });
-
+export const etcdErrors: ErrorTable = (err) => {
   if ((err as { isBrokenCircuitError?: unknown } | null)?.isBrokenCircuitError === true) {
-    return determinate(ErrorCode.Unavailable, 'the etcd endpoint is marked down by the client, nothing was sent');
+    return { code: ErrorCode.Unavailable, refused: true, reason: 'the etcd endpoint is marked down by the client, nothing was sent' };
   }
   if (err instanceof etcd3.ClientClosedError) {
-    return determinate(ErrorCode.Unavailable, 'the etcd client is closed, nothing was sent');
+    return { code: ErrorCode.Unavailable, refused: true, reason: 'the etcd client is closed, nothing was sent' };
   }
   const status = grpcStatusOf(err);
-  if (status === undefined) return indeterminate(ErrorCode.Unknown, 'unexpected error from the etcd client');
+  if (status === undefined) return { code: ErrorCode.Unknown, reason: 'unexpected error from the etcd client' };
   const { code, details } = status;
-  const fromServer = details.includes('etcdserver:');
   if (
     err instanceof etcd3.EtcdAuthenticationFailedError ||
     err instanceof etcd3.EtcdPermissionDeniedError ||
@@ -145,51 +143,67 @@ export function mapEtcdError(err: unknown, what: string): ExternalError {
     details.includes('etcdserver: user name is empty')
   ) {
     // etcd sends some of these as INVALID_ARGUMENT; they are refusals of the credentials.
-    return determinate(ErrorCode.PermissionDenied, 'etcd refused the credentials');
+    return { code: ErrorCode.PermissionDenied, reason: 'etcd refused the credentials' };
   }
   switch (code) {
     case GrpcCode.UNAVAILABLE:
       return NOT_SENT_DETAILS.some((d) => details.includes(d))
-        ? determinate(ErrorCode.Unavailable, 'etcd is unreachable, nothing was sent')
-        : indeterminate(ErrorCode.Unavailable, 'etcd became unavailable during the request');
+        ? { code: ErrorCode.Unavailable, refused: true, reason: 'etcd is unreachable, nothing was sent' }
+        : { code: ErrorCode.Unavailable, reason: 'etcd became unavailable during the request' };
     case GrpcCode.DEADLINE_EXCEEDED:
-      return new Indeterminate(ErrorCode.Timeout, say('operation timed out (gRPC deadline exceeded)'), { cause: err });
+      return { code: ErrorCode.Timeout, reason: 'operation timed out (gRPC deadline exceeded)' };
     case GrpcCode.CANCELLED:
-      return indeterminate(ErrorCode.Cancelled, 'request cancelled');
+      return { code: ErrorCode.Cancelled, reason: 'request cancelled' };
     case GrpcCode.INVALID_ARGUMENT:
       return details.includes('request is too large')
-        ? determinate(ErrorCode.ResourceExhausted, 'request refused by etcd as larger than its --max-request-bytes')
-        : determinate(ErrorCode.InvalidArgument, 'request refused by etcd');
+        ? { code: ErrorCode.ResourceExhausted, reason: 'request refused by etcd as larger than its --max-request-bytes' }
+        : { code: ErrorCode.InvalidArgument, reason: 'request refused by etcd' };
     case GrpcCode.RESOURCE_EXHAUSTED:
-      if (fromServer) return determinate(ErrorCode.ResourceExhausted, 'request refused by etcd');
+      if (details.includes('etcdserver:')) return { code: ErrorCode.ResourceExhausted, reason: 'request refused by etcd' };
       // grpc-go's wording: etcd's gRPC server refused the request message before decoding it.
       if (/^grpc: received message .*larger than max/.test(details)) {
-        return determinate(ErrorCode.ResourceExhausted, "request refused by etcd's gRPC server as larger than its --max-request-bytes + 512 KiB");
+        return { code: ErrorCode.ResourceExhausted, reason: "request refused by etcd's gRPC server as larger than its --max-request-bytes + 512 KiB" };
       }
-      return indeterminate(ErrorCode.ResourceExhausted, 'gRPC message limit hit');
+      return { code: ErrorCode.ResourceExhausted, refused: false, reason: 'gRPC message limit hit' };
     case GrpcCode.PERMISSION_DENIED:
     case GrpcCode.UNAUTHENTICATED:
-      return determinate(ErrorCode.PermissionDenied, 'etcd refused the credentials');
+      return { code: ErrorCode.PermissionDenied, reason: 'etcd refused the credentials' };
     case GrpcCode.NOT_FOUND:
-      return determinate(ErrorCode.NotFound, 'not found');
+      return { code: ErrorCode.NotFound, reason: 'not found' };
     case GrpcCode.FAILED_PRECONDITION:
     case GrpcCode.ALREADY_EXISTS:
     case GrpcCode.OUT_OF_RANGE:
-      return determinate(ErrorCode.FailedPrecondition, 'request refused by etcd');
+      return { code: ErrorCode.FailedPrecondition, reason: 'request refused by etcd' };
     case GrpcCode.UNIMPLEMENTED:
-      return determinate(ErrorCode.Unknown, 'etcd does not implement the request');
+      return { code: ErrorCode.Unknown, refused: true, reason: 'etcd does not implement the request' };
     case GrpcCode.ABORTED:
-      return indeterminate(ErrorCode.Aborted, 'request aborted');
+      return { code: ErrorCode.Aborted, refused: false, reason: 'request aborted' };
     case GrpcCode.DATA_LOSS:
-      return indeterminate(ErrorCode.DataLoss, 'etcd reports data loss');
+      return { code: ErrorCode.DataLoss, reason: 'etcd reports data loss' };
     case GrpcCode.UNKNOWN:
       // grpc-go sends UNKNOWN with the bare text of an error that is no gRPC status: etcd
       // passes some of its context's errors on that way (seen on reads from a 3-member
       // cluster with timeoutMs=100).
-      if (details.startsWith('context deadline exceeded')) return indeterminate(ErrorCode.Timeout, 'operation timed out (at etcd)');
-      if (details.startsWith('context canceled')) return indeterminate(ErrorCode.Cancelled, 'request cancelled (at etcd)');
-      return indeterminate(ErrorCode.Unknown, 'etcd request failed');
+      if (details.startsWith('context deadline exceeded')) return { code: ErrorCode.Timeout, reason: 'operation timed out (at etcd)' };
+      if (details.startsWith('context canceled')) return { code: ErrorCode.Cancelled, reason: 'request cancelled (at etcd)' };
+      return { code: ErrorCode.Unknown, reason: 'etcd request failed' };
     default:
-      return indeterminate(ErrorCode.Unknown, 'etcd request failed');
+      return { code: ErrorCode.Unknown, reason: 'etcd request failed' };
   }
+};
+
+/**
+ * Anything an etcd3 call rejected with, as an ExternalError: {@link mapError}
+ * with {@link etcdErrors}. Every etcd request is `sent` once handed to etcd3.
+ */
+export function mapEtcdError(err: unknown, ctx: MapErrorContext): ExternalError {
+  return mapError(err, etcdErrors, ctx);
+}
+
+/** The gRPC status code of `err` or of an error it wraps (as `cause`), if any. */
+export function grpcCodeIn(err: unknown): number | undefined {
+  for (let e: unknown = err, depth = 0; e !== undefined && depth < 4; e = (e as { cause?: unknown } | null)?.cause, depth++) {
+    if (!(e instanceof ExternalError)) return grpcStatusOf(e)?.code;
+  }
+  return undefined;
 }

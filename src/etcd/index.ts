@@ -37,10 +37,10 @@
  * That would be wrong for compareAndSet: the retried Txn could not apply twice (its
  * comparison fails once the head moved past `expected`), but a retry of a Txn that
  * did commit would report ExpectationMismatch, a false "nothing changed". So this
- * backend turns etcd3's retries off (etcd/policies.ts) and retries itself: reads on
- * any Unavailable error, writes only when the error proves nothing was sent
- * (Determinate Unavailable: no connection, endpoint skipped, refused stream), each
- * retry on an endpoint picked afresh. Everything stays within `timeoutMs`. The one
+ * backend turns etcd3's retries off (etcd/policies.ts) and retries itself with the
+ * kit's `retry` (kit/backoff.ts): reads on any Unavailable error, writes only when
+ * the error proves nothing was sent (Determinate Unavailable: no connection,
+ * endpoint skipped, refused stream), each retry on an endpoint picked afresh. Everything stays within `timeoutMs`. The one
  * re-send etcd3 still makes on its own is after etcd refused a call's expired auth
  * token ("invalid auth token"), which etcd checks before applying anything.
  *
@@ -48,19 +48,20 @@
  * Aborting through `opts.signal` after a request was sent is Indeterminate; the
  * request is left to finish or hit its deadline in the background.
  */
-import { setTimeout as sleep } from 'node:timers/promises';
 import * as etcd3 from 'etcd3';
 import { ConsensusBase } from '../base.js';
 import { copyBytes } from '../bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
-import { GrpcCode, grpcStatusOf, mapEtcdError } from './errors.js';
+import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
+import { retry, type BackoffPolicy } from '../kit/backoff.js';
+import { withDeadline } from '../kit/deadline.js';
+import { GrpcCode, grpcCodeIn, mapEtcdError } from './errors.js';
 import { Layout, parseSeqno, seqnoText } from './layout.js';
 import { EndpointBreakers, RUN_ONCE } from './policies.js';
 import { SeqNo } from '../seqno.js';
 import { checkParams, intParam, parseLocationUri, type LocationUri } from '../uri.js';
 
-export { mapEtcdError } from './errors.js';
+export { etcdErrors, mapEtcdError } from './errors.js';
 
 /** etcd's default `--max-request-bytes`: 1.5 MiB. */
 export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
@@ -77,6 +78,8 @@ const REQUEST_OVERHEAD_BYTES = 512;
 const PAGE = 1000;
 /** Last-seen heads remembered per handle. */
 const HEAD_CACHE_ENTRIES = 10_000;
+/** Retries of one request: 25 ms doubling to 1 s, until the operation's deadline. */
+const RETRY: BackoffPolicy = { attempts: Infinity, minDelayMs: 25, maxDelayMs: 1000, multiplier: 2, jitter: 0.25 };
 
 /** Options of {@link EtcdConsensus}. */
 export interface EtcdConsensusOptions {
@@ -244,7 +247,7 @@ export class EtcdConsensus extends ConsensusBase {
         }
       } catch (err) {
         // A later page's pinned revision was compacted away: start the snapshot over.
-        if (revision === undefined || !(err instanceof ExternalError) || grpcStatusOf(err.cause)?.code !== GrpcCode.OUT_OF_RANGE) throw err;
+        if (revision === undefined || grpcCodeIn(err) !== GrpcCode.OUT_OF_RANGE) throw err;
       }
     }
   }
@@ -293,42 +296,25 @@ export class EtcdConsensus extends ConsensusBase {
    * error, writes only on one that proves nothing was sent. Errors go through
    * {@link mapEtcdError}; an abort rejects at once (Indeterminate once sent).
    */
-  async #call<T>(
-    op: string,
-    kind: 'read' | 'write',
-    opts: OpOptions | undefined,
-    deadline: number,
-    request: (options: CallOptions) => Promise<T>,
-  ): Promise<T> {
+  #call<T>(op: string, kind: 'read' | 'write', opts: OpOptions | undefined, deadline: number, request: (options: CallOptions) => Promise<T>): Promise<T> {
     const signal = opts?.signal;
     const what = `${this.description} ${op}`;
-    let maybeSent = false;
-    let error: ExternalError | undefined;
-    for (let attempt = 0; ; attempt++) {
-      if (signal?.aborted) throw aborted(signal, maybeSent);
-      // Only a later step of a multi-request read can start past its deadline.
-      if (Date.now() >= deadline) throw error ?? this.#timedOut(what);
-      try {
-        return await settle(request({ deadline }), signal, deadline, () => this.#timedOut(what));
-      } catch (err) {
-        error = mapEtcdError(err, what);
-      }
-      if (!error.determinate) maybeSent = true;
-      // Once closed, every retry would only fail again with "client closed" until the deadline.
-      const retry =
-        !this.closed && error.code === ErrorCode.Unavailable && (kind === 'read' || (error.determinate && !maybeSent));
-      const pause = Math.min(1000, 25 * 2 ** attempt) * (0.5 + Math.random() / 2);
-      if (!retry || Date.now() + pause >= deadline) throw error;
-      await sleep(pause, undefined, { signal }).catch(() => {
-        throw aborted(signal!, maybeSent);
-      });
-    }
-  }
-
-  #timedOut(what: string): ExternalError {
-    const err = ExternalError.timeout(this.#timeoutMs);
-    err.message = `${what}: ${err.message}`;
-    return err;
+    return retry(
+      // gRPC enforces the deadline of the request itself; this one also bounds whatever
+      // etcd3 does before sending it (fetching an auth token), so no operation outlives it.
+      () =>
+        withDeadline(signal, deadline - Date.now(), () => request({ deadline }).catch((err: unknown) => Promise.reject(mapEtcdError(err, { what, exposure: 'sent', signal }))), {
+          what,
+        }),
+      {
+        policy: RETRY,
+        signal,
+        budgetMs: deadline - Date.now(),
+        // Once closed, every retry would only fail again with "client closed" until the deadline.
+        retryable: (err) =>
+          !this.closed && err instanceof ExternalError && err.code === ErrorCode.Unavailable && (kind === 'read' || err.determinate),
+      },
+    );
   }
 
   #version(key: string, seqno: bigint, value: Buffer): VersionedData {
@@ -343,40 +329,6 @@ export class EtcdConsensus extends ConsensusBase {
     if (known === undefined && this.#seen.size >= HEAD_CACHE_ENTRIES) this.#seen.clear();
     this.#seen.set(key, seqno);
   }
-}
-
-/**
- * Settles like `promise`, or first rejects with the Indeterminate abort error when
- * `signal` aborts, or with `timedOut()` (Indeterminate Timeout) at `deadline`. gRPC
- * enforces the deadline of the request itself; this one also bounds whatever etcd3
- * does before sending it (fetching an auth token), so no operation outlives it.
- */
-function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, deadline: number, timedOut: () => ExternalError): Promise<T> {
-  return new Promise<T>((resolve, reject) => {
-    const giveUp = (err: ExternalError) => {
-      done();
-      // The request carries on to its own deadline; its outcome is no longer wanted.
-      promise.catch(() => {});
-      reject(err);
-    };
-    const onAbort = () => giveUp(aborted(signal!, true));
-    const timer = setTimeout(() => giveUp(timedOut()), Math.max(0, deadline - Date.now()));
-    const done = () => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => {
-        done();
-        resolve(value);
-      },
-      (err: unknown) => {
-        done();
-        reject(err);
-      },
-    );
-  });
 }
 
 /** The options an `etcd://` URI stands for (see the module comment). */

@@ -3,7 +3,7 @@
  * defaults (etcd3 only ever calls `execute` on them).
  *
  * - Global: run each call once. etcd3's default retries a failed call up to three
- *   times, which could re-send a Txn that already committed (see etcd.ts).
+ *   times, which could re-send a Txn that already committed (see index.ts).
  * - Per endpoint: a circuit breaker. After 3 consecutive Unavailable or Timeout
  *   failures an endpoint is skipped for 2 s, then tried again (one failure re-opens
  *   it). Unlike etcd3's default breaker (5 s, on any "recoverable" error), it never
@@ -12,7 +12,7 @@
  */
 import type * as etcd3 from 'etcd3';
 import { ErrorCode } from '../errors.js';
-import { mapEtcdError } from './errors.js';
+import { etcdErrors } from './errors.js';
 
 type Policy = NonNullable<NonNullable<etcd3.IOptions['faultHandling']>['global']>;
 type Call<T> = (context: { signal: AbortSignal }) => PromiseLike<T> | T;
@@ -60,7 +60,7 @@ export class EndpointBreakers {
         health.failures = 0;
         return result;
       } catch (err) {
-        const code = mapEtcdError(err, host).code;
+        const code = etcdErrors(err)?.code;
         if (code === ErrorCode.Unavailable || code === ErrorCode.Timeout) {
           if (++health.failures >= FAILURES_TO_OPEN) health.openUntil = Date.now() + OPEN_MS;
         }

@@ -17,7 +17,10 @@
  * flight it rejects Indeterminate at once, and the batch runs on for the others.
  * The batch's own signal fires when every caller of the batch has gone that way,
  * so that a runner retrying inside can stop. An item that waits in the queue
- * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable.
+ * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable;
+ * with `queueTimeoutRestarts`, that clock restarts whenever a batch finishes
+ * (except for an item whose conflict key is still in flight), so a long queue
+ * that keeps moving drains, and only one that stands still times out.
  */
 import { aborted, Determinate, ErrorCode, ExternalError, Indeterminate } from '../errors.js';
 
@@ -47,6 +50,12 @@ export interface BatcherOptions<I, R> {
   linger?: boolean;
   /** Longest wait in the queue before an item gives up, unsent (default: no limit). */
   queueTimeoutMs?: number;
+  /**
+   * Restart each queued item's `queueTimeoutMs` whenever a batch finishes, unless
+   * an item with its conflict key is in flight (default false: the clock runs from
+   * `submit`).
+   */
+  queueTimeoutRestarts?: boolean;
   /** Prefix of the batcher's own messages, e.g. `SqliteConsensus(/x.db): compareAndSet`. */
   what?: string;
 }
@@ -79,6 +88,7 @@ export class Batcher<I, R> {
   readonly #conflictKey: ((item: I) => string) | undefined;
   readonly #linger: boolean;
   readonly #queueTimeoutMs: number | undefined;
+  readonly #queueTimeoutRestarts: boolean;
   readonly #what: string;
   #queue: Pending<I, R>[] = [];
   readonly #inflightKeys = new Set<string>();
@@ -101,6 +111,7 @@ export class Batcher<I, R> {
     this.#linger = options.linger ?? false;
     const queueTimeoutMs = positive(options.queueTimeoutMs, 'queueTimeoutMs', Infinity);
     this.#queueTimeoutMs = queueTimeoutMs === Infinity ? undefined : queueTimeoutMs;
+    this.#queueTimeoutRestarts = options.queueTimeoutRestarts ?? false;
     this.#what = options.what ?? 'batch';
   }
 
@@ -144,7 +155,8 @@ export class Batcher<I, R> {
         p.timer = setTimeout(() => {
           if (p.batch !== undefined || p.done) return;
           this.#unqueue(p);
-          this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue`) });
+          const why = this.#queueTimeoutRestarts ? ' without a batch ahead of it finishing' : '';
+          this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue${why}`) });
           this.#notifyIdle();
         }, ms);
         p.timer.unref();
@@ -225,6 +237,9 @@ export class Batcher<I, R> {
     for (const [i, p] of members.entries()) this.#settle(p, outcomes[i]);
     for (const p of members) if (p.key !== undefined) this.#inflightKeys.delete(p.key);
     this.#inflight--;
+    if (this.#queueTimeoutRestarts) {
+      for (const p of this.#queue) if (p.key === undefined || !this.#inflightKeys.has(p.key)) p.timer?.refresh();
+    }
     if (this.#queue.length > 0) this.#schedule();
     this.#notifyIdle();
   }

@@ -1,7 +1,8 @@
 /**
- * Group commit for compareAndSet: concurrent calls on one handle queue here and
- * leave as one statement (one round trip, one transaction, one WAL flush) whenever
- * fewer than `concurrency` batches are in flight. A lone call is sent at once, so
+ * Group commit for compareAndSet, on the kit's {@link Batcher}: concurrent calls on
+ * one handle queue there and leave as one statement (one round trip, one
+ * transaction, one WAL flush) whenever fewer than `concurrency` batches are in
+ * flight. A lone call is sent at once, so
  * batching adds no latency; under load it trades many small transactions for few
  * larger ones.
  *
@@ -29,7 +30,9 @@
  * drains however long it is, as long as the server keeps finishing statements.
  */
 import { CaSResult } from '../consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError } from '../errors.js';
+import { ErrorCode, ExternalError } from '../errors.js';
+import { retry, type BackoffPolicy } from '../kit/backoff.js';
+import { Batcher } from '../kit/batcher.js';
 
 /** One queued compareAndSet, parameters already in wire form. */
 export interface CasCall {
@@ -40,131 +43,49 @@ export interface CasCall {
   data: Buffer;
 }
 
-interface Pending extends CasCall {
-  /** What the call adds to a batch's parameters, in bytes. */
-  bytes: number;
-  resolve: (r: CaSResult) => void;
-  reject: (err: unknown) => void;
-  signal: AbortSignal | undefined;
-  onAbort: (() => void) | undefined;
-  /** Rejects the call if it is still queued when its queue budget runs out; refreshed as the queue moves. */
-  timer: NodeJS.Timeout | undefined;
-  sent: boolean;
-  done: boolean;
-}
-
 /** Sends a batch (distinct keys, sorted) and resolves to the keys it committed. */
 export type SendBatch = (calls: readonly CasCall[]) => Promise<ReadonlySet<string>>;
 
-const CONTENTION_RETRIES = 3;
+/** How {@link casBatcher} groups calls. */
+export interface CasBatcherOptions {
+  /** Batches in flight at once. */
+  concurrency: number;
+  /** Most calls in one batch. */
+  maxBatch: number;
+  /** Most bytes of keys and values in one batch. */
+  maxBatchBytes: number;
+  /** How long a call may wait without the queue moving (the connect budget). */
+  queueTimeoutMs: number;
+  /** Prefix of the batcher's own errors, e.g. `PostgresConsensus(…): compareAndSet`. */
+  what: string;
+}
 
-export class CasBatcher {
-  #queue: Pending[] = [];
-  readonly #inflightKeys = new Set<string>();
-  #inflight = 0;
+/** A batch the server rolled back for contention is sent again, at once, up to 3 more times. */
+const CONTENTION: BackoffPolicy = { attempts: 4, minDelayMs: 0, maxDelayMs: 0, multiplier: 1, jitter: 0 };
 
-  constructor(
-    private readonly send: SendBatch,
-    private readonly concurrency: number,
-    private readonly maxBatch: number,
-    private readonly maxBatchBytes: number,
-    private readonly queueTimeoutMs: number,
-    /** Prefix of the batcher's own errors, e.g. `PostgresConsensus(…): compareAndSet`. */
-    private readonly what: string,
-  ) {}
+const byKey = (a: CasCall, b: CasCall) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
-  submit(call: CasCall, signal: AbortSignal | undefined): Promise<CaSResult> {
-    return new Promise<CaSResult>((resolve, reject) => {
-      const bytes = Buffer.byteLength(call.key) + call.data.byteLength;
-      const p: Pending = { ...call, bytes, resolve, reject, signal, onAbort: undefined, timer: undefined, sent: false, done: false };
-      if (signal !== undefined) {
-        p.onAbort = () => {
-          if (p.done) return;
-          if (!p.sent) this.#queue = this.#queue.filter((q) => q !== p);
-          this.#settle(p, () => reject(aborted(signal, p.sent)));
-        };
-        signal.addEventListener('abort', p.onAbort, { once: true });
-      }
-      this.#queue.push(p);
-      this.#pump();
-      if (!p.sent && !p.done) {
-        p.timer = setTimeout(() => {
-          if (p.sent) return;
-          this.#queue = this.#queue.filter((q) => q !== p);
-          this.#settle(p, () =>
-            reject(
-              new Determinate(
-                ErrorCode.Unavailable,
-                `${this.what}: not sent: it waited ${this.queueTimeoutMs} ms (the connect timeout) without the statements ahead of it finishing`,
-              ),
-            ),
-          );
-        }, this.queueTimeoutMs);
-      }
-    });
-  }
-
-  #settle(p: Pending, fn: () => void): void {
-    if (p.done) return;
-    p.done = true;
-    clearTimeout(p.timer);
-    if (p.onAbort !== undefined) p.signal?.removeEventListener('abort', p.onAbort);
-    fn();
-  }
-
-  #pump(): void {
-    while (this.#inflight < this.concurrency && this.#queue.length > 0) {
-      const batch: Pending[] = [];
-      const keys = new Set<string>();
-      const rest: Pending[] = [];
-      let bytes = 0;
-      for (const p of this.#queue) {
-        const fits = batch.length === 0 || (batch.length < this.maxBatch && bytes + p.bytes <= this.maxBatchBytes);
-        if (fits && !keys.has(p.key) && !this.#inflightKeys.has(p.key)) {
-          batch.push(p);
-          keys.add(p.key);
-          bytes += p.bytes;
-        } else {
-          rest.push(p);
-        }
-      }
-      if (batch.length === 0) return;
-      this.#queue = rest;
-      void this.#dispatch(batch);
-    }
-  }
-
-  async #dispatch(batch: Pending[]): Promise<void> {
-    this.#inflight++;
-    for (const p of batch) {
-      p.sent = true;
-      clearTimeout(p.timer);
-      this.#inflightKeys.add(p.key);
-    }
-    // One lock order for every handle keeps concurrent batches from deadlocking.
-    batch.sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0));
-    try {
-      let committed: ReadonlySet<string>;
-      for (let attempt = 1; ; attempt++) {
-        try {
-          committed = await this.send(batch);
-          break;
-        } catch (err) {
-          const contention = err instanceof ExternalError && err.determinate && err.code === ErrorCode.Aborted;
-          if (!contention || attempt > CONTENTION_RETRIES || batch.every((p) => p.done)) throw err;
-        }
-      }
-      for (const p of batch) {
-        this.#settle(p, () => p.resolve(committed.has(p.key) ? CaSResult.Committed : CaSResult.ExpectationMismatch));
-      }
-    } catch (err) {
-      for (const p of batch) this.#settle(p, () => p.reject(err));
-    } finally {
-      for (const p of batch) this.#inflightKeys.delete(p.key);
-      this.#inflight--;
-      // The queue moved: only the calls still behind a statement on their own key keep counting.
-      for (const p of this.#queue) if (!this.#inflightKeys.has(p.key)) p.timer?.refresh();
-      this.#pump();
-    }
-  }
+/** The group commit of one handle (see the module comment). */
+export function casBatcher(send: SendBatch, options: CasBatcherOptions): Batcher<CasCall, CaSResult> {
+  return new Batcher<CasCall, CaSResult>({
+    lanes: options.concurrency,
+    maxItems: options.maxBatch,
+    maxBytes: options.maxBatchBytes,
+    bytes: (call) => Buffer.byteLength(call.key) + call.data.byteLength,
+    conflictKey: (call) => call.key,
+    queueTimeoutMs: options.queueTimeoutMs,
+    queueTimeoutRestarts: true,
+    what: options.what,
+    run: async (calls, signal) => {
+      // One lock order for every handle keeps concurrent batches from deadlocking.
+      const sorted = [...calls].sort(byKey);
+      const committed = await retry(() => send(sorted), {
+        policy: CONTENTION,
+        // Fires once every caller of the batch has gone: no one is left to retry for.
+        signal,
+        retryable: (err) => err instanceof ExternalError && err.determinate && err.code === ErrorCode.Aborted,
+      });
+      return calls.map((call) => ({ value: committed.has(call.key) ? CaSResult.Committed : CaSResult.ExpectationMismatch }));
+    },
+  });
 }

@@ -70,16 +70,20 @@ import pg from 'pg';
 import { ConsensusBase } from '../base.js';
 import { copyBytes } from '../bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
-import { aborted, Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
-import { CasBatcher, type CasCall } from './batcher.js';
+import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
+import { retry, type BackoffPolicy } from '../kit/backoff.js';
+import type { Batcher } from '../kit/batcher.js';
+import { withDeadline } from '../kit/deadline.js';
+import { firstOf, mapError } from '../kit/exposure.js';
+import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig } from './connection.js';
-import { mapPostgresError } from './errors.js';
+import { encodeErrors, postgresErrors, sqlState, statementTimedOut } from './errors.js';
 import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
 import { SeqNo } from '../seqno.js';
 import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO } from '../validate.js';
 
-export { mapPostgresError, type PgErrorContext, type PgPhase } from './errors.js';
+export { encodeErrors, mapPostgresError, postgresErrors, statementTimedOut } from './errors.js';
 export { DEFAULT_SCHEMA, validateSchemaName } from './sql.js';
 
 /** Options of {@link PostgresConsensus.open}. */
@@ -117,8 +121,11 @@ const CAS_BATCH_BYTES = 8 * 1024 * 1024;
 /** Keys fetched per listKeys page. */
 const LIST_PAGE = 1000;
 
-/** Runs of the truncate statement while compareAndSets keep moving the key's head. */
-const TRUNCATE_ATTEMPTS = 10;
+/** Runs of the truncate statement while compareAndSets keep moving the key's head, one at once after the other. */
+const TRUNCATE_RUNS: BackoffPolicy = { attempts: 10, minDelayMs: 0, maxDelayMs: 0, multiplier: 1, jitter: 0 };
+
+/** Runs of one DDL statement while other processes race to create the same objects. */
+const CREATION_RUNS: BackoffPolicy = { attempts: 5, minDelayMs: 5, maxDelayMs: 40, multiplier: 2, jitter: 1 };
 
 /**
  * Catalog races while many processes create the same schema at once: unique_violation
@@ -138,7 +145,7 @@ export class PostgresConsensus extends ConsensusBase {
   readonly #casConcurrency: number;
   readonly #connectTimeoutMs: number;
   /** Replaced once at open on CockroachDB, which cannot run the grouped statement. */
-  #batcher: CasBatcher;
+  #batcher: Batcher<CasCall, CaSResult>;
 
   readonly #closeBudgetMs: number;
 
@@ -212,29 +219,22 @@ export class PostgresConsensus extends ConsensusBase {
     if (Number(exists.rows[0]?.n) === 2) return cockroach;
     const ddls = statements(this.schema, cockroach);
     for (const ddl of [ddls.createSchema, ddls.createHeads, ddls.createVersions]) {
-      for (let attempt = 1; ; attempt++) {
-        try {
-          await this.#run('create schema', undefined, { text: ddl });
-          break;
-        } catch (err) {
-          const code = (err as { cause?: { code?: unknown } }).cause?.code;
-          if (attempt >= 5 || typeof code !== 'string' || !CREATION_RACES.has(code)) throw err;
-          await new Promise((r) => setTimeout(r, 10 * attempt * Math.random()));
-        }
-      }
+      await retry(() => this.#run('create schema', undefined, { text: ddl }), {
+        policy: CREATION_RUNS,
+        retryable: (err) => CREATION_RACES.has(sqlState((err as { cause?: unknown }).cause) ?? ''),
+      });
     }
     return cockroach;
   }
 
-  #newBatcher(batchSize: number): CasBatcher {
-    return new CasBatcher(
-      (calls) => this.#sendCas(calls),
-      this.#casConcurrency,
-      batchSize,
-      CAS_BATCH_BYTES,
-      this.#connectTimeoutMs,
-      `${this.description}: compareAndSet`,
-    );
+  #newBatcher(batchSize: number): Batcher<CasCall, CaSResult> {
+    return casBatcher((calls) => this.#sendCas(calls), {
+      concurrency: this.#casConcurrency,
+      maxBatch: batchSize,
+      maxBatchBytes: CAS_BATCH_BYTES,
+      queueTimeoutMs: this.#connectTimeoutMs,
+      what: `${this.description}: compareAndSet`,
+    });
   }
 
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
@@ -301,19 +301,16 @@ export class PostgresConsensus extends ConsensusBase {
       throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key} to ${seqno}: it is past any head`);
     }
     type TruncateRow = { head: string | null; seen: string | null; deleted: string };
-    let row: TruncateRow | undefined;
-    for (let attempt = 1; ; attempt++) {
-      const { rows } = await this.#run<TruncateRow>('truncate', opts, { ...this.#sql.truncate, values: [key, seqno.value.toString()] });
-      row = rows[0];
-      // The head moved after the statement's snapshot, so it deleted nothing (see sql.ts).
-      if (row === undefined || row.head === row.seen) break;
-      if (attempt >= TRUNCATE_ATTEMPTS) {
-        throw new Determinate(
-          ErrorCode.Aborted,
-          `${this.description}: cannot truncate ${key}: its head kept moving (${TRUNCATE_ATTEMPTS} attempts)`,
-        );
-      }
-    }
+    const moved = new Determinate(ErrorCode.Aborted, `${this.description}: cannot truncate ${key}: its head kept moving (${TRUNCATE_RUNS.attempts} attempts)`);
+    const row = await retry(
+      async () => {
+        const { rows } = await this.#run<TruncateRow>('truncate', opts, { ...this.#sql.truncate, values: [key, seqno.value.toString()] });
+        // The head moved after the statement's snapshot, so it deleted nothing (see sql.ts).
+        if (rows[0] !== undefined && rows[0].head !== rows[0].seen) throw moved;
+        return rows[0];
+      },
+      { policy: TRUNCATE_RUNS, signal: opts?.signal, retryable: (err) => err === moved },
+    );
     if (row === undefined || row.head === null) {
       throw new Determinate(ErrorCode.FailedPrecondition, `${this.description}: cannot truncate ${key}: it has no data`);
     }
@@ -331,13 +328,10 @@ export class PostgresConsensus extends ConsensusBase {
    * ended on the server, and pg finishes closing its sockets on its own.
    */
   protected async _close(): Promise<void> {
-    let timer: NodeJS.Timeout | undefined;
-    const budget = new Promise<void>((resolve) => (timer = setTimeout(resolve, this.#closeBudgetMs)));
-    try {
-      await Promise.race([this.#pool.end(), budget]);
-    } finally {
-      clearTimeout(timer);
-    }
+    const pastBudget = new Error('the close budget passed');
+    await withDeadline(undefined, this.#closeBudgetMs, () => this.#pool.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
+      if (err !== pastBudget) throw err;
+    });
   }
 
   /**
@@ -353,48 +347,41 @@ export class PostgresConsensus extends ConsensusBase {
   ): Promise<pg.QueryResult<R>> {
     const signal = opts?.signal;
     const context = `${this.description}: ${what}`;
-    let connecting: Promise<pg.PoolClient>;
-    try {
-      connecting = this.#pool.connect();
-    } catch (err) {
-      throw mapPostgresError(err, { phase: 'connect', what: context });
-    }
-    const got = await settle(connecting, signal, undefined);
-    if (got.kind !== 'value') {
-      if (got.kind === 'error') throw mapPostgresError(got.error, { phase: 'connect', what: context });
-      connecting.then((c) => c.release(), () => {});
-      throw aborted(signal!, false);
-    }
-    const client = got.value;
+    const client = await withDeadline(signal, undefined, () => this.#pool.connect(), {
+      exposure: () => 'not-sent',
+      // The connection comes later: back to the pool with it.
+      onLate: (late) => late.release(),
+    }).catch((err: unknown) => Promise.reject(mapError(err, postgresErrors, { what: context, exposure: 'not-sent', signal })));
     const began = performance.now();
-    const { running, unsent } = submit<R>(client, query);
-    const done = await settle(running, signal, this.#statementTimeoutMs);
-    switch (done.kind) {
-      case 'value':
+    let statement: ReturnType<typeof submit<R>> | undefined;
+    try {
+      const result = await withDeadline(signal, this.#statementTimeoutMs, () => (statement = submit<R>(client, query)).running, {
+        exposure: () => (statement?.unsent() ? 'not-sent' : 'sent'),
+        what: context,
+      });
+      client.release();
+      return result;
+    } catch (err) {
+      if (statement === undefined) {
         client.release();
-        return done.value;
-      case 'error': {
-        if (unsent()) {
-          // pg closed the prepared statement on the server but still counts it as
-          // prepared on this connection, so the connection is not reused.
-          client.release(toError(done.error));
-          throw mapPostgresError(done.error, { phase: 'encode', what: context });
-        }
-        // A server error leaves the connection usable; anything else does not.
-        client.release(isServerError(done.error) ? undefined : toError(done.error));
-        const pastStatementTimeout = performance.now() - began >= this.#statementTimeoutMs;
-        throw mapPostgresError(done.error, { phase: 'query', pastStatementTimeout, what: context });
+        throw err;
       }
-      case 'aborted':
-        running.catch(() => {});
+      if (err instanceof ExternalError) {
+        // Cut off by the signal or the statement timeout: the statement runs on, so
+        // the connection is not given back with it.
         client.release(new Error('abandoned statement'));
-        throw aborted(signal!, !unsent());
-      case 'timeout':
-        running.catch(() => {});
-        client.release(new Error('abandoned statement'));
-        throw ExternalError.timeout(this.#statementTimeoutMs, {
-          cause: new Error(`${context}: no answer within the statement timeout`),
-        });
+        throw err;
+      }
+      if (statement.unsent()) {
+        // pg closed the prepared statement on the server but still counts it as
+        // prepared on this connection, so the connection is not reused.
+        client.release(toError(err));
+        throw mapError(err, encodeErrors, { what: context, exposure: 'not-sent' });
+      }
+      // A server error leaves the connection usable; anything else does not.
+      client.release(isServerError(err) ? undefined : toError(err));
+      const pastStatementTimeout = performance.now() - began >= this.#statementTimeoutMs;
+      throw mapError(err, pastStatementTimeout ? firstOf(statementTimedOut, postgresErrors) : postgresErrors, { what: context, exposure: 'sent' });
     }
   }
 }
@@ -495,30 +482,4 @@ function isServerError(err: unknown): boolean {
 
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
-}
-
-type Settled<T> =
-  | { kind: 'value'; value: T }
-  | { kind: 'error'; error: unknown }
-  | { kind: 'aborted' }
-  | { kind: 'timeout' };
-
-/** Waits for `promise`, the signal or the timeout, whichever comes first. */
-function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, timeoutMs: number | undefined): Promise<Settled<T>> {
-  return new Promise((resolve) => {
-    let timer: NodeJS.Timeout | undefined;
-    const onAbort = () => finish({ kind: 'aborted' });
-    const finish = (s: Settled<T>) => {
-      clearTimeout(timer);
-      signal?.removeEventListener('abort', onAbort);
-      resolve(s);
-    };
-    if (timeoutMs !== undefined) timer = setTimeout(() => finish({ kind: 'timeout' }), timeoutMs);
-    if (signal?.aborted) return finish({ kind: 'aborted' });
-    signal?.addEventListener('abort', onAbort, { once: true });
-    promise.then(
-      (value) => finish({ kind: 'value', value }),
-      (error: unknown) => finish({ kind: 'error', error }),
-    );
-  });
 }

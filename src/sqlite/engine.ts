@@ -8,7 +8,8 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
-import { setTimeout as sleep } from 'node:timers/promises';
+import { retry, type BackoffPolicy } from '../kit/backoff.js';
+import type { Exposure } from '../kit/exposure.js';
 
 /** SQLite's `PRAGMA synchronous` levels this backend accepts. */
 export type Synchronous = 'full' | 'normal' | 'extra';
@@ -34,20 +35,24 @@ export interface RawError {
   message: string;
 }
 
-/**
- * Where in the batch transaction an error struck. Only `commit` can leave the
- * outcome unknown: nothing this connection does is durable before COMMIT is issued.
- */
-export type Phase = 'open' | 'read' | 'before-commit' | 'commit';
-
 export type BatchResult =
   | { type: 'done'; outcomes: WriteOutcome[] }
   /** BEGIN IMMEDIATE found the write lock taken (or COMMIT was refused and rolled back): nothing happened, retry. */
   | { type: 'busy' }
-  | { type: 'error'; phase: Phase; error: RawError };
+  /**
+   * How far the batch got when `error` struck: `sent` before COMMIT (SQLite's
+   * answer decides, see errors.ts), `committed` at COMMIT, `not-sent` when the
+   * batch never reached a connection.
+   */
+  | { type: 'error'; exposure: Exposure; error: RawError };
 
 export interface EngineOptions {
   synchronous: Synchronous;
+}
+
+/** A {@link RawError} as an Error again, for the error table. */
+export function fromRaw(raw: RawError): Error {
+  return Object.assign(new Error(raw.message), { code: raw.code });
 }
 
 export function rawError(err: unknown): RawError {
@@ -126,12 +131,12 @@ export class Engine {
     // A ROLLBACK that failed earlier must not leave this connection holding the
     // write lock, nor let this batch's writes join that transaction.
     if (this.#db.inTransaction && !this.#rollbackQuietly()) {
-      return { type: 'error', phase: 'before-commit', error: { code: 'SQLITE_ERROR', message: 'a previous transaction could not be rolled back' } };
+      return { type: 'error', exposure: 'sent', error: { code: 'SQLITE_ERROR', message: 'a previous transaction could not be rolled back' } };
     }
     try {
       this.#begin.run();
     } catch (err) {
-      return isBusy(err) ? { type: 'busy' } : { type: 'error', phase: 'before-commit', error: rawError(err) };
+      return isBusy(err) ? { type: 'busy' } : { type: 'error', exposure: 'sent', error: rawError(err) };
     }
     let outcomes: WriteOutcome[];
     try {
@@ -139,7 +144,7 @@ export class Engine {
     } catch (err) {
       // COMMIT was never issued, so nothing of this batch can be durable.
       this.#rollbackQuietly();
-      return { type: 'error', phase: 'before-commit', error: rawError(err) };
+      return { type: 'error', exposure: 'sent', error: rawError(err) };
     }
     try {
       this.#commit.run();
@@ -150,7 +155,7 @@ export class Engine {
       // after the commit frame, ...) may have left the commit frame on disk.
       if (isBusy(err) && this.#db.inTransaction && this.#rollbackQuietly()) return { type: 'busy' };
       if (this.#db.inTransaction) this.#rollbackQuietly();
-      return { type: 'error', phase: 'commit', error: rawError(err) };
+      return { type: 'error', exposure: 'committed', error: rawError(err) };
     }
     return { type: 'done', outcomes };
   }
@@ -213,34 +218,35 @@ export class Engine {
   }
 }
 
-/** How long to wait between attempts at a lock held by another connection. */
-function backoff(attempt: number): number {
-  const cap = Math.min(50, 1 << Math.min(attempt, 6));
-  return cap / 2 + Math.random() * (cap / 2);
-}
+/** Waits between attempts at a lock held by another connection: 1 ms doubling to 50 ms, until `busyTimeoutMs`. */
+const BUSY_BACKOFF: BackoffPolicy = { attempts: Infinity, minDelayMs: 1, maxDelayMs: 50, multiplier: 2, jitter: 0.25 };
 
 /** The error {@link retryBusy} throws when the lock stayed taken too long. */
 export function busyTimeout(timeoutMs: number): Error & { code: string } {
   return Object.assign(new Error(`the database stayed locked by another connection for ${timeoutMs} ms`), { code: 'SQLITE_BUSY' });
 }
 
+/** What {@link retryBusy} retries on: a `busy` result, thrown. */
+const BUSY = Object.assign(new Error('busy'), { code: 'SQLITE_BUSY' });
+
 /**
  * Runs `attempt` until it stops answering busy (a `busy` result or a thrown
- * SQLITE_BUSY/LOCKED), sleeping with jittered backoff between tries, for at most
- * `timeoutMs`; then throws {@link busyTimeout}. The sleeps are timers, so the
- * thread stays responsive while another connection holds the lock.
+ * SQLITE_BUSY/LOCKED), for at most `timeoutMs`; then throws {@link busyTimeout}.
+ * The pauses are timers, so the thread stays responsive while another connection
+ * holds the lock.
  */
 export async function retryBusy<T>(attempt: () => T | { type: 'busy' }, timeoutMs: number): Promise<T> {
-  const deadline = performance.now() + timeoutMs;
-  for (let i = 0; ; i++) {
-    try {
-      const r = attempt();
-      if (!(typeof r === 'object' && r !== null && (r as { type?: unknown }).type === 'busy')) return r as T;
-    } catch (err) {
-      if (!isBusy(err)) throw err;
-    }
-    if (performance.now() >= deadline) throw busyTimeout(timeoutMs);
-    await sleep(backoff(i));
+  try {
+    return await retry(
+      async () => {
+        const r = attempt();
+        if (typeof r === 'object' && r !== null && (r as { type?: unknown }).type === 'busy') throw BUSY;
+        return r as T;
+      },
+      { policy: BUSY_BACKOFF, budgetMs: timeoutMs, retryable: isBusy },
+    );
+  } catch (err) {
+    throw isBusy(err) ? busyTimeout(timeoutMs) : err;
   }
 }
 
@@ -259,6 +265,6 @@ export async function runBatch(engine: Engine, members: readonly WriteOp[], busy
     return await retryBusy(() => engine.commitBatch(members), busyTimeoutMs);
   } catch (err) {
     // commitBatch returns every driver error; only the busy timeout is thrown.
-    return { type: 'error', phase: 'before-commit', error: rawError(err) };
+    return { type: 'error', exposure: 'sent', error: rawError(err) };
   }
 }

@@ -40,7 +40,7 @@
  * -e ...` or under `--import`/`--require` hooks opens `sqlite:` like any other; see
  * src/sqlite/worker-options.ts for what it keeps.
  *
- * Errors (the one mapping is {@link sqliteError} in src/sqlite/errors.ts, where the
+ * Errors (the one table is {@link sqliteErrors} in src/sqlite/errors.ts, where the
  * full table and its proof live). Nothing is durable before COMMIT is issued, so:
  *
  * | SQLite error                         | before COMMIT, open, read   | at COMMIT     |
@@ -70,17 +70,17 @@
 import { resolve as resolvePath } from 'node:path';
 import { ConsensusBase } from '../base.js';
 import { CaSResult, type OpOptions, type VersionedData } from '../consensus.js';
-import { Determinate, ErrorCode, invalidArgument, throwIfAborted, type ExternalError } from '../errors.js';
+import { Determinate, ErrorCode, invalidArgument, throwIfAborted } from '../errors.js';
 import { SeqNo } from '../seqno.js';
-import { Engine, KEYS_PAGE, openEngine, retryBusy, type Phase, type Synchronous, type WriteOp } from './engine.js';
-import { sqliteError } from './errors.js';
+import { Engine, KEYS_PAGE, openEngine, retryBusy, type Synchronous, type WriteOp } from './engine.js';
+import { mapSqliteError } from './errors.js';
 import { GroupCommit } from './group-commit.js';
 import { InlineWriter, WorkerWriter, type Writer } from './writer.js';
 import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO, utf8Length } from '../validate.js';
 import { copyBytes } from '../bytes.js';
 
-export { sqliteError } from './errors.js';
+export { mapSqliteError, sqliteErrors } from './errors.js';
 export type { Synchronous } from './engine.js';
 
 /** Options of {@link SqliteConsensus.open}. */
@@ -96,6 +96,8 @@ export interface SqliteConsensusOptions {
 }
 
 const SYNCHRONOUS: readonly Synchronous[] = ['full', 'normal', 'extra'];
+
+
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 
 /**
@@ -124,10 +126,7 @@ export class SqliteConsensus extends ConsensusBase {
     this.#engine = engine;
     this.#writer = writer;
     this.#busyTimeoutMs = busyTimeoutMs;
-    this.#commits = new GroupCommit(
-      (members) => writer.run(members),
-      (error, phase) => this.#error(error, phase),
-    );
+    this.#commits = new GroupCommit((members) => writer.run(members), description);
   }
 
   /**
@@ -153,7 +152,7 @@ export class SqliteConsensus extends ConsensusBase {
       return new SqliteConsensus(abs, synchronous, description, engine, writer, busyTimeoutMs);
     } catch (err) {
       engine?.close();
-      throw sqliteError(err, 'open', description);
+      throw mapSqliteError(err, { what: `${description}: while opening`, exposure: 'sent' });
     }
   }
 
@@ -184,9 +183,6 @@ export class SqliteConsensus extends ConsensusBase {
         `${this.description}: a value of ${next.data.byteLength} bytes is larger than SQLite's limit of ${MAX_VALUE_BYTES} bytes per row`,
       );
     }
-    // An expectation above 2^63-1 can never match a stored head: answer it here
-    // rather than try to bind it.
-    if (expected !== undefined && expected.value > MAX_CONSENSUS_SEQNO) return CaSResult.ExpectationMismatch;
     // Copied now: the caller may reuse its buffer before the batch runs.
     const op: WriteOp = { type: 'cas', key, expected: expected?.value, seqno: next.seqno.value, data: copyBytes(next.data) };
     const outcome = await this.#commits.submit(op, opts?.signal);
@@ -229,13 +225,11 @@ export class SqliteConsensus extends ConsensusBase {
       return await retryBusy(guarded, this.#busyTimeoutMs);
     } catch (err) {
       if (err === closed) throw err;
-      throw this.#error(err, 'read');
+      // A read changes nothing; SQLite's answer is mapped as for a statement that ran.
+      throw mapSqliteError(err, { what: `${this.description}: while reading`, exposure: 'sent' });
     }
   }
 
-  #error(err: unknown, phase: Phase): ExternalError {
-    return sqliteError(err, phase, this.description);
-  }
 }
 
 /** `sqlite:` URIs for {@link openConsensus}; see the module comment for the forms. */

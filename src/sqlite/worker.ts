@@ -33,6 +33,6 @@ port.on('message', (msg: { id: number; members: WriteOp[] } | { type: 'close' })
   }
   void runBatch(engine, msg.members, init.busyTimeoutMs).then(
     (result) => port.postMessage({ id: msg.id, result }),
-    (err: unknown) => port.postMessage({ id: msg.id, result: { type: 'error', phase: 'commit', error: rawError(err) } }),
+    (err: unknown) => port.postMessage({ id: msg.id, result: { type: 'error', exposure: 'committed', error: rawError(err) } }),
   );
 });

@@ -5,7 +5,7 @@ import { workerStartOptions } from './worker-options.js';
 
 /** Runs group-commit batches, one at a time. */
 export interface Writer {
-  run(members: WriteOp[]): Promise<BatchResult>;
+  run(members: readonly WriteOp[]): Promise<BatchResult>;
   close(): Promise<void>;
 }
 
@@ -16,7 +16,7 @@ export class InlineWriter implements Writer {
     readonly busyTimeoutMs: number,
   ) {}
 
-  run(members: WriteOp[]): Promise<BatchResult> {
+  run(members: readonly WriteOp[]): Promise<BatchResult> {
     return runBatch(this.engine, members, this.busyTimeoutMs);
   }
 
@@ -68,10 +68,10 @@ export class WorkerWriter implements Writer {
     return new WorkerWriter(worker);
   }
 
-  run(members: WriteOp[]): Promise<BatchResult> {
+  run(members: readonly WriteOp[]): Promise<BatchResult> {
     if (this.#dead !== undefined) {
       // Never handed to the worker: provably not applied.
-      return Promise.resolve({ type: 'error', phase: 'before-commit', error: { code: 'WORKER_EXITED', message: this.#dead.message } });
+      return Promise.resolve({ type: 'error', exposure: 'not-sent', error: { code: 'WORKER_EXITED', message: this.#dead.message } });
     }
     const id = this.#nextId++;
     return new Promise((resolve, reject) => {
