@@ -146,11 +146,16 @@ export class AzureBlob extends BlobBase {
     const options = { partSize: this.#s.blockBytes, maxParts: MAX_BLOCKS, concurrency: this.#s.concurrency };
     // Writers that keep discarding each other's blocks are in step: a random
     // pause lets one of them commit first.
-    await retry(() => stagedWrite((parts) => this.#client.beginUpload(name, parts), body, options, ctx), {
-      policy: RESTAGE,
-      signal: ctx.signal,
-      retryable: blocksDiscarded,
-    });
+    try {
+      await retry(() => stagedWrite((parts) => this.#client.beginUpload(name, parts), body, options, ctx), {
+        policy: RESTAGE,
+        signal: ctx.signal,
+        retryable: blocksDiscarded,
+      });
+    } catch (err) {
+      if (!blocksDiscarded(err)) throw err;
+      throw new Determinate(ErrorCode.Aborted, `${ctx.what}: other writers of the same key kept discarding its staged blocks (${RESTAGE.attempts} rounds); nothing was written`, { cause: err });
+    }
   }
 
   protected async _delete(key: string, opts?: OpOptions): Promise<number | undefined> {

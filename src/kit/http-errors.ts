@@ -149,12 +149,16 @@ export function neverConnected(failure: HttpFailure): boolean {
 /**
  * The {@link ErrorTable} of an object store: `read` gets the failure out of the
  * SDK's error (undefined for errors that are not about a request, which the table
- * then does not recognise), `overrides` are the store's own answers.
+ * then does not recognise), `overrides` are the store's own answers. The reason
+ * names the status and the store's code or errno (`not found (HTTP 404 NoSuchKey)`).
  */
 export function httpErrorTable(read: (err: unknown) => HttpFailure | undefined, overrides: HttpOverrides = {}): ErrorTable {
   return (err) => {
     const failure = read(err);
-    return failure === undefined ? undefined : httpVerdict(failure, overrides);
+    if (failure === undefined) return undefined;
+    const verdict = httpVerdict(failure, overrides);
+    const answer = [failure.status === undefined ? undefined : `HTTP ${failure.status}`, failure.code ?? failure.errno].filter((part) => part !== undefined).join(' ');
+    return answer === '' ? verdict : { ...verdict, reason: `${verdict.reason ?? 'failed'} (${answer})` };
   };
 }
 

@@ -76,7 +76,11 @@ export function errorName(err: unknown): string {
 
 /** What an SDK error says about the request. */
 export function s3Failure(err: unknown): HttpFailure {
-  return { ...transportFailure(err), status: httpStatus(err), code: errorName(err) || undefined };
+  const status = httpStatus(err);
+  const name = errorName(err);
+  // Without a response, the name is S3's only for errors the SDK raises itself.
+  const code = status !== undefined || name === 'CredentialsProviderError' ? name || undefined : undefined;
+  return { ...transportFailure(err), status, code };
 }
 
 /** The table: every error is about a request (what it cannot place is Unknown). */
