@@ -118,7 +118,7 @@ const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIME
 
 /** The shared verdict for a failure (see the table above), after the store's overrides. */
 export function httpVerdict(failure: HttpFailure, overrides: HttpOverrides = {}): ErrorVerdict {
-  const { status, code, errno, syscall, name } = failure;
+  const { status, code, errno, name } = failure;
   const own = code === undefined ? undefined : overrides.codes?.[code];
   if (own !== undefined) return own;
   if (status !== undefined) {
