@@ -14,6 +14,7 @@ import { Etcd3 } from 'etcd3';
 import { adopt, hasExited, stopChild } from './child.js';
 import { freePort, StopWaiting, waitFor } from './ports.js';
 import { ETCD_BIN } from './requirements.js';
+import type { TestPki } from './tls.js';
 
 export interface EtcdMember {
   readonly name: string;
@@ -27,7 +28,12 @@ export interface EtcdCluster {
   readonly members: readonly EtcdMember[];
   /** Every member's `127.0.0.1:port`. */
   readonly endpoints: string[];
-  /** `etcd://` URI of every endpoint with a fresh unique prefix, and `query` (`a=1&b=2`) if given. */
+  /** The certificates clients must use, when started with `tls`. */
+  readonly tls: TestPki | undefined;
+  /**
+   * `etcd://` URI of every endpoint with a fresh unique prefix, and `query` (`a=1&b=2`)
+   * if given; with TLS, the parameters that name the CA and the client pair come first.
+   */
   uri(query?: string): string;
   /** Index of the current leader (asks each running member; waits for one). */
   leader(): Promise<number>;
@@ -52,8 +58,18 @@ interface Member extends EtcdMember {
   logStream: WriteStream | undefined;
 }
 
-/** Starts an n-member cluster and waits until it has a leader; fails loudly if it cannot. */
-export async function startEtcd(n = 1): Promise<EtcdCluster> {
+/**
+ * Starts an n-member cluster and waits until it has a leader; fails loudly if it cannot.
+ * With `tls`, clients must speak TLS and present a certificate signed by its CA
+ * (`--client-cert-auth`); peers still talk plain HTTP on loopback.
+ */
+export async function startEtcd(n = 1, opts: { tls?: TestPki } = {}): Promise<EtcdCluster> {
+  const { tls } = opts;
+  const clientScheme = tls === undefined ? 'http' : 'https';
+  const tlsArgs =
+    tls === undefined
+      ? []
+      : [`--cert-file=${tls.server.cert}`, `--key-file=${tls.server.key}`, '--client-cert-auth', `--trusted-ca-file=${tls.ca}`];
   const dir = await mkdtemp(join(tmpdir(), 'persist-etcd-'));
   const token = `persist-${randomUUID()}`;
   const ports: { client: number; peer: number }[] = [];
@@ -68,8 +84,9 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
     args: [
       `--name=m${i}`,
       `--data-dir=${join(dir, `m${i}`)}`,
-      `--listen-client-urls=http://127.0.0.1:${p.client}`,
-      `--advertise-client-urls=http://127.0.0.1:${p.client}`,
+      `--listen-client-urls=${clientScheme}://127.0.0.1:${p.client}`,
+      `--advertise-client-urls=${clientScheme}://127.0.0.1:${p.client}`,
+      ...tlsArgs,
       `--listen-peer-urls=http://127.0.0.1:${p.peer}`,
       `--initial-advertise-peer-urls=http://127.0.0.1:${p.peer}`,
       `--initial-cluster=${initialCluster}`,
@@ -99,8 +116,15 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
     m.process = child;
   };
 
+  const credentials =
+    tls === undefined
+      ? undefined
+      : { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.client.cert), privateKey: readFileSync(tls.client.key) };
+  const connect = (m: Member, dialTimeout?: number) =>
+    new Etcd3({ hosts: `${clientScheme}://${m.endpoint}`, ...(credentials && { credentials }), ...(dialTimeout !== undefined && { dialTimeout }) });
+
   const status = async (m: Member) => {
-    const client = new Etcd3({ hosts: m.endpoint, dialTimeout: 1000 });
+    const client = connect(m, 1000);
     try {
       return await client.maintenance.status({ deadline: Date.now() + 1000 });
     } finally {
@@ -115,7 +139,7 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
       const s = await status(m);
       if (s.leader === '0') throw new Error('no leader yet');
       // A linearizable read succeeds only once the member has caught up with a leader.
-      const client = new Etcd3({ hosts: m.endpoint });
+      const client = connect(m);
       try {
         await client.get('/persist-location-probe').options({ deadline: Date.now() + 1000 });
       } finally {
@@ -138,9 +162,14 @@ export async function startEtcd(n = 1): Promise<EtcdCluster> {
 
   const cluster: EtcdCluster = {
     members,
+    tls,
     endpoints: members.map((m) => m.endpoint),
     uri(query) {
-      return `etcd://${members.map((m) => m.endpoint).join(',')}/test-${randomUUID()}${query ? `?${query}` : ''}`;
+      const params = [
+        ...(tls === undefined ? [] : [`tls=true&ca=${encodeURIComponent(tls.ca)}&cert=${encodeURIComponent(tls.client.cert)}&key=${encodeURIComponent(tls.client.key)}`]),
+        ...(query ? [query] : []),
+      ];
+      return `etcd://${members.map((m) => m.endpoint).join(',')}/test-${randomUUID()}${params.length > 0 ? `?${params.join('&')}` : ''}`;
     },
     async leader() {
       let found = -1;

@@ -23,11 +23,15 @@ import { createRequire } from 'node:module';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
+import type { TestPki } from './tls.js';
 import { adopt, exited, hasExited, stopChild } from './child.js';
 import { freePort, lastLines, StopWaiting, waitFor } from './ports.js';
 
 export interface PostgresServer {
-  /** `postgres://user:pw@127.0.0.1:port/db` without any query parameters. */
+  /**
+   * `postgres://user:pw@127.0.0.1:port/db`; with TLS, followed by the libpq parameters
+   * that verify the server (and present the client pair, when it is required).
+   */
   readonly baseUrl: string;
   /** True when the tests run against `PERSIST_TEST_POSTGRES_URL` (it cannot be stopped). */
   readonly external: boolean;
@@ -49,13 +53,21 @@ export interface PostgresServer {
   pid(): Promise<number | undefined>;
 }
 
+/** TLS for the embedded server: `ssl=on` with the PKI's server pair; plain TCP refused. */
+export interface PostgresTls {
+  readonly pki: TestPki;
+  /** Also require a client certificate signed by the PKI's CA (`clientcert=verify-ca`). */
+  readonly clientCert?: boolean;
+}
+
 /**
  * Starts a server (or connects to `PERSIST_TEST_POSTGRES_URL`, unless `embedded`
- * asks for one this process controls, e.g. to stop it); fails loudly if it cannot.
+ * asks for one this process controls, e.g. to stop it, or `tls` asks for TLS);
+ * fails loudly if it cannot.
  */
-export async function startPostgres(opts: { embedded?: boolean } = {}): Promise<PostgresServer> {
+export async function startPostgres(opts: { embedded?: boolean; tls?: PostgresTls } = {}): Promise<PostgresServer> {
   const external = process.env.PERSIST_TEST_POSTGRES_URL;
-  return external && !opts.embedded ? useExternal(external) : startEmbedded();
+  return external && !opts.embedded && opts.tls === undefined ? useExternal(external) : startEmbedded(opts.tls);
 }
 
 function uniqueSchema(prefix: string): string {
@@ -215,7 +227,20 @@ async function initdb(bin: string, databaseDir: string, cwd: string, owner: { ui
   if (child.exitCode !== 0) throw new Error(`initdb failed (exit code ${child.exitCode}, signal ${child.signalCode}):\n${lastLines(output)}`);
 }
 
-async function startEmbedded(): Promise<PostgresServer> {
+/**
+ * Lets only TLS connections in (and, with `clientCert`, only those presenting a
+ * certificate of the CA) and returns the server's `-c` settings for it.
+ */
+async function configureTls(tls: PostgresTls, databaseDir: string, owner: { uid: number; gid: number } | undefined): Promise<string[]> {
+  const pair = await tls.pki.privateCopy(tls.pki.server, owner);
+  const hba = join(databaseDir, 'pg_hba.conf');
+  const cert = tls.clientCert ? ' clientcert=verify-ca' : '';
+  await writeFile(hba, `hostssl all all 127.0.0.1/32 scram-sha-256${cert}\nhostnossl all all 127.0.0.1/32 reject\n`);
+  if (owner !== undefined) await chown(hba, owner.uid, owner.gid);
+  return ['-c', 'ssl=on', '-c', `ssl_cert_file=${pair.cert}`, '-c', `ssl_key_file=${pair.key}`, '-c', `ssl_ca_file=${tls.pki.ca}`];
+}
+
+async function startEmbedded(tls: PostgresTls | undefined): Promise<PostgresServer> {
   const owner = serverOwner();
   const lines: string[] = [];
   const note = (m: string) => {
@@ -230,10 +255,16 @@ async function startEmbedded(): Promise<PostgresServer> {
   let postmaster: ChildProcess | undefined;
   const port = await freePort();
   const password = randomBytes(12).toString('hex');
-  const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres`;
+  const clientQuery =
+    tls === undefined
+      ? ''
+      : `?sslmode=verify-full&sslrootcert=${encodeURIComponent(tls.pki.ca)}` +
+        (tls.clientCert ? `&sslcert=${encodeURIComponent(tls.pki.client.cert)}&sslkey=${encodeURIComponent(tls.pki.client.key)}` : '');
+  const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres${clientQuery}`;
+  let sslArgs: string[] = [];
 
   const launch = async (): Promise<void> => {
-    const args = ['-D', databaseDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300'];
+    const args = ['-D', databaseDir, '-p', String(port), '-c', 'listen_addresses=127.0.0.1', '-c', 'unix_socket_directories=', '-c', 'max_connections=300', ...sslArgs];
     const child = adopt(spawn(join(bin, 'bin', 'postgres'), args, { ...owner, cwd: root, env: { ...process.env, LC_MESSAGES: 'C' }, stdio: ['ignore', 'pipe', 'pipe'] }));
     postmaster = child;
     child.stdout!.on('data', (d: Buffer) => note(d.toString()));
@@ -254,6 +285,7 @@ async function startEmbedded(): Promise<PostgresServer> {
   try {
     if (owner !== undefined) await chown(root, owner.uid, owner.gid);
     await initdb(bin, databaseDir, root, owner, password, note);
+    if (tls !== undefined) sslArgs = await configureTls(tls, databaseDir, owner);
     await launch();
   } catch (err) {
     await halt().catch(() => {});

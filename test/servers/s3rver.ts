@@ -15,6 +15,9 @@
  *   `{ atomic: true }`, {@link atomicStore} makes every object write all-or-nothing
  *   and serializes it with the reads of that key, as S3 behaves, so that tests of
  *   S3Blob under overwrites and lost connections see S3Blob's faults, not s3rver's;
+ * - it ignores the conditional-write headers of PutObject and CompleteMultipartUpload
+ *   (as does every S3 emulator installable from npm or Debian): in atomic mode,
+ *   {@link conditionalWrites} applies them as AWS documents them (see there);
  * - it lists by walking directories, so when names have `/` (S3Blob cuts encoded
  *   keys longer than 200 characters into chunks) pages are not in key order and
  *   a listing of more than one page can miss such keys. The tests list fewer keys
@@ -125,6 +128,7 @@ export class S3rverProcess {
 interface KoaContext {
   method: string;
   path: string;
+  headers: Record<string, string | string[] | undefined>;
   query: Record<string, string | string[] | undefined>;
   status: number;
   body: unknown;
@@ -204,6 +208,57 @@ interface FilesystemStore {
   putPart(bucket: string, uploadId: string, partNumber: unknown, content: unknown): Promise<unknown>;
 }
 
+/** The precondition of one conditional write, from its request headers. */
+interface WriteCondition {
+  /** `If-None-Match: *`: the key must have no object. */
+  readonly absent: boolean;
+  /** `If-Match: ETAG`: the key's object must have this ETag (quotes ignored). */
+  readonly etag: string | undefined;
+}
+const writeConditions = new AsyncLocalStorage<WriteCondition>();
+
+type S3ErrorConstructor = new (code: string, message: string, detail?: Record<string, string>) => Error & { status: number; expose: boolean; headers: Record<string, string> };
+
+/** An S3 error response `code` with `status` (s3rver's own error type, so it renders as S3 does). */
+function s3Error(code: string, status: number, message: string): Error {
+  const S3Error = createRequire(import.meta.url)('s3rver/lib/models/error') as S3ErrorConstructor;
+  return Object.assign(new S3Error(code, message), { status, expose: true });
+}
+
+/**
+ * Conditional writes, as the S3 user guide and API reference describe them for
+ * PutObject and CompleteMultipartUpload:
+ * - `If-None-Match: *` writes only if the key has no object, else 412
+ *   PreconditionFailed; any other If-None-Match value is refused with 501
+ *   NotImplemented (S3 accepts only `*` on writes);
+ * - `If-Match: ETAG` writes only if the key's object has that ETag, else 412
+ *   PreconditionFailed, and 404 NoSuchKey when the key has no object;
+ * - a conditional write to a key while another conditional write to it is in
+ *   progress gets 409 ConditionalRequestConflict (S3 answers so "if a conflicting
+ *   operation occurs during the upload"; callers retry).
+ * The check and the write happen under the object's lock of {@link atomicStore},
+ * so they are one atomic step. A failed CompleteMultipartUpload leaves the upload
+ * in place. This middleware only reads the headers; {@link atomicStore} decides.
+ */
+function conditionalWrites(): KoaMiddleware {
+  return async (ctx, next) => {
+    const isPut = ctx.method === 'PUT' && ctx.query.partNumber === undefined && ctx.headers['x-amz-copy-source'] === undefined;
+    const isComplete = ctx.method === 'POST' && typeof ctx.query.uploadId === 'string';
+    const noneMatch = ctx.headers['if-none-match'];
+    const match = ctx.headers['if-match'];
+    if (!(isPut || isComplete) || (noneMatch === undefined && match === undefined)) return next();
+    if (noneMatch !== undefined && noneMatch !== '*') {
+      // Answered here: this runs before s3rver's own error rendering.
+      ctx.status = 501;
+      ctx.type = 'application/xml';
+      ctx.body = `<?xml version="1.0" encoding="UTF-8"?>\n<Error><Code>NotImplemented</Code><Message>A header you provided implies functionality that is not implemented: If-None-Match accepts only * on writes</Message></Error>`;
+      return;
+    }
+    const condition: WriteCondition = { absent: noneMatch === '*', etag: typeof match === 'string' ? match.replace(/"/g, '') : undefined };
+    return writeConditions.run(condition, next);
+  };
+}
+
 /**
  * Makes s3rver's object writes atomic, the way S3's are: a PUT's body is received
  * whole before anything is written (a cut request changes nothing), the object is
@@ -237,6 +292,32 @@ function atomicStore(store: FilesystemStore): void {
       return await held.run(id, run);
     } finally {
       release();
+    }
+  };
+  // Keys with a conditional write in progress (from its body's arrival to its end).
+  const conditional = new Set<string>();
+  const claimed = new AsyncLocalStorage<string>();
+  const asConditional = async <T>(bucket: string, key: string, run: () => Promise<T>): Promise<T> => {
+    const id = `${bucket}/${key}`;
+    if (writeConditions.getStore() === undefined || claimed.getStore() === id) return run();
+    if (conditional.has(id)) throw s3Error('ConditionalRequestConflict', 409, 'A conflicting conditional operation is currently in progress against this resource. Please try again.');
+    conditional.add(id);
+    try {
+      return await claimed.run(id, run);
+    } finally {
+      conditional.delete(id);
+    }
+  };
+  // Called holding the object's lock.
+  const checkCondition = async (bucket: string, key: string): Promise<void> => {
+    const condition = writeConditions.getStore();
+    if (condition === undefined) return;
+    const exists = await original.existsObject(bucket, key);
+    if (condition.absent && exists) throw s3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold');
+    if (condition.etag !== undefined) {
+      if (!exists) throw s3Error('NoSuchKey', 404, 'The specified key does not exist.');
+      const { etag } = (await original.getMetadata(bucket, key)) as { etag: string };
+      if (etag.replace(/"/g, '') !== condition.etag) throw s3Error('PreconditionFailed', 412, 'At least one of the pre-conditions you specified did not hold');
     }
   };
   const original = {
@@ -274,7 +355,8 @@ function atomicStore(store: FilesystemStore): void {
     const declared = (object.content as { headers?: Record<string, unknown> }).headers?.['content-length'];
     if (declared !== undefined && Number(declared) !== content.length) throw new Error(`the body has ${content.length} of ${String(declared)} bytes`);
     const md5 = createHash('md5').update(content).digest('hex');
-    return locked(object.bucket, object.key, async () => {
+    return asConditional(object.bucket, object.key, () => locked(object.bucket, object.key, async () => {
+      await checkCondition(object.bucket, object.key);
       const path = store.getResourcePath(object.bucket, object.key, 'object');
       await mkdir(dirname(path), { recursive: true });
       const temporary = `${path}.${randomUUID()}.tmp`;
@@ -282,7 +364,7 @@ function atomicStore(store: FilesystemStore): void {
       await rename(temporary, path);
       await store.putMetadata(object.bucket, object.key, object.metadata, md5);
       return { size: content.length, md5 };
-    });
+    }));
   };
   // S3 refuses parts of an upload that does not exist (or was aborted); s3rver would
   // recreate its directory.
@@ -292,7 +374,11 @@ function atomicStore(store: FilesystemStore): void {
   };
   store.putObjectMultipart = async (bucket, uploadId, parts) => {
     const key = await readFile(join(store.getResourcePath(bucket, '', 'uploads'), uploadId, 'key'), 'utf8');
-    return locked(bucket, key, () => original.putObjectMultipart(bucket, uploadId, parts));
+    // Checked before the parts are assembled too, so a failed condition leaves the upload in place.
+    return asConditional(bucket, key, () => locked(bucket, key, async () => {
+      await checkCondition(bucket, key);
+      return original.putObjectMultipart(bucket, uploadId, parts);
+    }));
   };
 }
 
@@ -306,7 +392,10 @@ async function serve(atomic: boolean, port: number, directory: string, buckets: 
     configureBuckets: buckets.map((name) => ({ name, configs: [] })),
   });
   server.middleware.unshift(multipartShim(directory));
-  if (atomic) atomicStore((server as unknown as { store: FilesystemStore }).store);
+  if (atomic) {
+    atomicStore((server as unknown as { store: FilesystemStore }).store);
+    server.middleware.unshift(conditionalWrites());
+  }
   await server.run();
   process.stdout.write('READY\n');
   // The parent holds our stdin open; when it dies, so do we (no orphaned servers).
