@@ -12,7 +12,7 @@ import { constants as bufferConstants } from 'node:buffer';
 import type { BlobDownloadResponseParsed, BlockBlobClient, ContainerClient } from '@azure/storage-blob';
 import { Determinate, ErrorCode, type ExternalError } from '../errors.js';
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
-import type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectResponse, StagedUpload } from '../objstore/client.js';
+import type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectResponse, PutOutcome, StagedUpload } from '../objstore/client.js';
 import { azureErrorCode, azureFailure, azureStatus, mapAzureError } from './errors.js';
 import { blockIds, parseContentRange, readInto } from './transfer.js';
 
@@ -128,13 +128,14 @@ export class AzureObjectClient implements ObjectClient {
     return props === null ? undefined : { size: props.contentLength ?? 0, etag: props.etag };
   }
 
-  async put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<{ etag: string | undefined } | 'changed'> {
+  async put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<PutOutcome> {
     const client = this.blob(name);
     const buffer = Buffer.from(body.buffer, body.byteOffset, body.byteLength);
     const out = await this.call(
       ctx,
       (signal) => client.upload(buffer, buffer.byteLength, { abortSignal: signal, conditions: { ...conditions } }),
-      (err, doubtful) => (azureStatus(err) === 412 && !doubtful ? ('changed' as const) : undefined),
+      // Azure answers a failed If-None-Match: * with 409 BlobAlreadyExists.
+      (err, doubtful) => ((azureStatus(err) === 412 || azureErrorCode(err) === 'BlobAlreadyExists') && !doubtful ? ('changed' as const) : undefined),
     );
     return out === 'changed' ? out : { etag: out.etag };
   }

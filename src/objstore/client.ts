@@ -59,6 +59,9 @@ export interface ObjectReader {
   get(name: string, range: ByteRange | undefined, conditions: Conditions, ctx: CallContext): Promise<GetOutcome>;
 }
 
+/** What a {@link ObjectClient.put} did. */
+export type PutOutcome = { etag: string | undefined } | 'changed' | 'conflict';
+
 /** An upload in parts that becomes visible only when committed. */
 export interface StagedUpload {
   /** Names the upload in messages. */
@@ -82,8 +85,12 @@ export interface ListPage {
 export interface ObjectClient extends ObjectReader {
   /** Size and ETag, or undefined when there is no such object. */
   head(name: string, ctx: CallContext): Promise<ObjectHead | undefined>;
-  /** One request writing the whole value; `changed` when `conditions` failed. */
-  put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<{ etag: string | undefined } | 'changed'>;
+  /**
+   * One request writing the whole value: its new ETag, `changed` when
+   * `conditions` failed, or `conflict` when the store refused it because of a
+   * concurrent conditional write (nothing written; try again).
+   */
+  put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<PutOutcome>;
   /** Starts an upload in `parts` parts. */
   beginUpload(name: string, parts: number, ctx: CallContext): Promise<StagedUpload>;
   /** The page of names starting with `prefix` after `token` (the first page without). */

@@ -6,7 +6,7 @@
  * (parts with bounded concurrency, one commit, abort on failure) and
  * {@link listPages} (pages requested as the loop consumes them).
  */
-export type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectReader, ObjectResponse, StagedUpload } from './client.js';
+export type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectReader, ObjectResponse, PutOutcome, StagedUpload } from './client.js';
 export { rangedGet, type RangedGetOptions } from './get.js';
 export { listPages } from './list.js';
 export { partCount, stagedWrite, type StagedWriteOptions } from './upload.js';

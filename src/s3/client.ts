@@ -19,7 +19,7 @@ import {
 import { Determinate, ErrorCode, ExternalError } from '../errors.js';
 import { mightHaveApplied, type Exposure } from '../kit/exposure.js';
 import { neverConnected } from '../kit/http-errors.js';
-import type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectResponse, StagedUpload } from '../objstore/client.js';
+import type { ByteRange, CallContext, Conditions, GetOutcome, ListPage, ObjectClient, ObjectHead, ObjectResponse, PutOutcome, StagedUpload } from '../objstore/client.js';
 import { errorName, httpStatus, mapS3Error, S3_ERRORS, s3Failure } from './errors.js';
 
 /** A command as the tracking middleware needs it. */
@@ -106,13 +106,17 @@ export class S3ObjectClient implements ObjectClient {
     return out === undefined ? undefined : { size: out.ContentLength ?? 0, etag: out.ETag };
   }
 
-  async put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<{ etag: string | undefined } | 'changed'> {
+  async put(name: string, body: Uint8Array, conditions: Conditions, ctx: CallContext): Promise<PutOutcome> {
     const command = new PutObjectCommand({ Bucket: this.bucket, Key: name, Body: body, ContentLength: body.byteLength, IfMatch: conditions.ifMatch, IfNoneMatch: conditions.ifNoneMatch });
     try {
       const out = await this.send<{ ETag?: string }>(command, ctx);
       return { etag: out.ETag };
     } catch (err) {
-      if (conditionOutcome(err) === 'changed') return 'changed';
+      // Only on the attempt that answered: an earlier one may have been applied.
+      if (err instanceof ExternalError && err.determinate) {
+        if (conditionOutcome(err) === 'changed') return 'changed';
+        if (errorName(err.cause) === 'ConditionalRequestConflict') return 'conflict';
+      }
       throw err;
     }
   }
