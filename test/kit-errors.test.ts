@@ -9,7 +9,7 @@ import { after, describe, test } from 'node:test';
 import { Determinate, ErrorCode, ExternalError, Indeterminate, externalError, firstOf, mapError, type ErrorTable } from 'persist-location';
 import { aborted } from '../src/errors.js';
 import { atExposure, mightHaveApplied, REFUSED_WHEN_SENT, type Exposure } from '../src/kit/exposure.js';
-import { httpErrorTable, httpVerdict, transportFailure, type HttpOverrides } from '../src/kit/http-errors.js';
+import { httpErrorTable, httpVerdict, neverConnected, transportFailure, type HttpOverrides } from '../src/kit/http-errors.js';
 
 type ErrorsModule = typeof import('../src/errors.js');
 
@@ -254,6 +254,32 @@ describe('the object stores’ HTTP table', () => {
     assert.equal(transportFailure(Object.assign(new TypeError('x'), { code: 'ERR_INVALID_ARG_TYPE' })).errno, undefined);
     assert.equal(transportFailure(Object.assign(new Error('x'), { code: 'ERR_STREAM_PREMATURE_CLOSE' })).errno, 'ERR_STREAM_PREMATURE_CLOSE');
     assert.deepEqual(transportFailure(null), { errno: undefined, syscall: undefined, name: undefined });
+  });
+
+  test('a driver that rewraps a system error keeps its syscall in the message: connect-phase failures stay told apart', () => {
+    const rewrapped = (message: string, code: string) => Object.assign(new Error(message), { name: 'RestError', code });
+    assert.equal(transportFailure(rewrapped('connect EHOSTUNREACH 10.0.0.1:443', 'EHOSTUNREACH')).syscall, 'connect');
+    assert.equal(transportFailure(rewrapped('read EHOSTUNREACH', 'EHOSTUNREACH')).syscall, 'read');
+    assert.equal(transportFailure(rewrapped('socket hang up', 'ECONNRESET')).syscall, undefined);
+    assert.equal(transportFailure(Object.assign(new Error('connect ECONNREFUSED 1.2.3.4:5'), { code: 'ECONNREFUSED', syscall: 'write' })).syscall, 'write', 'a syscall field wins');
+    assert.equal(neverConnected(transportFailure(rewrapped('connect ENETUNREACH 10.0.0.1:443', 'ENETUNREACH'))), true);
+    assert.equal(neverConnected(transportFailure(rewrapped('read ENETUNREACH', 'ENETUNREACH'))), false);
+    assert.equal(neverConnected({ errno: 'ECONNREFUSED' }), true);
+    assert.equal(neverConnected({ errno: 'ECONNRESET', syscall: 'connect' }), false, 'a reset is never proof');
+    assert.equal(neverConnected({ status: 503, errno: 'ECONNREFUSED' }), false, 'an answer came back');
+  });
+
+  test('an errno decides over the error name: a reset the AWS SDK names TimeoutError is Unavailable', () => {
+    assert.deepEqual(judge(undefined, { errno: 'ECONNRESET', name: 'TimeoutError' }), { code: ErrorCode.Unavailable, determinate: false });
+    assert.deepEqual(judge(undefined, { errno: 'ETIMEDOUT', name: 'TimeoutError' }), { code: ErrorCode.Timeout, determinate: false });
+    assert.deepEqual(judge(undefined, { errno: 'UND_ERR_ABORTED', name: 'AbortError' }), { code: ErrorCode.Cancelled, determinate: false });
+  });
+
+  test('httpErrorTable names the status and the code in the reason', () => {
+    const table = httpErrorTable((err) => err as { status?: number; code?: string; errno?: string });
+    assert.equal(table({ status: 404, code: 'NoSuchKey' })?.reason, 'not found (HTTP 404 NoSuchKey)');
+    assert.equal(table({ errno: 'ECONNRESET' })?.reason, 'connection lost (ECONNRESET)');
+    assert.equal(table({})?.reason, 'request failed');
   });
 
   test('httpErrorTable: a store reads its SDK error, and errors that are not about a request are not recognised', () => {

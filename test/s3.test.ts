@@ -6,6 +6,7 @@ import { Readable } from 'node:stream';
 import { after, before, describe, test } from 'node:test';
 import { ListMultipartUploadsCommand, ListObjectsV2Command, PutObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { ErrorCode, ExternalError, openBlob } from 'persist-location';
+import type { Exposure } from '../src/kit/exposure.js';
 import { decodeKey, defaultClientConfig, encodeKey, mapS3Error, maxKeyBytesFor, S3Blob, type S3BlobOptions } from 'persist-location/s3';
 import { blobImplTest, hostileKeys } from 'persist-location/testing';
 import { keyOfBytes } from '../src/testing/keys.js';
@@ -40,35 +41,44 @@ function netError(code: string, name = 'Error'): Error {
 
 describe('mapS3Error', () => {
   const what = 'S3Blob(s3://b/) set("k")';
-  const cases: [string, unknown, number, boolean, ErrorCode][] = [
-    ['403 AccessDenied', sdkError('AccessDenied', 403), 1, true, ErrorCode.PermissionDenied],
-    ['403 InvalidAccessKeyId', sdkError('InvalidAccessKeyId', 403), 1, true, ErrorCode.PermissionDenied],
-    ['403 after an earlier attempt reached the server', sdkError('AccessDenied', 403), 2, false, ErrorCode.PermissionDenied],
-    ['404 NoSuchBucket', sdkError('NoSuchBucket', 404), 1, true, ErrorCode.NotFound],
-    ['404 NoSuchKey', sdkError('NoSuchKey', 404), 1, true, ErrorCode.NotFound],
-    ['412 PreconditionFailed', sdkError('PreconditionFailed', 412), 1, true, ErrorCode.FailedPrecondition],
-    ['409 OperationAborted', sdkError('OperationAborted', 409), 1, true, ErrorCode.Aborted],
-    ['400 EntityTooLarge', sdkError('EntityTooLarge', 400), 1, true, ErrorCode.ResourceExhausted],
-    ['400 InvalidArgument', sdkError('InvalidArgument', 400), 1, true, ErrorCode.InvalidArgument],
-    ['501 NotImplemented', sdkError('NotImplemented', 501), 1, true, ErrorCode.Unknown],
-    ['500 InternalError', sdkError('InternalError', 500), 1, false, ErrorCode.Unknown],
-    ['503 ServiceUnavailable', sdkError('ServiceUnavailable', 503), 1, false, ErrorCode.Unavailable],
-    ['503 SlowDown (throttled after retries)', sdkError('SlowDown', 503), 3, false, ErrorCode.Aborted],
-    ['429 TooManyRequests', sdkError('TooManyRequestsException', 429), 3, false, ErrorCode.Aborted],
-    ['connection refused, nothing sent', netError('ECONNREFUSED'), 0, true, ErrorCode.Unavailable],
-    ['connection refused after an earlier attempt was sent', netError('ECONNREFUSED'), 1, false, ErrorCode.Unavailable],
-    ['DNS failure, nothing sent', netError('ENOTFOUND'), 0, true, ErrorCode.Unavailable],
-    ['connection reset after sending', netError('ECONNRESET', 'TimeoutError'), 1, false, ErrorCode.Unavailable],
-    ['broken pipe', netError('EPIPE'), 1, false, ErrorCode.Unavailable],
-    ['socket timeout', netError('ETIMEDOUT', 'TimeoutError'), 1, false, ErrorCode.Timeout],
-    ['connect timeout (SDK TimeoutError without code)', sdkError('TimeoutError'), 1, false, ErrorCode.Timeout],
-    ['no credentials', sdkError('CredentialsProviderError'), 0, true, ErrorCode.PermissionDenied],
-    ['unknown error', new Error('something odd'), 1, false, ErrorCode.Unknown],
-    ['unexpected status 200 (error in a 200 body)', sdkError('InternalError', 200), 1, false, ErrorCode.Unknown],
+  const sys = (code: string, syscall: string): Error => Object.assign(new Error(`${syscall} ${code} 10.0.0.1:443`), { code, syscall });
+  const cases: [string, unknown, Exposure, boolean, ErrorCode][] = [
+    ['403 AccessDenied', sdkError('AccessDenied', 403), 'sent', true, ErrorCode.PermissionDenied],
+    ['403 InvalidAccessKeyId', sdkError('InvalidAccessKeyId', 403), 'sent', true, ErrorCode.PermissionDenied],
+    ['403 after an earlier attempt may have been applied', sdkError('AccessDenied', 403), 'committed', false, ErrorCode.PermissionDenied],
+    ['404 NoSuchBucket', sdkError('NoSuchBucket', 404), 'sent', true, ErrorCode.NotFound],
+    ['404 NoSuchKey', sdkError('NoSuchKey', 404), 'sent', true, ErrorCode.NotFound],
+    ['412 PreconditionFailed', sdkError('PreconditionFailed', 412), 'sent', true, ErrorCode.FailedPrecondition],
+    ['409 OperationAborted', sdkError('OperationAborted', 409), 'sent', true, ErrorCode.Aborted],
+    ['409 ConditionalRequestConflict (a concurrent conditional write)', sdkError('ConditionalRequestConflict', 409), 'sent', true, ErrorCode.Aborted],
+    ['409 of another kind (as Azure: a conflict with the current state)', sdkError('BucketAlreadyOwnedByYou', 409), 'sent', true, ErrorCode.FailedPrecondition],
+    ['400 EntityTooLarge', sdkError('EntityTooLarge', 400), 'sent', true, ErrorCode.ResourceExhausted],
+    ['400 InvalidArgument', sdkError('InvalidArgument', 400), 'sent', true, ErrorCode.InvalidArgument],
+    ['405 (other 4xx)', sdkError('MethodNotAllowed', 405), 'sent', true, ErrorCode.InvalidArgument],
+    ['501 NotImplemented (as Azure)', sdkError('NotImplemented', 501), 'sent', true, ErrorCode.Unknown],
+    ['500 InternalError', sdkError('InternalError', 500), 'sent', false, ErrorCode.Unknown],
+    ['503 ServiceUnavailable', sdkError('ServiceUnavailable', 503), 'sent', false, ErrorCode.Unavailable],
+    ['503 SlowDown: refused at admission', sdkError('SlowDown', 503), 'sent', true, ErrorCode.Aborted],
+    ['503 SlowDown after an attempt that may have been applied', sdkError('SlowDown', 503), 'committed', false, ErrorCode.Aborted],
+    ['429 TooManyRequests', sdkError('TooManyRequestsException', 429), 'sent', true, ErrorCode.Aborted],
+    ['connection refused, nothing sent', netError('ECONNREFUSED'), 'not-sent', true, ErrorCode.Unavailable],
+    ['connection refused after an earlier attempt was sent', netError('ECONNREFUSED'), 'committed', false, ErrorCode.Unavailable],
+    ['DNS failure', netError('ENOTFOUND'), 'sent', true, ErrorCode.Unavailable],
+    ['EHOSTUNREACH from connect: never connected', sys('EHOSTUNREACH', 'connect'), 'sent', true, ErrorCode.Unavailable],
+    ['ENETUNREACH from connect: never connected', sys('ENETUNREACH', 'connect'), 'sent', true, ErrorCode.Unavailable],
+    ['EHOSTUNREACH on an open connection: the request may be out', sys('EHOSTUNREACH', 'read'), 'sent', false, ErrorCode.Unavailable],
+    ['EHOSTUNREACH without a syscall proves nothing', netError('EHOSTUNREACH'), 'sent', false, ErrorCode.Unavailable],
+    ['connection reset (the SDK names it TimeoutError)', netError('ECONNRESET', 'TimeoutError'), 'sent', false, ErrorCode.Unavailable],
+    ['broken pipe', netError('EPIPE'), 'sent', false, ErrorCode.Unavailable],
+    ['socket timeout', netError('ETIMEDOUT', 'TimeoutError'), 'sent', false, ErrorCode.Timeout],
+    ['connect timeout (SDK TimeoutError without code)', sdkError('TimeoutError'), 'sent', false, ErrorCode.Timeout],
+    ['no credentials', sdkError('CredentialsProviderError'), 'not-sent', true, ErrorCode.PermissionDenied],
+    ['unknown error', new Error('something odd'), 'sent', false, ErrorCode.Unknown],
+    ['unexpected status 200 (error in a 200 body)', sdkError('InternalError', 200), 'sent', false, ErrorCode.Unknown],
   ];
-  for (const [name, err, reached, determinate, code] of cases) {
+  for (const [name, err, exposure, determinate, code] of cases) {
     test(name, () => {
-      const mapped = mapS3Error(err, { what, reached });
+      const mapped = mapS3Error(err, { what, exposure });
       assert.ok(mapped instanceof ExternalError);
       assert.equal(mapped.determinate, determinate, mapped.message);
       assert.equal(mapped.code, code, mapped.message);
@@ -81,13 +91,43 @@ describe('mapS3Error', () => {
   test('an aborted signal: Determinate Cancelled if nothing was sent, else Indeterminate', () => {
     const signal = AbortSignal.abort(new Error('stop'));
     const abortError = sdkError('AbortError');
-    assert.deepEqual([mapS3Error(abortError, { what, reached: 0, signal })].map((e) => [e.determinate, e.code]), [[true, ErrorCode.Cancelled]]);
-    assert.deepEqual([mapS3Error(abortError, { what, reached: 1, signal })].map((e) => [e.determinate, e.code]), [[false, ErrorCode.Cancelled]]);
+    assert.deepEqual([mapS3Error(abortError, { what, exposure: 'not-sent', signal })].map((e) => [e.determinate, e.code]), [[true, ErrorCode.Cancelled]]);
+    assert.deepEqual([mapS3Error(abortError, { what, exposure: 'sent', signal })].map((e) => [e.determinate, e.code]), [[false, ErrorCode.Cancelled]]);
   });
 
   test('an ExternalError passes through unchanged', () => {
-    const mine = mapS3Error(sdkError('AccessDenied', 403), { what, reached: 1 });
-    assert.equal(mapS3Error(mine, { what, reached: 5 }), mine);
+    const mine = mapS3Error(sdkError('AccessDenied', 403), { what, exposure: 'sent' });
+    assert.equal(mapS3Error(mine, { what, exposure: 'sent' }), mine);
+  });
+});
+
+describe("S3Blob judges all of the SDK's attempts, not only the last", () => {
+  /** An S3Blob whose SDK client (retries included) meets `failures` in turn, one per attempt. */
+  const failing = (failures: Error[]): S3Blob => {
+    let attempt = 0;
+    const client = new S3Client({
+      region: 'us-east-1',
+      endpoint: 'http://127.0.0.1:9',
+      forcePathStyle: true,
+      credentials: { accessKeyId: 'a', secretAccessKey: 'b' },
+      maxAttempts: failures.length,
+      requestHandler: {
+        handle: async () => {
+          throw failures[Math.min(attempt++, failures.length - 1)]!;
+        },
+      },
+    });
+    return new S3Blob({ bucket: 'b', client });
+  };
+  const refused = () => Object.assign(new Error('connect ECONNREFUSED 127.0.0.1:9'), { code: 'ECONNREFUSED', syscall: 'connect' });
+  const reset = () => Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET', syscall: 'read' });
+
+  test('refused on every attempt: Determinate Unavailable', async () => {
+    await assert.rejects(failing([refused(), refused()]).set('k', Buffer.from('v')), { name: 'Determinate', code: ErrorCode.Unavailable });
+  });
+
+  test('a reset (the request may have been applied) and then a refusal: Indeterminate', async () => {
+    await assert.rejects(failing([reset(), refused()]).set('k', Buffer.from('v')), { name: 'Indeterminate', code: ErrorCode.Unavailable });
   });
 });
 

@@ -1,38 +1,13 @@
 /**
- * Moving bytes: a bounded parallel loop, reading a response body into place, and
- * the block ids of a staged upload.
+ * Moving bytes: reading a response body into place, and the block ids of a
+ * staged upload.
  */
 import { randomBytes } from 'node:crypto';
-
-/**
- * Runs `task(i)` for i in [0, count) with at most `limit` running at once. On the
- * first failure it fires `abort` (so the running tasks stop early), waits for the
- * rest to settle and rejects with that first failure.
- */
-export async function forEachLimit(count: number, limit: number, abort: AbortController, task: (i: number) => Promise<void>): Promise<void> {
-  let next = 0;
-  let failure: { err: unknown } | undefined;
-  const worker = async (): Promise<void> => {
-    while (failure === undefined && next < count) {
-      const i = next++;
-      try {
-        await task(i);
-      } catch (err) {
-        if (failure === undefined) {
-          failure = { err };
-          abort.abort(new Error('a sibling request failed'));
-        }
-      }
-    }
-  };
-  await Promise.all(Array.from({ length: Math.min(limit, count) }, worker));
-  if (failure !== undefined) throw failure.err;
-}
 
 /** A response body ended before or after the byte count its headers promised. */
 export class ShortBodyError extends Error {
   override readonly name = 'ShortBodyError';
-  /** Treated like a connection reset by the error mapping and the retry loop. */
+  /** Treated like a connection reset by the error table. */
   readonly code = 'ECONNRESET';
 }
 
@@ -57,7 +32,7 @@ export async function readInto(body: NodeJS.ReadableStream | undefined, target: 
       at += bytes.byteLength;
     }
   } catch (err) {
-    // With the SDK's stream retries off (see the get in src/azure/index.ts), a body that
+    // With the SDK's stream retries off (see src/azure/client.ts), a body that
     // breaks off surfaces as a plain Error, or as an AbortError when the socket
     // closed under it: make it a retryable connection failure. Only an abort of
     // `signal` (the caller, or a failed sibling range) is an abort.
@@ -65,17 +40,6 @@ export async function readInto(body: NodeJS.ReadableStream | undefined, target: 
     throw new ShortBodyError(`the response body broke off after ${at - offset} of ${length} bytes: ${(err as Error | null)?.message ?? String(err)}`, { cause: err });
   }
   if (at !== end) throw new ShortBodyError(`the response body ended after ${at - offset} of ${length} bytes`);
-}
-
-/**
- * A ranged response guarded by If-Match did not come back with that same ETag: the
- * blob changed under the request, so its body cannot be trusted to be the version
- * we asked for (Azurite does this, see the get in src/azure/index.ts). Handled like a 412.
- */
-export class VersionChangedError extends Error {
-  override readonly name = 'VersionChangedError';
-  readonly statusCode = 412;
-  readonly code = 'ConditionNotMet';
 }
 
 /**
@@ -88,8 +52,8 @@ export function blockIds(count: number): string[] {
   return Array.from({ length: count }, (_, i) => Buffer.from(`${upload}-${String(i).padStart(6, '0')}`).toString('base64'));
 }
 
-/** `bytes 0-99/1234` → 1234. */
-export function totalFromContentRange(contentRange: string | undefined): number | undefined {
-  const m = contentRange === undefined ? null : /\/(\d+)\s*$/.exec(contentRange);
-  return m === null ? undefined : Number(m[1]);
+/** `bytes 100-199/1234` → start 100, total 1234. */
+export function parseContentRange(contentRange: string | undefined): { start: number; total: number } | undefined {
+  const m = contentRange === undefined ? null : /^bytes (\d+)-\d+\/(\d+)\s*$/.exec(contentRange);
+  return m === null ? undefined : { start: Number(m[1]), total: Number(m[2]) };
 }

@@ -23,10 +23,12 @@
  * |   connect timeout; EHOSTUNREACH, ENETUNREACH, |                    |          |
  * |   ETIMEDOUT from `connect`                    |                    |          |
  * | ETIMEDOUT otherwise, socket/header/body       | Timeout            | no       |
- * |   timeouts, an error named TimeoutError       |                    |          |
- * | ECONNRESET, EPIPE, premature close, any other | Unavailable        | no       |
- * |   errno (including EHOSTUNREACH mid-request)  |                    |          |
+ * |   timeouts                                    |                    |          |
  * | an error named AbortError                     | Cancelled          | no       |
+ * | ECONNRESET, EPIPE, premature close, any other | Unavailable        | no       |
+ * |   errno (including EHOSTUNREACH mid-request), |                    |          |
+ * |   even in an error named TimeoutError         |                    |          |
+ * | an error named TimeoutError without an errno  | Timeout            | no       |
  *
  * Why these answers, where S3 and Azure disagreed before:
  *
@@ -55,8 +57,12 @@
  *   client and the store and proves nothing.
  * - EHOSTUNREACH and ENETUNREACH prove nothing on their own: Linux reports the
  *   ICMP error it last saw when an established connection's retransmissions run
- *   out, after the request went out. Only from `connect` (Node sets `syscall`)
- *   do they prove the connection never opened; likewise ETIMEDOUT.
+ *   out, after the request went out. Only from `connect` (Node sets `syscall`,
+ *   and starts the message with it) do they prove the connection never opened;
+ *   likewise ETIMEDOUT. Both stores read the syscall the same way
+ *   ({@link transportFailure}), so they agree.
+ * - The AWS SDK renames ECONNRESET and EPIPE errors TimeoutError; the errno
+ *   decides, so a reset is Unavailable in both stores.
  */
 import { ErrorCode } from '../errors.js';
 import type { ErrorTable, ErrorVerdict } from './exposure.js';
@@ -112,7 +118,7 @@ const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIME
 
 /** The shared verdict for a failure (see the table above), after the store's overrides. */
 export function httpVerdict(failure: HttpFailure, overrides: HttpOverrides = {}): ErrorVerdict {
-  const { status, code, errno, syscall, name } = failure;
+  const { status, code, errno, name } = failure;
   const own = code === undefined ? undefined : overrides.codes?.[code];
   if (own !== undefined) return own;
   if (status !== undefined) {
@@ -121,26 +127,38 @@ export function httpVerdict(failure: HttpFailure, overrides: HttpOverrides = {})
     if (status >= 400 && status < 500) return refusal(ErrorCode.InvalidArgument, 'request rejected');
     return noProof(ErrorCode.Unknown, `unexpected HTTP status ${status}`);
   }
-  if (errno !== undefined) {
-    if (NEVER_CONNECTED.has(errno)) return refusal(ErrorCode.Unavailable, 'cannot connect, nothing was sent');
-    if (CONNECT_FAILURES.has(errno) && syscall === 'connect') return refusal(ErrorCode.Unavailable, 'cannot connect, nothing was sent');
-    if (TIMED_OUT.has(errno)) return noProof(ErrorCode.Timeout, 'timed out');
-  }
-  if (name === 'TimeoutError') return noProof(ErrorCode.Timeout, 'timed out');
+  if (neverConnected(failure)) return refusal(ErrorCode.Unavailable, 'cannot connect, nothing was sent');
+  if (errno !== undefined && TIMED_OUT.has(errno)) return noProof(ErrorCode.Timeout, 'timed out');
   if (name === 'AbortError') return noProof(ErrorCode.Cancelled, 'request aborted');
+  // Before the name: the AWS SDK names a reset connection TimeoutError.
   if (errno !== undefined) return noProof(ErrorCode.Unavailable, 'connection lost');
+  if (name === 'TimeoutError') return noProof(ErrorCode.Timeout, 'timed out');
   return noProof(ErrorCode.Unknown, 'request failed');
+}
+
+/**
+ * Whether a transport failure proves the connection never opened, so nothing of
+ * the request was sent: refused, unresolvable, or failed in `connect`.
+ */
+export function neverConnected(failure: HttpFailure): boolean {
+  const { errno, syscall } = failure;
+  if (errno === undefined || failure.status !== undefined) return false;
+  return NEVER_CONNECTED.has(errno) || (CONNECT_FAILURES.has(errno) && syscall === 'connect');
 }
 
 /**
  * The {@link ErrorTable} of an object store: `read` gets the failure out of the
  * SDK's error (undefined for errors that are not about a request, which the table
- * then does not recognise), `overrides` are the store's own answers.
+ * then does not recognise), `overrides` are the store's own answers. The reason
+ * names the status and the store's code or errno (`not found (HTTP 404 NoSuchKey)`).
  */
 export function httpErrorTable(read: (err: unknown) => HttpFailure | undefined, overrides: HttpOverrides = {}): ErrorTable {
   return (err) => {
     const failure = read(err);
-    return failure === undefined ? undefined : httpVerdict(failure, overrides);
+    if (failure === undefined) return undefined;
+    const verdict = httpVerdict(failure, overrides);
+    const answer = [failure.status === undefined ? undefined : `HTTP ${failure.status}`, failure.code ?? failure.errno].filter((part) => part !== undefined).join(' ');
+    return answer === '' ? verdict : { ...verdict, reason: `${verdict.reason ?? 'failed'} (${answer})` };
   };
 }
 
@@ -152,14 +170,20 @@ const TRANSPORT_CODE = /^(E[A-Z0-9]+|UND_ERR_[A-Z_]+|ERR_STREAM_PREMATURE_CLOSE|
  * `syscall`, `name`), for a store's `read` to start from. A string `code` is taken
  * as an errno only when it looks like one (`ECONNRESET`, `UND_ERR_SOCKET`,
  * `ERR_STREAM_PREMATURE_CLOSE`), never a store's error code or a Node.js usage
- * error.
+ * error. Without a `syscall` field, the syscall is read from the start of a
+ * system error's message (`connect ECONNREFUSED ...`).
  */
 export function transportFailure(err: unknown): HttpFailure {
-  const e = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; syscall?: unknown; name?: unknown };
+  const e = (typeof err === 'object' && err !== null ? err : {}) as { code?: unknown; syscall?: unknown; name?: unknown; message?: unknown };
   const errno = typeof e.code === 'string' && TRANSPORT_CODE.test(e.code) ? e.code : undefined;
-  return {
-    errno,
-    syscall: typeof e.syscall === 'string' ? e.syscall : undefined,
-    name: typeof e.name === 'string' ? e.name : undefined,
-  };
+  let syscall = typeof e.syscall === 'string' ? e.syscall : undefined;
+  if (syscall === undefined && errno !== undefined && typeof e.message === 'string') syscall = SYSCALL_IN_MESSAGE.exec(e.message)?.[1];
+  return { errno, syscall, name: typeof e.name === 'string' ? e.name : undefined };
 }
+
+/**
+ * Node's message of a system error, `connect EHOSTUNREACH 10.0.0.1:443`: what is
+ * left of the syscall when a driver rewraps the error (Azure's RestError keeps
+ * only the code and message).
+ */
+const SYSCALL_IN_MESSAGE = /^([a-z]+) E[A-Z0-9]+\b/;
