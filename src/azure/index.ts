@@ -681,3 +681,4 @@ function parseConnectionString(cs: string): Map<string, string> {
 function nonEmpty(s: string | undefined): string | undefined {
   return s === undefined || s === '' ? undefined : s;
 }
+export { azureBackend } from './backend.js';

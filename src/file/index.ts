@@ -1042,3 +1042,4 @@ export async function blobFromUri(loc: LocationUri): Promise<FileBlob> {
   if (writeOnOpen !== undefined) options.writeOnOpen = writeOnOpen;
   return new FileBlob(root, options);
 }
+export { fileBackend } from './backend.js';

@@ -522,3 +522,4 @@ function settle<T>(promise: Promise<T>, signal: AbortSignal | undefined, timeout
     );
   });
 }
+export { postgresBackend } from './backend.js';

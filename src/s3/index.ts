@@ -746,3 +746,4 @@ export async function blobFromUri(loc: LocationUri): Promise<S3Blob> {
   }
   return blob;
 }
+export { s3Backend } from './backend.js';
