@@ -23,8 +23,10 @@ export const memBackend: BackendDescriptor = {
   schemes: ['mem'],
   entryPoint: 'persist-location',
   forms: [
-    { uri: 'mem://NAME', description: 'in memory, shared by every handle opened with the same NAME in this process' },
-    { uri: 'mem://NAME?keepDeleted=true', description: 'Blob only: `restore` brings back the last deleted value of a key' },
+    {
+      uri: 'mem://NAME',
+      description: 'in memory, shared by every handle opened with the same NAME in this process; Blob takes `?keepDeleted=true` (`restore` brings back deleted values)',
+    },
   ],
   consensus: {
     open: async (loc) => new MemConsensus({ name: memName(loc, []) }),

@@ -11,9 +11,8 @@ export const postgresBackend: BackendDescriptor = {
   forms: [
     {
       uri: 'postgres://user:pw@host:port/db?schema=NAME',
-      description: '`PostgresConsensus`; libpq-style URI; `schema` (default `consensus`, created if missing) isolates locations in one database',
+      description: '`PostgresConsensus` (`postgresql://` too); libpq-style URI; `schema` (default `consensus`, created if missing) isolates one location from another in the same database',
     },
-    { uri: 'postgresql://...', description: 'the same' },
   ],
   consensus: {
     open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
