@@ -53,8 +53,16 @@ export {
   type LocationForm,
   type ScratchSupport,
 } from './backend.js';
-export { type LocationKind, type ScratchArea, type ScratchCleanup, type ScratchPlan } from './scratch.js';
-export { type LocationUri } from './uri.js';
+export {
+  besidePrefix,
+  emptyBlobs,
+  lastSegment,
+  splitRawUri,
+  type LocationKind,
+  type ScratchArea,
+  type ScratchCleanup,
+  type ScratchPlan,
+} from './scratch.js';
+export { boolParam, checkParams, intParam, parseLocationUri, redactUri, type LocationUri } from './uri.js';
 export { ConsensusBase, BlobBase } from './base.js';
 export { MAX_KEY_BYTES, MAX_CONSENSUS_SEQNO } from './validate.js';
-export { redactUri } from './uri.js';
