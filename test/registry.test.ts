@@ -183,17 +183,18 @@ describe('README', () => {
   test('the location table is the one the built-in descriptors make', () => {
     const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
     const m = /<!-- locations: [^\n]*-->\n([\s\S]*?)<!-- \/locations -->/.exec(readme);
-    assert.ok(m !== null, 'README.md has a block between <!-- locations: ... --> and <!-- /locations -->');
+    const block = m?.[1];
+    assert.ok(block !== undefined, 'README.md has a block between <!-- locations: ... --> and <!-- /locations -->');
     const rows = allBackends()
       .filter((b) => b !== kvBackend)
       .flatMap((b) => {
         const opens = [b.consensus && 'Consensus', b.blob && 'Blob'].filter(Boolean).join(', ');
         return b.forms.map((f) => `| \`${f.uri}\` | ${opens} | ${f.description} | \`${b.entryPoint}\` |`);
       });
-    const expected = ['| URI | opens | what | entry point |', '|---|---|---|---|', ...rows, ''].join('\n');
-    assert.equal(m[1], expected, `the README's location table differs from the descriptors; it should read:\n${expected}`);
+    const expected = ['| URI | opens | what | entry point |', '|---|---|---|---|', ...rows].join('\n');
+    assert.equal(block.trim(), expected, `the README's location table differs from the descriptors; it should read:\n${expected}`);
     for (const b of allBackends().filter((d) => d !== kvBackend)) {
-      for (const scheme of b.schemes) assert.ok(m[1].includes(`${scheme}:`), `the table names ${scheme}:`);
+      for (const scheme of b.schemes) assert.ok(block.includes(`${scheme}:`), `the table names ${scheme}:`);
     }
   });
 });
