@@ -97,8 +97,8 @@ function locationHelp(): string {
 const BACKENDS_ENV = 'PERSIST_LOCATION_BACKENDS';
 
 /**
- * Imports each backend module of `--backend` and PERSIST_LOCATION_BACKENDS, in that
- * order after the environment's. A module registers its backend when imported, or
+ * Imports each backend module named by PERSIST_LOCATION_BACKENDS, then by `--backend`
+ * (each once). A module registers its backend when imported, or
  * exports its descriptor as default (registered here). A module that does neither is
  * a usage error, as is one that cannot be imported.
  */
