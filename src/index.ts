@@ -45,9 +45,26 @@ export {
 } from './consensus.js';
 export { BLOB_GET_LIVENESS_KEY, type Blob, type BlobMetadata } from './blob.js';
 export { SegmentedBytes } from './segmented-bytes.js';
-export { MemConsensus, type MemConsensusOptions } from './mem/consensus.js';
-export { MemBlob, type MemBlobOptions } from './mem/blob.js';
+export { MemConsensus, type MemConsensusOptions, MemBlob, type MemBlobOptions } from './mem/index.js';
 export { openBlob, openConsensus } from './location.js';
+export {
+  registerBackend,
+  type BackendDescriptor,
+  type BackendCapabilities,
+  type BackendPart,
+  type LocationForm,
+  type ScratchSupport,
+} from './backend.js';
+export {
+  besidePrefix,
+  emptyBlobs,
+  lastSegment,
+  splitRawUri,
+  type LocationKind,
+  type ScratchArea,
+  type ScratchCleanup,
+  type ScratchPlan,
+} from './scratch.js';
+export { boolParam, checkParams, intParam, parseLocationUri, redactUri, type LocationUri } from './uri.js';
 export { ConsensusBase, BlobBase } from './base.js';
 export { MAX_KEY_BYTES, MAX_CONSENSUS_SEQNO } from './validate.js';
-export { redactUri } from './uri.js';

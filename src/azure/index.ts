@@ -224,3 +224,4 @@ function show(key: string): string {
 export type { AzureBlobOptions, AzureBlobTuning, AzureCredential, RetryOptions } from './config.js';
 export { mapAzureError } from './errors.js';
 export { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, maxKeyBytesFor } from './keys.js';
+export { azureBackend } from './backend.js';

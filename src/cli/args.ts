@@ -19,6 +19,7 @@ export const OPTIONS = {
   quiet: { type: 'boolean', short: 'q' },
   help: { type: 'boolean', short: 'h' },
   version: { type: 'boolean' },
+  backend: { type: 'string', multiple: true },
   // check and bench
   ops: { type: 'string' },
   clients: { type: 'string' },
@@ -35,10 +36,12 @@ export const OPTIONS = {
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;
-export type OptionValues = { [K in OptionName]?: (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean };
+export type OptionValues = {
+  [K in OptionName]?: (typeof OPTIONS)[K] extends { multiple: true } ? string[] : (typeof OPTIONS)[K]['type'] extends 'string' ? string : boolean;
+};
 
 /** Options every command accepts. (`--json` is not one: a command without JSON output refuses it.) */
-export const GLOBAL_OPTIONS: readonly OptionName[] = ['consensus', 'blob', 'verbose', 'quiet', 'help'];
+export const GLOBAL_OPTIONS: readonly OptionName[] = ['consensus', 'blob', 'backend', 'verbose', 'quiet', 'help'];
 
 /** What a command's `run` receives. */
 export interface Context {
@@ -119,4 +122,18 @@ export function expectArgs(ctx: Context, names: readonly string[], optional = 0)
 /** Throws a {@link UsageError} when `condition` holds. */
 export function usageIf(condition: boolean, message: string): void {
   if (condition) throw new UsageError(message);
+}
+
+/** `text` broken into lines of at most `width` characters, at spaces. */
+export function wrapText(text: string, width: number): string[] {
+  const lines: string[] = [];
+  let line = '';
+  for (const word of text.split(/\s+/).filter((w) => w !== '')) {
+    if (line !== '' && line.length + 1 + word.length > width) {
+      lines.push(line);
+      line = word;
+    } else line = line === '' ? word : `${line} ${word}`;
+  }
+  if (line !== '') lines.push(line);
+  return lines;
 }

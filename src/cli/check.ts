@@ -5,11 +5,11 @@
  */
 import { mkdir } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
-import type { Blob } from '../blob.js';
+import { allBackends, type BackendCapabilities } from '../backend.js';
 import { ErrorCode, ExternalError } from '../errors.js';
-import { openBlob, openConsensus } from '../location.js';
+import { backendPart, openBlob, openConsensus } from '../location.js';
 import type { StressReport } from '../testing/index.js';
-import { redactUri } from '../uri.js';
+import { parseLocationUri, redactUri } from '../uri.js';
 import { parseCount, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
@@ -43,7 +43,8 @@ export const check: Command = {
   name: 'check',
   summary: 'verify a location: conformance suites and a linearizability run',
   options: ['ops', 'clients', 'keys', 'only', 'json'],
-  help: `Usage: persist-location check [--consensus URI] [--blob URI] [options]
+  get help() {
+    return `Usage: persist-location check [--consensus URI] [--blob URI] [options]
 
 Verifies that the locations behave as persist-location requires: runs the Consensus
 and Blob conformance suites and a concurrent linearizability run (many clients on
@@ -54,12 +55,7 @@ Progress is shown on stderr while it works.
 It works in a scratch namespace beside your location, never inside it, and removes
 it afterwards, so your keys are untouched and "consensus list" / "blob ls" show
 none of its keys:
-  sqlite:DIR/NAME.db      ->  sibling file DIR/NAME.check-ID.db (and -wal/-shm)
-  file:DIR/NAME           ->  sibling directory DIR/NAME.check-ID
-  postgres://...?schema=S ->  schema S_check_ID (dropped after, best effort)
-  etcd://.../P            ->  key prefix P.check-ID/ (deleted after, best effort)
-  s3://B/P, azure://C/P   ->  prefix P.check-ID (every key deleted after)
-  mem://NAME              ->  mem://NAME.check-ID
+${scratchHelp()}
 If a scratch namespace cannot be removed, the report says what is left and how to
 remove it.
 
@@ -80,9 +76,17 @@ Examples:
   persist-location check
   persist-location check --ops 10000 --clients 32
   persist-location check --only consensus --consensus postgres://app@db:5432/app
-  persist-location check --json > check-report.json`,
+  persist-location check --json > check-report.json`;
+  },
   run: runCheck,
 };
+
+/** How each registered backend's locations map to their scratch locations. */
+function scratchHelp(): string {
+  const rows = allBackends().flatMap((b) => (b.scratch === undefined ? [] : [b.scratch.summary]));
+  const width = Math.max(...rows.map((r) => r.location.length));
+  return rows.map((r) => `  ${r.location.padEnd(width)}  ->  ${r.scratch}`).join('\n');
+}
 
 async function runCheck(ctx: Context): Promise<number> {
   usageIf(ctx.args.length > 0, `unexpected argument '${ctx.args[0]}' (check takes options only)`);
@@ -124,7 +128,7 @@ async function runCheck(ctx: Context): Promise<number> {
     for (const target of targets) {
       const scratch = scratches.get(target)!;
       // A server that could not be reached has nothing of ours, and would only fail again.
-      const unreachable = !opened.has(target) && scratch.localPath === undefined && scratch.scheme !== 'mem';
+      const unreachable = !opened.has(target) && scratch.localPath === undefined;
       const done = unreachable ? { removed: true, note: 'nothing to remove: the location could not be opened' } : await removeScratch(scratch, target);
       report.cleanup.push({ target, scratch: scratch.display, ...done });
     }
@@ -167,7 +171,7 @@ async function checkConsensus(
   let suite = 0;
   const conformance = await step('consensus', 'consensus conformance', progress, async () => {
     rec.onRecord = (n) => progress.tick(n, undefined);
-    await consensusImplTest(async () => measuredConsensus(await open(scratch.child(`suite${++suite}`)), rec));
+    await consensusImplTest(async () => measuredConsensus(await open(scratch.child(`suite${++suite}`)), rec), { capabilities: capabilitiesOf(scratch, 'consensus') });
   }, rec);
 
   let stress: StressReport | undefined;
@@ -215,15 +219,11 @@ export function stressProblem(
 
 async function checkBlob(scratch: ScratchLocation, progress: Progress, gate: Gate, reached: Set<LocationKind>): Promise<CheckResult[]> {
   const open = (uri: string) => gate.blob(() => openBlob(uri));
-  let maxKeyBytes: number | undefined;
   const opened = await step('blob', 'open location', progress, async () => {
     await gate.run(() => makeParent(scratch));
-    // Object stores may cap keys lower, less for a longer prefix: the suite checks the
-    // cap of the locations it runs in (its two paths have prefixes of the same length).
     const b = await open(scratch.child('path0'));
     reached.add('blob');
     try {
-      maxKeyBytes = (b as Blob & { maxKeyBytes?: number }).maxKeyBytes;
       await b.get(PROBE_KEY).catch(unreached(reached, 'blob')); // as for Consensus: the server answers
     } finally {
       await b.close();
@@ -234,9 +234,19 @@ async function checkBlob(scratch: ScratchLocation, progress: Progress, gate: Gat
   const rec = new Recorder();
   const conformance = await step('blob', 'blob conformance', progress, async () => {
     rec.onRecord = (n) => progress.tick(n, undefined);
-    await blobImplTest(async (path) => measuredBlob(await open(scratch.child(path)), rec), maxKeyBytes === undefined ? {} : { maxKeyBytes });
+    await blobImplTest(async (path) => measuredBlob(await open(scratch.child(path)), rec), { capabilities: capabilitiesOf(scratch, 'blob') });
   }, rec);
   return [opened, conformance];
+}
+
+/**
+ * What the backend says the suites' locations can do, stated for the first child each
+ * suite opens. A key cap may be lower under a longer prefix: the blob suite opens
+ * every location whose keys come near it on a path as long as `path0`.
+ */
+function capabilitiesOf(scratch: ScratchLocation, kind: LocationKind): BackendCapabilities {
+  const loc = parseLocationUri(scratch.child(kind === 'blob' ? 'path0' : 'suite1'));
+  return backendPart(loc, kind).part.capabilities(loc);
 }
 
 /** A key only read, never written, to see that a location answers. */

@@ -5,9 +5,13 @@
  * URIs are scrubbed from everything printed on failure.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
+import { isAbsolute, join, resolve } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
+import { allBackends, registerBackend, type BackendDescriptor } from '../backend.js';
 import { ExternalError } from '../errors.js';
-import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, type Command, type OptionValues } from './args.js';
+import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, wrapText, type Command, type OptionValues } from './args.js';
 import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
@@ -17,7 +21,9 @@ import { EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secre
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
 
-export const HELP = `Usage: persist-location COMMAND [options]
+/** The top-level help; its location list is made from the registered backends. */
+export function mainHelp(): string {
+  return `Usage: persist-location COMMAND [options]
 
 Verify, inspect and load the storage locations of persist-location: Consensus (per
 key, a linearizable versioned log advanced by compare-and-set) and Blob (durable
@@ -47,11 +53,14 @@ Options for every command:
   -v, --verbose     on failure, show the stack trace and causes
   -h, --help        help for any command, e.g. persist-location consensus cas --help
   --version         print the version
+  --backend MODULE  import MODULE first (a path or package name; repeatable): it
+                    adds a backend with registerBackend or exports its descriptor
+                    as default; PERSIST_LOCATION_BACKENDS=MODULE,... does the same
 
-Locations: sqlite:FILE, file:DIR, postgres://user:pw@host:port/db?schema=NAME,
-etcd://host:port[/prefix], s3://bucket[/prefix]?endpoint=URL&region=R,
-azure://container[/prefix]?endpoint=URL, mem://NAME. Passwords in URIs are never
-printed. SeqNos are written v5 or 5.
+Locations (what --consensus and --blob accept):
+${locationHelp()}
+
+Passwords in URIs are never printed. SeqNos are written v5 or 5.
 
 Exit codes:
   0   success
@@ -70,6 +79,62 @@ Examples:
   persist-location blob get batch/0001 > copy.bin
   persist-location bench --duration 30s --mix cas=50,head=40,scan=10
   persist-location check --consensus postgres://app:pw@db:5432/app?schema=app --only consensus`;
+}
+
+/** Every URI form of every registered backend, with what it opens and its description. */
+function locationHelp(): string {
+  const lines: string[] = [];
+  for (const backend of allBackends()) {
+    const opens = [backend.consensus && 'Consensus', backend.blob && 'Blob'].filter(Boolean).join(', ');
+    for (const form of backend.forms) {
+      lines.push(`  ${form.uri}  [${opens}]`, ...wrapText(form.description.replace(/`/g, ''), 74).map((l) => `      ${l}`));
+    }
+  }
+  return lines.join('\n');
+}
+
+/** The environment variable naming backend modules to import, comma-separated. */
+const BACKENDS_ENV = 'PERSIST_LOCATION_BACKENDS';
+
+/**
+ * Imports each backend module named by PERSIST_LOCATION_BACKENDS, then by `--backend`
+ * (each once). A module registers its backend when imported, or
+ * exports its descriptor as default (registered here). A module that does neither is
+ * a usage error, as is one that cannot be imported.
+ */
+async function loadBackends(fromFlags: readonly string[]): Promise<void> {
+  const fromEnv = (process.env[BACKENDS_ENV] ?? '').split(',').map((m) => m.trim());
+  const specs = [...new Set([...fromEnv, ...fromFlags].filter((m) => m !== ''))];
+  for (const spec of specs) {
+    const before = allBackends().length;
+    let mod: { default?: unknown };
+    try {
+      mod = (await import(moduleUrl(spec))) as { default?: unknown };
+    } catch (err) {
+      throw new UsageError(`cannot import backend module '${spec}': ${err instanceof Error ? err.message : String(err)}`);
+    }
+    const descriptor = mod.default;
+    if (typeof descriptor === 'object' && descriptor !== null && 'schemes' in descriptor) registerBackend(descriptor as BackendDescriptor);
+    else if (allBackends().length === before) {
+      throw new UsageError(`backend module '${spec}' registered no backend: it must call registerBackend or export a descriptor as default`);
+    }
+  }
+}
+
+/**
+ * What to import for a --backend value: a path (relative to the working directory),
+ * a URL, or a package name, resolved from the working directory where it was
+ * installed (or, failing that, from this package's own location).
+ */
+function moduleUrl(spec: string): string {
+  if (spec.startsWith('.') || isAbsolute(spec)) return pathToFileURL(resolve(spec)).href;
+  if (/^[a-z][a-z0-9+.-]+:/i.test(spec)) return spec;
+  try {
+    return pathToFileURL(createRequire(join(process.cwd(), 'index.js')).resolve(spec)).href;
+  } catch {
+    return spec;
+  }
+}
 
 /**
  * Prints process warnings as one line each, except the AWS SDK's notice about future
@@ -101,6 +166,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const values = parsed.values as OptionValues;
     verbose = values.verbose === true;
+    await loadBackends(values.backend ?? []);
     let positionals = parsed.positionals;
     if (positionals[0] === 'help' && positionals.length > 1) {
       // `persist-location help blob put` is `persist-location blob put --help`.
@@ -114,7 +180,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
     const first = positionals[0];
     if (first === undefined || first === 'help') {
-      await writeOut(`${HELP}\n`);
+      await writeOut(`${mainHelp()}\n`);
       return EXIT.ok;
     }
     const group = Object.hasOwn(GROUPS, first) ? GROUPS[first] : undefined;

@@ -375,3 +375,4 @@ export function etcdOptionsFromUri(uri: string | LocationUri): EtcdConsensusOpti
 export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
   return new EtcdConsensus(etcdOptionsFromUri(loc), loc.display);
 }
+export { etcdBackend } from './backend.js';

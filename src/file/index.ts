@@ -159,3 +159,4 @@ export async function blobFromUri(loc: LocationUri): Promise<FileBlob> {
 
 export type { FileBlobOptions } from './config.js';
 export type { SweepReport } from './sweep.js';
+export { fileBackend } from './backend.js';

@@ -483,3 +483,4 @@ function isServerError(err: unknown): boolean {
 function toError(err: unknown): Error {
   return err instanceof Error ? err : new Error(String(err));
 }
+export { postgresBackend } from './backend.js';

@@ -248,3 +248,4 @@ export async function blobFromUri(loc: LocationUri): Promise<S3Blob> {
 export { defaultClientConfig, type S3BlobOptions } from './config.js';
 export { mapS3Error, type S3ErrorContext } from './errors.js';
 export { decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './keys.js';
+export { s3Backend } from './backend.js';

@@ -250,3 +250,4 @@ export async function consensusFromUri(loc: LocationUri): Promise<SqliteConsensu
     displayName: loc.display,
   });
 }
+export { sqliteBackend } from './backend.js';

@@ -3,38 +3,10 @@
  * fresh location, chosen by what the backend can do, and handed to whatever test
  * runner the caller uses.
  */
+import type { BackendCapabilities } from '../backend.js';
 import { ConformanceError } from './expect.js';
 
-/**
- * What a backend can do beyond what SPEC demands of every one. The suites pick and
- * parameterise their cases by it; a backend's descriptor states it.
- */
-export interface BackendCapabilities {
-  /**
-   * Every key up to this many UTF-8 bytes is accepted, and a longer one rejects
-   * Determinate InvalidArgument naming this number (default SPEC's 1024). An object
-   * store whose cap depends on the location's prefix states the cap of a location
-   * opened on a five-character path such as `path0`: the suites open every location
-   * whose keys come near the cap on a path of that length.
-   */
-  maxKeyBytes?: number;
-  /**
-   * Blob: `restore` brings back a deleted value. `true`: the blob suite requires it;
-   * `false`: it requires restoring a deleted key to reject Determinate; omitted: either.
-   */
-  keepsDeleted?: boolean;
-  /**
-   * Handles opened in different processes on one location see the same data. No case
-   * of these suites depends on it (their `open` cannot reach another process); the
-   * backends' own multi-process tests do.
-   */
-  sharedAcrossProcesses?: boolean;
-  /**
-   * The backend tells watchers of a change itself (etcd watch, LISTEN/NOTIFY,
-   * in-process) rather than being polled. No case of these suites depends on it yet.
-   */
-  notifications?: boolean;
-}
+export type { BackendCapabilities };
 
 /** Capabilities with the defaults filled in. */
 export type ResolvedCapabilities = BackendCapabilities & { maxKeyBytes: number };

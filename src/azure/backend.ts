@@ -1,0 +1,39 @@
+/** The Azure Blob Storage backend's descriptor: `azure:` locations, Blob (see backend.ts). */
+import type { Blob } from '../blob.js';
+import type { BackendDescriptor } from '../backend.js';
+import { besidePrefix, emptyBlobs } from '../scratch.js';
+import { parseLocationUri, type LocationUri } from '../uri.js';
+import { maxKeyBytesFor } from './keys.js';
+
+async function open(loc: LocationUri): Promise<Blob> {
+  return (await import('./index.js')).blobFromUri(loc);
+}
+
+/** The blob-name prefix of a location, as AzureBlob writes it: no outer `/`, then one `/`. */
+function namePrefix(loc: LocationUri): string {
+  const prefix = loc.path.replace(/^\/+|\/+$/g, '');
+  return prefix === '' ? '' : `${prefix}/`;
+}
+
+export const azureBackend: BackendDescriptor = {
+  name: 'azure',
+  schemes: ['azure'],
+  driver: '@azure/storage-blob',
+  entryPoint: 'persist-location/azure',
+  forms: [
+    {
+      uri: 'azure://container[/prefix]?endpoint=URL&createContainer=true',
+      description: '`AzureBlob`; credentials from `AZURE_STORAGE_CONNECTION_STRING` (or account name and key variables)',
+    },
+  ],
+  blob: {
+    open,
+    // `restore` works where the account has soft delete, which a URI does not tell.
+    capabilities: (loc) => ({ maxKeyBytes: maxKeyBytesFor(namePrefix(loc)), sharedAcrossProcesses: true, notifications: false }),
+  },
+  scratch: {
+    derive: (uri, id) => besidePrefix(uri, id),
+    destroy: (area) => emptyBlobs(area, (uri) => open(parseLocationUri(uri))),
+    summary: { location: 'azure://C/P', scratch: 'prefix P.check-ID (every key deleted after)' },
+  },
+};
