@@ -132,6 +132,29 @@ export async function emptyBlobs(area: ScratchArea, open: (uri: string) => Promi
   return { removed: false, note: `could not remove every key of scratch location ${area.display} (${problems.join('; ')}); delete the keys under its prefix` };
 }
 
+/**
+ * Removes every object of the scratch root and of each child, for backends whose
+ * Consensus lives in objects (`open` returns a handle without checking anything).
+ */
+export async function emptyObjectConsensus(area: ScratchArea, open: (uri: string) => Promise<{ destroyLocation(): Promise<number>; close(): Promise<void> }>): Promise<ScratchCleanup> {
+  const problems: string[] = [];
+  for (const uri of [area.uri, ...area.children]) {
+    try {
+      const consensus = await open(uri);
+      try {
+        const left = await consensus.destroyLocation();
+        if (left > 0) problems.push(`${left} object(s) left in ${area.show(uri)}`);
+      } finally {
+        await consensus.close();
+      }
+    } catch (err) {
+      problems.push(`${area.show(uri)}: ${messageOf(err)}`);
+    }
+  }
+  if (problems.length === 0) return { removed: true };
+  return { removed: false, note: `could not remove every object of scratch location ${area.display} (${problems.join('; ')}); delete the objects under its prefix` };
+}
+
 /** An error's message, for cleanup notes. */
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

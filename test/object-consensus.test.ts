@@ -106,6 +106,7 @@ const layout = (root: string): ConsensusLayout => ({
   head: (key) => `${root}h/${encodeURIComponent(key)}`,
   keyOfHead: (name) => (name.startsWith(`${root}h/`) ? decodeURIComponent(name.slice(root.length + 2)) : undefined),
   segmentPrefix: (key) => `${root}s/${encodeURIComponent(key)}/`,
+  roots: [`${root}h/`, `${root}s/`],
 });
 
 function open(objects: ConditionalObjects, root = 'loc/', options: { inlineVersions?: number; writeAttempts?: number } = {}): ObjectConsensus {

@@ -1,12 +1,17 @@
-/** The Azure Blob Storage backend's descriptor: `azure:` locations, Blob (see backend.ts). */
+/** The Azure Blob Storage backend's descriptor: `azure:` locations, Consensus and Blob (see backend.ts). */
 import type { Blob } from '../blob.js';
+import type { Consensus } from '../consensus.js';
 import type { BackendDescriptor } from '../backend.js';
-import { besidePrefix, emptyBlobs } from '../scratch.js';
+import { besidePrefix, emptyBlobs, emptyObjectConsensus } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
-import { maxKeyBytesFor } from './keys.js';
+import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
 async function open(loc: LocationUri): Promise<Blob> {
   return (await import('./index.js')).blobFromUri(loc);
+}
+
+async function openConsensus(loc: LocationUri): Promise<Consensus> {
+  return (await import('./consensus.js')).consensusFromUri(loc);
 }
 
 /** The blob-name prefix of a location, as AzureBlob writes it: no outer `/`, then one `/`. */
@@ -23,9 +28,13 @@ export const azureBackend: BackendDescriptor = {
   forms: [
     {
       uri: 'azure://container[/prefix]?endpoint=URL&createContainer=true',
-      description: '`AzureBlob`; credentials from `AZURE_STORAGE_CONNECTION_STRING` (or account name and key variables)',
+      description: '`AzureBlob` and `AzureConsensus`; credentials from `AZURE_STORAGE_CONNECTION_STRING` (or account name and key variables)',
     },
   ],
+  consensus: {
+    open: openConsensus,
+    capabilities: (loc) => ({ maxKeyBytes: consensusMaxKeyBytes(namePrefix(loc)), sharedAcrossProcesses: true, notifications: false }),
+  },
   blob: {
     open,
     // `restore` works where the account has soft delete, which a URI does not tell.
@@ -33,7 +42,10 @@ export const azureBackend: BackendDescriptor = {
   },
   scratch: {
     derive: (uri, id) => besidePrefix(uri, id),
-    destroy: (area) => emptyBlobs(area, (uri) => open(parseLocationUri(uri))),
+    destroy: (area, kind) =>
+      kind === 'blob'
+        ? emptyBlobs(area, (uri) => open(parseLocationUri(uri)))
+        : emptyObjectConsensus(area, async (uri) => (await import('./consensus.js')).consensusForRemoval(parseLocationUri(uri))),
     summary: { location: 'azure://C/P', scratch: 'prefix P.check-ID (every key deleted after)' },
   },
 };

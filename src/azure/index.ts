@@ -223,5 +223,6 @@ function show(key: string): string {
 
 export type { AzureBlobOptions, AzureBlobTuning, AzureCredential, RetryOptions } from './config.js';
 export { mapAzureError } from './errors.js';
-export { AZURE_MAX_NAME_CHARS, decodeKey, encodeKey, maxKeyBytesFor } from './keys.js';
+export { AZURE_MAX_NAME_CHARS, consensusMaxKeyBytes, decodeKey, encodeKey, maxKeyBytesFor } from './keys.js';
+export { AzureConsensus, consensusFromUri, type AzureConsensusOptions } from './consensus.js';
 export { azureBackend } from './backend.js';

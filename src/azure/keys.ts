@@ -75,3 +75,11 @@ export function namePrefixChars(namePrefix: string): number {
 export function maxKeyBytesFor(namePrefix: string): number {
   return Math.max(0, Math.floor((AZURE_MAX_NAME_CHARS - namePrefixChars(namePrefix)) / ENCODING_EXPANSION));
 }
+
+/** What AzureConsensus adds to a key's encoding in its longest blob name: `s/`, `/` and a segment id. */
+export const CONSENSUS_NAME_OVERHEAD = 2 + 1 + 74;
+
+/** The key cap of an AzureConsensus location whose blob names start with `namePrefix`. */
+export function consensusMaxKeyBytes(namePrefix: string): number {
+  return maxKeyBytesFor(`${namePrefix}${'s'.repeat(CONSENSUS_NAME_OVERHEAD)}`);
+}

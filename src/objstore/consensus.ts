@@ -115,6 +115,8 @@ export interface ConsensusLayout {
   keyOfHead(name: string): string | undefined;
   /** The prefix every segment of `key` starts with (and no other object). */
   segmentPrefix(key: string): string;
+  /** Prefixes that together hold every object of the location (heads, segments, probes). */
+  readonly roots: readonly string[];
 }
 
 export interface ObjectConsensusOptions {
@@ -133,6 +135,11 @@ export interface ObjectConsensusOptions {
   readConcurrency?: number;
   /** Called by close(), after the handle stops taking operations. */
   onClose?: () => Promise<void>;
+  /**
+   * Refuses a key the store cannot name (throws Determinate InvalidArgument), after
+   * SPEC's own key rules and before anything is sent.
+   */
+  checkKey?: (key: string) => void;
 }
 
 /** A head object as last seen: its ETag and state (undefined: the key had none). */
@@ -153,6 +160,7 @@ export class ObjectConsensus extends ConsensusBase {
   readonly #writeAttempts: number;
   readonly #readConcurrency: number;
   readonly #onClose: (() => Promise<void>) | undefined;
+  readonly #checkKey: (key: string) => void;
   /** The last head object this handle read or wrote, per key: where a write starts. */
   readonly #seen = new Map<string, Seen>();
 
@@ -166,6 +174,7 @@ export class ObjectConsensus extends ConsensusBase {
     this.#writeAttempts = positive(options.writeAttempts ?? 8, 'writeAttempts');
     this.#readConcurrency = positive(options.readConcurrency ?? 8, 'readConcurrency');
     this.#onClose = options.onClose;
+    this.#checkKey = options.checkKey ?? (() => {});
   }
 
   protected override async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
@@ -176,12 +185,14 @@ export class ObjectConsensus extends ConsensusBase {
   }
 
   protected override async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
+    this.#checkKey(key);
     const { state } = await this.#read(key, opts?.signal);
     if (state === undefined) return undefined;
     return toVersioned(state.inline.at(-1)!);
   }
 
   protected override async _compareAndSet(key: string, expected: SeqNo | undefined, next: VersionedData, opts?: OpOptions): Promise<CaSResult> {
+    this.#checkKey(key);
     const signal = opts?.signal;
     const token = randomBytes(TOKEN_BYTES);
     const version: StoredVersion = { seqno: next.seqno.value, token, data: copyBytes(next.data) };
@@ -210,6 +221,7 @@ export class ObjectConsensus extends ConsensusBase {
   }
 
   protected override async _scan(key: string, start: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
+    this.#checkKey(key);
     const signal = opts?.signal;
     const from = new SeqNo(start.value);
     for (let attempt = 1; ; attempt++) {
@@ -238,6 +250,7 @@ export class ObjectConsensus extends ConsensusBase {
   }
 
   protected override async _truncate(key: string, at: SeqNo, opts?: OpOptions): Promise<number> {
+    this.#checkKey(key);
     const signal = opts?.signal;
     const seqno = new SeqNo(at.value);
     const token = randomBytes(TOKEN_BYTES);
@@ -269,6 +282,24 @@ export class ObjectConsensus extends ConsensusBase {
       }
       seen = await this.#read(key, signal);
     }
+  }
+
+  /**
+   * Deletes every object of this location (under the layout's roots), for scratch
+   * locations that `check` made and must leave nothing of. Returns how many objects
+   * are still listed afterwards (a write still landing).
+   */
+  async destroyLocation(signal?: AbortSignal): Promise<number> {
+    this.checkOpen({ signal });
+    for (const root of this.#layout.roots) {
+      const names: string[] = [];
+      for await (const name of this.#objects.list(root, signal)) names.push(name);
+      await bounded(names, this.#readConcurrency, (name) => this.#objects.delete(name, signal), { signal });
+    }
+    this.#seen.clear();
+    let left = 0;
+    for (const root of this.#layout.roots) for await (const _ of this.#objects.list(root, signal)) left++;
+    return left;
   }
 
   protected override async _close(): Promise<void> {

@@ -1,12 +1,17 @@
-/** The S3 backend's descriptor: `s3:` locations, Blob (see backend.ts). */
+/** The S3 backend's descriptor: `s3:` locations, Consensus and Blob (see backend.ts). */
 import type { Blob } from '../blob.js';
+import type { Consensus } from '../consensus.js';
 import type { BackendDescriptor } from '../backend.js';
-import { besidePrefix, emptyBlobs } from '../scratch.js';
+import { besidePrefix, emptyBlobs, emptyObjectConsensus } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
-import { maxKeyBytesFor } from './keys.js';
+import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
 async function open(loc: LocationUri): Promise<Blob> {
   return (await import('./index.js')).blobFromUri(loc);
+}
+
+async function openConsensus(loc: LocationUri): Promise<Consensus> {
+  return (await import('./consensus.js')).consensusFromUri(loc);
 }
 
 /** The object-name prefix of a location, as S3Blob writes it: no leading `/`, one trailing `/`. */
@@ -23,9 +28,13 @@ export const s3Backend: BackendDescriptor = {
   forms: [
     {
       uri: 's3://bucket[/prefix]?endpoint=URL&region=R&forcePathStyle=true',
-      description: '`S3Blob`; credentials from the standard AWS environment variables / provider chain',
+      description: '`S3Blob` and `S3Consensus`; credentials from the standard AWS environment variables / provider chain',
     },
   ],
+  consensus: {
+    open: openConsensus,
+    capabilities: (loc) => ({ maxKeyBytes: consensusMaxKeyBytes(Buffer.byteLength(namePrefix(loc))), sharedAcrossProcesses: true, notifications: false }),
+  },
   blob: {
     open,
     // `restore` works on versioned buckets only, which a URI does not tell.
@@ -33,7 +42,10 @@ export const s3Backend: BackendDescriptor = {
   },
   scratch: {
     derive: (uri, id) => besidePrefix(uri, id),
-    destroy: (area) => emptyBlobs(area, (uri) => open(parseLocationUri(uri))),
+    destroy: (area, kind) =>
+      kind === 'blob'
+        ? emptyBlobs(area, (uri) => open(parseLocationUri(uri)))
+        : emptyObjectConsensus(area, async (uri) => (await import('./consensus.js')).consensusForRemoval(parseLocationUri(uri))),
     summary: { location: 's3://B/P', scratch: 'prefix P.check-ID (every key deleted after)' },
   },
 };

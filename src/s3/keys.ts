@@ -117,3 +117,11 @@ export function maxKeyBytesFor(prefixBytes: number): number {
   while (bytes > 0 && encodeKey('%'.repeat(bytes)).length > room) bytes--;
   return bytes;
 }
+
+/** What S3Consensus adds to a key's encoding in its longest object name: `s/`, `/~` and a segment id. */
+export const CONSENSUS_NAME_OVERHEAD = 2 + 2 + 74;
+
+/** The key cap of an S3Consensus location whose prefix (with its `/`) is `prefixBytes` long. */
+export function consensusMaxKeyBytes(prefixBytes: number): number {
+  return maxKeyBytesFor(prefixBytes + CONSENSUS_NAME_OVERHEAD);
+}

@@ -1,0 +1,172 @@
+// S3Consensus and AzureConsensus on real emulators: Azurite (which applies Azure's
+// conditional writes itself) and our s3rver in atomic mode (which applies S3's, see
+// test/servers/s3rver.ts and its own test): the shared suite, concurrent handles,
+// several processes on one location, a Blob and a Consensus sharing a bucket, the
+// refusal of a store that ignores conditions, and `check` beside a user prefix.
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { after, before, describe, test } from 'node:test';
+import { CaSResult, Determinate, ErrorCode, openBlob, openConsensus, SeqNo, type Consensus } from 'persist-location';
+import { checkLinearizable, consensusImplTest, stressConsensus } from 'persist-location/testing';
+import { consensusMaxKeyBytes as azureCap } from 'persist-location/azure';
+import { consensusMaxKeyBytes as s3Cap } from 'persist-location/s3';
+import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
+import { startAzurite, type AzuriteServer } from './servers/azurite.js';
+import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
+
+const CHILD_MS = 120_000;
+const CLI = new URL('../../bin/persist-location.js', import.meta.url).pathname;
+
+let s3: S3rverProcess;
+let plainS3: S3rverProcess;
+let azurite: AzuriteServer;
+const env: NodeJS.ProcessEnv = { ...process.env, AWS_ACCESS_KEY_ID: S3RVER_CREDENTIALS.accessKeyId, AWS_SECRET_ACCESS_KEY: S3RVER_CREDENTIALS.secretAccessKey };
+const opened: Consensus[] = [];
+
+before(async () => {
+  process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
+  [s3, plainS3, azurite] = await Promise.all([S3rverProcess.start(['cons'], { atomic: true }), S3rverProcess.start(['plain']), startAzurite()]);
+  env.AZURE_STORAGE_CONNECTION_STRING = azurite.connectionString;
+  process.env.AZURE_STORAGE_CONNECTION_STRING = azurite.connectionString;
+});
+
+after(async () => {
+  await Promise.allSettled(opened.map((c) => c.close()));
+  await Promise.allSettled([s3?.stop(), plainS3?.stop(), azurite?.stop()]);
+});
+
+const stores = [
+  {
+    name: 's3',
+    uri: (prefix: string) => `s3://cons/${prefix}?endpoint=${encodeURIComponent(s3.endpoint)}&forcePathStyle=true`,
+    cap: (prefix: string) => s3Cap(Buffer.byteLength(`${prefix}/`)),
+  },
+  {
+    name: 'azure',
+    uri: (prefix: string) => `azure://cons/${prefix}?endpoint=${encodeURIComponent(azurite.endpoint)}&createContainer=true`,
+    cap: (prefix: string) => azureCap(`${prefix}/`),
+  },
+] as const;
+
+async function open(uri: string): Promise<Consensus> {
+  const c = await openConsensus(uri);
+  opened.push(c);
+  return c;
+}
+
+/** Runs the stress child on `uri`; resolves with its output, or rejects naming what did not happen in time. */
+function child(uri: string, prefix: string, base: number): Promise<string> {
+  const script = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
+  const args = ['--uri', uri, '--handles', '2', '--clients', '4', '--ops', '300', '--keys', '3', '--prefix', prefix, '--client-base', String(base)];
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let out = '';
+    let err = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`stress child ${base} did not finish within ${CHILD_MS} ms:\n${err}`));
+    }, CHILD_MS);
+    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    proc.on('error', reject);
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      if (code === 0) resolve(out);
+      else reject(new Error(`stress child ${base} exited with ${code}: ${err}`));
+    });
+  });
+}
+
+/** Runs the CLI; resolves with its status and output, bounded. */
+function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
+    let stdout = '';
+    let stderr = '';
+    const timer = setTimeout(() => {
+      proc.kill('SIGKILL');
+      reject(new Error(`persist-location ${args.join(' ')} did not finish within ${CHILD_MS} ms:\n${stderr}`));
+    }, CHILD_MS);
+    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    proc.on('error', reject);
+    proc.on('close', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+for (const store of stores) {
+  describe(`${store.name}: Consensus on the object store alone`, () => {
+    test('the shared Consensus suite', { timeout: 240_000 }, async () => {
+      // Every location has a prefix of the same length, so one key cap holds for all.
+      const maxKeyBytes = store.cap(`suite-${randomUUID()}`);
+      await consensusImplTest(async () => open(store.uri(`suite-${randomUUID()}`)), { test, capabilities: { maxKeyBytes } });
+    });
+
+    test('16 clients on 4 handles are linearizable', { timeout: 240_000 }, async () => {
+      const uri = store.uri(`stress-${randomUUID()}`);
+      const report = await stressConsensus(() => open(uri), { ops: 1200, keys: 3, clients: 16, handles: 4 });
+      assert.deepEqual(report.errors, []);
+      assert.equal(report.verdict, 'ok');
+      assert.ok(report.ok, JSON.stringify(report.unproven));
+      assert.ok(report.committed > 50 && report.mismatches > 0, `${report.committed} commits, ${report.mismatches} mismatches`);
+    });
+
+    test('three processes on one location: the merged history is linearizable', { timeout: 300_000 }, async () => {
+      const uri = store.uri(`xproc-${randomUUID()}`);
+      const prefix = `x-${randomUUID()}-`;
+      const outputs = await Promise.all([0, 1, 2].map((i) => child(uri, prefix, i * 1000)));
+      const history = outputs.flatMap((out, i) => parseStressHistory(out, false, `child ${i}`));
+      history.push(...(await finalReads(await open(uri), [0, 1, 2].map((k) => `${prefix}${k}`))));
+      const commits = history.filter((op) => op.op === 'compareAndSet' && op.result.type === 'ok' && op.result.value === 'Committed');
+      assert.equal(new Set(commits.map((op) => Math.floor(op.client! / 1000))).size, 3, 'every process committed');
+      assert.equal(checkLinearizable(history).verdict, 'ok');
+    });
+
+    test('a Blob and a Consensus share the bucket under different prefixes, each seeing only its own', async () => {
+      const base = `shared-${randomUUID()}`;
+      const consensus = await open(store.uri(`${base}/consensus`));
+      const blob = await openBlob(store.uri(`${base}/blob`));
+      try {
+        assert.equal(await consensus.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: Buffer.from('state') }), CaSResult.Committed);
+        await blob.set('k', Buffer.from('bytes'));
+        const blobKeys: string[] = [];
+        for await (const m of blob.list('')) blobKeys.push(m.key);
+        assert.deepEqual(blobKeys, ['k']);
+        const consensusKeys: string[] = [];
+        for await (const k of consensus.listKeys()) consensusKeys.push(k);
+        assert.deepEqual(consensusKeys, ['k']);
+        assert.equal(Buffer.from((await blob.get('k'))!.toContiguous()).toString(), 'bytes');
+        assert.equal(Buffer.from((await consensus.head('k'))!.data).toString(), 'state');
+      } finally {
+        await blob.close();
+      }
+    });
+
+    test('persist-location check passes beside a user prefix and leaves it as it was', { timeout: 300_000 }, async () => {
+      const uri = store.uri(`user-${randomUUID()}`);
+      const mine = await open(uri);
+      await mine.compareAndSet('mine', undefined, { seqno: new SeqNo(7), data: Buffer.from('keep') });
+      const run = await cli(['check', '--consensus', uri]);
+      assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
+      const keys: string[] = [];
+      for await (const k of mine.listKeys()) keys.push(k);
+      assert.deepEqual(keys, ['mine']);
+      assert.equal(Buffer.from((await mine.head('mine'))!.data).toString(), 'keep');
+    });
+  });
+}
+
+test('a store that ignores conditional writes is refused at open, naming why', async () => {
+  const uri = `s3://plain/p?endpoint=${encodeURIComponent(plainS3.endpoint)}&forcePathStyle=true`;
+  await assert.rejects(openConsensus(uri), (err: unknown) => {
+    assert.ok(err instanceof Determinate, String(err));
+    assert.equal(err.code, ErrorCode.FailedPrecondition);
+    assert.match(err.message, /ignored If-None-Match/);
+    return true;
+  });
+});
