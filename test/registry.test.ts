@@ -103,7 +103,7 @@ describe('registerBackend', () => {
     await assert.rejects(blob.set('x'.repeat(301), Buffer.from('v')), (e: Error) => e instanceof Determinate && e.code === ErrorCode.InvalidArgument && /300/.test(e.message));
     await assert.rejects(openBlob('kv-test://x?bogus=1'), /unknown parameter 'bogus'/);
     await assert.rejects(openBlob('gs://bucket'), /accepted: mem:, file:, s3:, azure:, kv-test:/);
-    await assert.rejects(openConsensus('redis://h'), /accepted: mem:, sqlite:, postgres:, postgresql:, etcd:, kv-test:/);
+    await assert.rejects(openConsensus('redis://h'), /accepted: mem:, sqlite:, postgres:, postgresql:, etcd:, s3:, azure:, kv-test:/);
   });
 
   test('the registered backend passes the suites with the capabilities its descriptor states', async (t) => {
