@@ -12,6 +12,7 @@ import { checkLinearizable, consensusImplTest, stressConsensus } from 'persist-l
 import { consensusMaxKeyBytes as azureCap } from 'persist-location/azure';
 import { consensusMaxKeyBytes as s3Cap } from 'persist-location/s3';
 import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
+import { tripwireProxy } from './servers/proxy.js';
 import { startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
 
@@ -56,10 +57,15 @@ async function open(uri: string): Promise<Consensus> {
   return c;
 }
 
-/** Runs the stress child on `uri`; resolves with its output, or rejects naming what did not happen in time. */
-function child(uri: string, prefix: string, base: number): Promise<string> {
+/**
+ * Runs the stress child on `uri`; resolves with its output, or rejects naming what
+ * did not happen in time. With `killAfterMs`, it gets endless work and is SIGKILLed
+ * after that long (its history then ends wherever the kill found it).
+ */
+function child(uri: string, prefix: string, base: number, killAfterMs?: number): Promise<string> {
   const script = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
-  const args = ['--uri', uri, '--handles', '2', '--clients', '4', '--ops', '300', '--keys', '3', '--prefix', prefix, '--client-base', String(base)];
+  const ops = killAfterMs === undefined ? '300' : '1000000000';
+  const args = ['--uri', uri, '--handles', '2', '--clients', '4', '--ops', ops, '--keys', '3', '--prefix', prefix, '--client-base', String(base)];
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let out = '';
@@ -68,13 +74,19 @@ function child(uri: string, prefix: string, base: number): Promise<string> {
       proc.kill('SIGKILL');
       reject(new Error(`stress child ${base} did not finish within ${CHILD_MS} ms:\n${err}`));
     }, CHILD_MS);
-    proc.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    // Killed once it is under way (its first call printed), so it dies mid-work, not at start-up.
+    let killer: NodeJS.Timeout | undefined;
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d.toString();
+      if (killAfterMs !== undefined && killer === undefined && out.includes('"call"')) killer = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
+    });
     proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
     proc.on('error', reject);
-    proc.on('close', (code) => {
+    proc.on('close', (code, signal) => {
       clearTimeout(timer);
-      if (code === 0) resolve(out);
-      else reject(new Error(`stress child ${base} exited with ${code}: ${err}`));
+      clearTimeout(killer);
+      if (code === 0 || (killAfterMs !== undefined && signal === 'SIGKILL')) resolve(out);
+      else reject(new Error(`stress child ${base} exited with ${code ?? signal}: ${err}`));
     });
   });
 }
@@ -125,6 +137,52 @@ for (const store of stores) {
       const commits = history.filter((op) => op.op === 'compareAndSet' && op.result.type === 'ok' && op.result.value === 'Committed');
       assert.equal(new Set(commits.map((op) => Math.floor(op.client! / 1000))).size, 3, 'every process committed');
       assert.equal(checkLinearizable(history).verdict, 'ok');
+    });
+
+    test('writers SIGKILLed mid-work leave a history that is still linearizable', { timeout: 300_000 }, async () => {
+      const uri = store.uri(`killed-${randomUUID()}`);
+      const prefix = `k-${randomUUID()}-`;
+      // Two children are killed at different points, a third runs to the end beside them.
+      const [a, b, c] = await Promise.all([child(uri, prefix, 0, 700), child(uri, prefix, 1000, 1500), child(uri, prefix, 2000)]);
+      const history = [...parseStressHistory(a, true, 'killed child 0'), ...parseStressHistory(b, true, 'killed child 1'), ...parseStressHistory(c, false, 'child 2')];
+      history.push(...(await finalReads(await open(uri), [0, 1, 2].map((k) => `${prefix}${k}`))));
+      const unknown = history.filter((op) => op.result.type === 'unknown').length;
+      assert.ok(unknown > 0, 'no operation was in flight when a child was killed');
+      assert.equal(checkLinearizable(history).verdict, 'ok');
+    });
+
+    test('connections cut at random: every error is typed and the history linearizable', { timeout: 300_000 }, async () => {
+      const upstream = new URL(store.name === 's3' ? s3.endpoint : azurite.endpoint);
+      const proxy = await tripwireProxy(Number(upstream.port));
+      try {
+        const through = new URL(upstream.href);
+        through.port = String(proxy.port);
+        const endpoint = through.href.replace(/\/$/, '');
+        const uri = store.name === 's3'
+          ? `s3://cons/chaos-${randomUUID()}?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`
+          : `azure://cons/chaos-${randomUUID()}?endpoint=${encodeURIComponent(endpoint)}`;
+        // Opening checks conditional writes: it is done before the cuts begin.
+        const handles = await Promise.all([0, 1, 2].map(() => open(uri)));
+        let next = 0;
+        proxy.chaos(0.03);
+        const report = await stressConsensus(async () => handles[next++ % handles.length]!, {
+          ops: 900,
+          keys: 3,
+          clients: 9,
+          handles: 3,
+          // The final reads, which must succeed for the run to prove anything, go through whole connections.
+          onProgress: (done, total) => done === total && proxy.chaos(0),
+        });
+        assert.deepEqual(report.errors, []);
+        assert.equal(report.verdict, 'ok');
+        assert.ok(report.ok, JSON.stringify(report.unproven));
+        assert.ok(proxy.cuts > 10, `only ${proxy.cuts} connections were cut`);
+        assert.ok(report.failed + report.unknown > 0, 'no operation failed');
+        assert.ok(report.committed > 20, `only ${report.committed} commits`);
+      } finally {
+        proxy.chaos(0);
+        await proxy.close();
+      }
     });
 
     test('a Blob and a Consensus share the bucket under different prefixes, each seeing only its own', async () => {
