@@ -7,10 +7,11 @@ import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
+import { S3Client } from '@aws-sdk/client-s3';
 import { CaSResult, Determinate, ErrorCode, openBlob, openConsensus, SeqNo, type Consensus } from 'persist-location';
 import { checkLinearizable, consensusImplTest, stressConsensus } from 'persist-location/testing';
 import { consensusMaxKeyBytes as azureCap } from 'persist-location/azure';
-import { consensusMaxKeyBytes as s3Cap } from 'persist-location/s3';
+import { consensusMaxKeyBytes as s3Cap, S3Consensus } from 'persist-location/s3';
 import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
 import { tripwireProxy } from './servers/proxy.js';
 import { startAzurite, type AzuriteServer } from './servers/azurite.js';
@@ -209,7 +210,7 @@ for (const store of stores) {
       const uri = store.uri(`user-${randomUUID()}`);
       const mine = await open(uri);
       await mine.compareAndSet('mine', undefined, { seqno: new SeqNo(7), data: Buffer.from('keep') });
-      const run = await cli(['check', '--consensus', uri]);
+      const run = await cli(['check', '--consensus', uri, '--only', 'consensus', '--ops', '400']);
       assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
       const keys: string[] = [];
       for await (const k of mine.listKeys()) keys.push(k);
@@ -218,6 +219,42 @@ for (const store of stores) {
     });
   });
 }
+
+test('s3: a writer stalled across a truncate cannot bring back what was removed', async () => {
+  // The stalled writer's PUT is held in its client until others have written and truncated.
+  let hold: Promise<void> | undefined;
+  let release!: () => void;
+  const client = new S3Client({ endpoint: s3.endpoint, region: 'us-east-1', forcePathStyle: true, credentials: S3RVER_CREDENTIALS });
+  client.middlewareStack.add(
+    (next, context) => async (args) => {
+      if (hold !== undefined && (context as { commandName?: string }).commandName === 'PutObjectCommand') {
+        const waiting = hold;
+        hold = undefined;
+        await waiting;
+      }
+      return next(args);
+    },
+    { step: 'initialize', name: 'stall' },
+  );
+  const prefix = `stalled-${randomUUID()}`;
+  const stalled = await S3Consensus.open({ bucket: 'cons', prefix, client });
+  const other = await open(stores[0].uri(prefix));
+  try {
+    const v = (n: number, text: string) => ({ seqno: new SeqNo(n), data: Buffer.from(text) });
+    assert.equal(await stalled.compareAndSet('k', undefined, v(1, 'one')), CaSResult.Committed);
+    hold = new Promise((r) => (release = r));
+    const pending = stalled.compareAndSet('k', new SeqNo(1), v(2, 'stale'));
+    for (let i = 2; i <= 20; i++) assert.equal(await other.compareAndSet('k', new SeqNo(i - 1), v(i, `new${i}`)), CaSResult.Committed);
+    assert.equal(await other.truncate('k', new SeqNo(20)), 19);
+    release();
+    assert.equal(await pending, CaSResult.ExpectationMismatch);
+    const all = await other.scan('k', new SeqNo(0), 100);
+    assert.deepEqual(all.map((x) => [Number(x.seqno.value), Buffer.from(x.data).toString()]), [[20, 'new20']]);
+  } finally {
+    await stalled.close();
+    client.destroy();
+  }
+});
 
 test('a store that ignores conditional writes is refused at open, naming why', async () => {
   const uri = `s3://plain/p?endpoint=${encodeURIComponent(plainS3.endpoint)}&forcePathStyle=true`;
