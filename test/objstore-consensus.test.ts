@@ -58,59 +58,49 @@ async function open(uri: string): Promise<Consensus> {
   return c;
 }
 
-/**
- * Runs the stress child on `uri`; resolves with its output, or rejects naming what
- * did not happen in time. With `killAfterMs`, it gets endless work and is SIGKILLed
- * after that long (its history then ends wherever the kill found it).
- */
-function child(uri: string, prefix: string, base: number, killAfterMs?: number): Promise<string> {
-  const script = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
-  const ops = killAfterMs === undefined ? '300' : '1000000000';
-  const args = ['--uri', uri, '--handles', '2', '--clients', '4', '--ops', ops, '--keys', '3', '--prefix', prefix, '--client-base', String(base)];
+/** Runs a node script to its end (or its kill), bounded; `onOutput` sees stdout as it grows. */
+function run(script: string, args: string[], onOutput?: (stdout: string, kill: () => void) => void): Promise<{ code: number | null; signal: NodeJS.Signals | null; stdout: string; stderr: string }> {
   return new Promise((resolve, reject) => {
     const proc = spawn(process.execPath, [script, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
-    let out = '';
-    let err = '';
-    const timer = setTimeout(() => {
-      proc.kill('SIGKILL');
-      reject(new Error(`stress child ${base} did not finish within ${CHILD_MS} ms:\n${err}`));
-    }, CHILD_MS);
-    // Killed once it is under way (its first call printed), so it dies mid-work, not at start-up.
-    let killer: NodeJS.Timeout | undefined;
-    proc.stdout.on('data', (d: Buffer) => {
-      out += d.toString();
-      if (killAfterMs !== undefined && killer === undefined && out.includes('"call"')) killer = setTimeout(() => proc.kill('SIGKILL'), killAfterMs);
-    });
-    proc.stderr.on('data', (d: Buffer) => (err += d.toString()));
-    proc.on('error', reject);
-    proc.on('close', (code, signal) => {
-      clearTimeout(timer);
-      clearTimeout(killer);
-      if (code === 0 || (killAfterMs !== undefined && signal === 'SIGKILL')) resolve(out);
-      else reject(new Error(`stress child ${base} exited with ${code ?? signal}: ${err}`));
-    });
-  });
-}
-
-/** Runs the CLI; resolves with its status and output, bounded. */
-function cli(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
-  return new Promise((resolve, reject) => {
-    const proc = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env });
     let stdout = '';
     let stderr = '';
     const timer = setTimeout(() => {
       proc.kill('SIGKILL');
-      reject(new Error(`persist-location ${args.join(' ')} did not finish within ${CHILD_MS} ms:\n${stderr}`));
+      reject(new Error(`${script} ${args.join(' ')} did not finish within ${CHILD_MS} ms:\n${stderr}`));
     }, CHILD_MS);
-    proc.stdout.on('data', (d: Buffer) => (stdout += d.toString()));
+    proc.stdout.on('data', (d: Buffer) => {
+      stdout += d.toString();
+      onOutput?.(stdout, () => proc.kill('SIGKILL'));
+    });
     proc.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
     proc.on('error', reject);
-    proc.on('close', (code) => {
+    proc.on('close', (code, signal) => {
       clearTimeout(timer);
-      resolve({ code, stdout, stderr });
+      resolve({ code, signal, stdout, stderr });
     });
   });
 }
+
+/**
+ * Runs the stress child on `uri` and resolves with its output. With `killAfterMs`,
+ * it gets endless work and is SIGKILLed that long after its first call (so it dies
+ * mid-work); its history then ends wherever the kill found it.
+ */
+async function child(uri: string, prefix: string, base: number, killAfterMs?: number): Promise<string> {
+  const script = new URL('./fixtures/stress-child.js', import.meta.url).pathname;
+  const ops = killAfterMs === undefined ? '300' : '1000000000';
+  const args = ['--uri', uri, '--handles', '2', '--clients', '4', '--ops', ops, '--keys', '3', '--prefix', prefix, '--client-base', String(base)];
+  let killer: NodeJS.Timeout | undefined;
+  const r = await run(script, args, (out, kill) => {
+    if (killAfterMs !== undefined && killer === undefined && out.includes('"call"')) killer = setTimeout(kill, killAfterMs);
+  });
+  clearTimeout(killer);
+  if (r.code === 0 || (killAfterMs !== undefined && r.signal === 'SIGKILL')) return r.stdout;
+  throw new Error(`stress child ${base} exited with ${r.code ?? r.signal}: ${r.stderr}`);
+}
+
+/** Runs the CLI, bounded. */
+const cli = (args: string[]) => run(CLI, args);
 
 for (const store of stores) {
   describe(`${store.name}: Consensus on the object store alone`, () => {
