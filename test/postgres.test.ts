@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
   CaSResult,
@@ -191,8 +192,9 @@ test('a bad connection URI rejects at once, Determinate InvalidArgument naming t
     ['postgres://u:secret@[not-ipv6]:5432/db', /host/],
     [`postgres://u:%E0%A4@127.0.0.1:5432/db`, /percent-encoding/],
     [`postgres://${at}/db?sslrootcert=/nonexistent`, /sslrootcert file '\/nonexistent'.*ENOENT/],
-    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
-    [`postgres://${at}/db?sslkey=/`, /sslkey file '\/'.*EISDIR/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert&sslkey=/nonexistent/key`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /needs both sslcert= and sslkey= \(got only sslcert=\)/],
+    [`postgres://${at}/db?sslcert=${encodeURIComponent(fileURLToPath(import.meta.url))}&sslkey=/`, /sslkey file '\/'.*EISDIR/],
     [`postgres://${at}/db?sslmode=bogus`, /sslmode must be one of .*verify-full.*, got 'bogus'/],
     [`postgres://${at}/db?host=h1,h2`, /one host/],
   ];

@@ -200,6 +200,11 @@ describe('etcd over TLS with client certificates (--client-cert-auth)', () => {
     await refused(`etcd://${ep}/x?tls=true&timeoutMs=5000`, /not signed by a trusted CA \(no ca=\/cert=\/key= given\)/);
   });
 
+  test('a client certificate without ca= is checked against Node\'s CAs', async () => {
+    const err = await refused(`etcd://${ep}/x?${q({ cert: pki.client.cert, key: pki.client.key, timeoutMs: '5000' })}`, /not signed by a trusted CA/);
+    assert.ok(err.message.includes(`cert=${pki.client.cert}`) && !err.message.includes('ca='), err.message);
+  });
+
   test('no client certificate, where etcd requires one, is refused at open', async () => {
     await refused(`etcd://${ep}/x?${q({ ca: pki.ca, timeoutMs: '5000' })}`, /the server requires a client certificate and none was given/);
   });

@@ -92,6 +92,8 @@ const REQUEST_OVERHEAD_BYTES = 512;
 const PAGE = 1000;
 /** Last-seen heads remembered per handle. */
 const HEAD_CACHE_ENTRIES = 10_000;
+/** Time left for the last retry of a request, at least (a quarter of the operation's, if less; see #call). */
+const LAST_ATTEMPT_MS = 100;
 /** Retries of one request: 25 ms doubling to 1 s, until the operation's deadline. */
 const RETRY: BackoffPolicy = { attempts: Infinity, minDelayMs: 25, maxDelayMs: 1000, multiplier: 2, jitter: 0.25 };
 
@@ -369,7 +371,9 @@ export class EtcdConsensus extends ConsensusBase {
       {
         policy: RETRY,
         signal,
-        budgetMs: deadline - Date.now(),
+        // The last retry starts early enough to get an answer: an attempt begun with
+        // a few ms left would only report the deadline, not why the earlier ones failed.
+        budgetMs: ((left) => left - Math.min(LAST_ATTEMPT_MS, left / 4))(deadline - Date.now()),
         // Once closed, every retry would only fail again with "client closed" until the deadline.
         retryable: (err) =>
           !this.closed && err instanceof ExternalError && err.code === ErrorCode.Unavailable && (kind === 'read' || err.determinate),

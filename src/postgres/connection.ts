@@ -29,6 +29,7 @@
  * they fall back between TLS and plain TCP, which `pg` cannot do. `sslcert` needs
  * `sslkey` and the reverse.
  */
+import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import type { ConnectionOptions } from 'node:tls';
 import type pg from 'pg';
@@ -134,6 +135,15 @@ export function tlsPathsOf(config: pg.ClientConfig): TlsPaths {
   return { ...(ca !== undefined && { ca }), ...(cert !== undefined && { cert }), ...(key !== undefined && { key }) };
 }
 
+function readable(path: string): boolean {
+  try {
+    readFileSync(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
 function isPort(s: string): boolean {
   return /^[0-9]{1,5}$/.test(s) && Number(s) >= 1 && Number(s) <= 65535;
 }
@@ -143,10 +153,11 @@ function whyUnparsable(connectionString: string, err: unknown): string {
   const fsError = err as { code?: unknown; syscall?: unknown; path?: unknown };
   if (typeof fsError.code === 'string' && typeof fsError.syscall === 'string') {
     // The parser reads the certificate and key files named in the string, in this
-    // order; a read error (EISDIR) may not say which path it was.
+    // order; a read error (EISDIR) may not say which path it was: the first one that
+    // cannot be read is.
     const params = new URLSearchParams(connectionString.split('?')[1] ?? '');
     const named = SSL_FILES.filter((name) => params.get(name) !== null);
-    const param = named.find((name) => params.get(name) === fsError.path) ?? (named.length === 1 ? named[0] : undefined);
+    const param = named.find((name) => params.get(name) === fsError.path) ?? named.find((name) => !readable(params.get(name)!));
     if (param === undefined) return `cannot read one of the files named by ${named.join(', ')} (${fsError.code})`;
     return `cannot read the ${param} file '${params.get(param)}' (${fsError.code})`;
   }
