@@ -166,22 +166,14 @@ export class EtcdConsensus extends ConsensusBase {
     this.#layout = new Layout(options.prefix ?? '/');
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
-    const { endpoints, secure } = splitEndpoints(options.endpoints);
+    const { endpoints } = splitEndpoints(options.endpoints);
     this.description = `EtcdConsensus(${display ?? `etcd://${endpoints.join(',')}${this.#layout.prefix}`})`;
-    const tls = options.tls ?? (secure ? {} : undefined);
-    if (tls !== undefined && secure === false) throw invalidArgument(`${this.description}: TLS is asked for but an endpoint says http://`);
-    const material = tls === undefined ? undefined : readTlsFiles(tls, this.description);
-    this.#tls = tls === undefined ? undefined : { backend: this.description, target: endpoints.join(','), paths: tls };
+    const transport = etcdTransport(options, this.description);
+    this.#tls = transport.tls === undefined ? undefined : { backend: this.description, target: endpoints.join(','), paths: transport.tls };
     const breakers = new EndpointBreakers();
     this.#client = new etcd3.Etcd3({
-      hosts: endpoints.map((host) => `${tls === undefined ? 'http' : 'https'}://${host}`),
-      // Without a CA or a client certificate, etcd3 uses Node's trusted roots for https hosts.
-      ...(material?.ca === undefined && material?.cert === undefined
-        ? {}
-        : {
-            // grpc-js takes a missing root certificate as "Node's trusted roots".
-            credentials: { rootCertificate: material.ca as Buffer, ...(material.cert && { certChain: material.cert, privateKey: material.key }) },
-          }),
+      hosts: transport.hosts,
+      ...(transport.credentials && { credentials: transport.credentials }),
       // etcd3 fetches a token before the first call (and again when it expires) with no
       // deadline of its own; without one, a hung member would stall every operation.
       ...(options.auth === undefined
@@ -447,6 +439,29 @@ export function etcdOptionsFromUri(uri: string | LocationUri): EtcdConsensusOpti
 /** `openConsensus('etcd://...')`: {@link EtcdConsensus.open}. */
 export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
   return EtcdConsensus.open(etcdOptionsFromUri(loc), loc.display);
+}
+
+/**
+ * How an etcd3 client reaches the endpoints of `options`: its `hosts` (with
+ * `https://` when TLS is spoken) and `credentials` (the CA and client certificate
+ * read from their files), and the TLS files used, if any. Every client of a
+ * location (a handle, or a tool removing its keys) should connect this way.
+ * @param what names the location in errors (an unreadable file, a contradiction)
+ */
+export function etcdTransport(
+  options: Pick<EtcdConsensusOptions, 'endpoints' | 'tls'>,
+  what = 'EtcdConsensus',
+): { hosts: string[]; credentials?: NonNullable<etcd3.IOptions['credentials']>; tls: TlsPaths | undefined } {
+  const { endpoints, secure } = splitEndpoints(options.endpoints);
+  const tls = options.tls ?? (secure ? {} : undefined);
+  if (tls !== undefined && secure === false) throw invalidArgument(`${what}: TLS is asked for but an endpoint says http://`);
+  const hosts = endpoints.map((host) => `${tls === undefined ? 'http' : 'https'}://${host}`);
+  const material = tls === undefined ? undefined : readTlsFiles(tls, what);
+  // Without a CA or a client certificate, etcd3 uses Node's trusted roots for https hosts.
+  if (material?.ca === undefined && material?.cert === undefined) return { hosts, tls };
+  // grpc-js takes a missing root certificate as "Node's trusted roots".
+  const credentials = { rootCertificate: material.ca as Buffer, ...(material.cert && { certChain: material.cert, privateKey: material.key }) };
+  return { hosts, credentials, tls };
 }
 
 /**
