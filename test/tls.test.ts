@@ -122,15 +122,22 @@ function cli(args: string[]): Promise<Ran> {
   });
 }
 
-async function checkPasses(uri: string): Promise<void> {
+interface CheckReport {
+  ok: boolean;
+  checks: { name: string; status: string }[];
+  cleanup: { removed: boolean; note?: string }[];
+}
+
+async function checkPasses(uri: string): Promise<CheckReport> {
   const r = await cli(['check', '--only', 'consensus', '--consensus', uri, '--ops', '300', '--json', '--quiet']);
   assert.equal(r.status, 0, `${r.out}\n${r.err}`);
-  const report = JSON.parse(r.out) as { ok: boolean; checks: { name: string; status: string }[] };
+  const report = JSON.parse(r.out) as CheckReport;
   assert.equal(report.ok, true, r.out);
   assert.deepEqual(
     report.checks.map((c) => [c.name, c.status]),
     ['consensus: open location', 'consensus conformance', 'consensus linearizability'].map((n) => [n, 'pass']),
   );
+  return report;
 }
 
 describe('etcd:// TLS parameters', () => {
@@ -418,8 +425,9 @@ describe('PostgreSQL over TLS with client certificates (verify-full, clientcert=
     }
   });
 
-  test('persist-location check passes on the TLS location', { timeout: 180_000 }, async () => {
-    await checkPasses(server.url());
+  test('persist-location check passes on the TLS location, and drops its scratch schemas', { timeout: 180_000 }, async () => {
+    const report = await checkPasses(server.url());
+    assert.deepEqual(report.cleanup.map((c) => [c.removed, c.note]), [[true, undefined]]);
   });
 });
 
