@@ -97,14 +97,14 @@ export function connectionConfig(connectionString: string, display: string): pg.
     throw fail(`connect to one host at a time (pg does not fail over between several), got '${host}'`);
   }
   const ssl = tlsOptions(sslmode ?? (systemRoots ? 'verify-full' : undefined), config.ssl);
-  if (ssl === undefined) delete config.ssl;
-  else config.ssl = ssl;
+  if (ssl !== undefined) config.ssl = ssl;
   return config as pg.ClientConfig;
 }
 
 /**
  * The `ssl` setting for `pg` (see the module comment), from the mode and the PEM
- * contents pg's parser read (`ca`, `cert`, `key`); undefined leaves it to `pg`.
+ * contents pg's parser read (`ca`, `cert`, `key`); undefined leaves it to `pg` (its
+ * own `ssl=true`, or `PGSSLMODE`).
  */
 function tlsOptions(sslmode: string | undefined, parsed: unknown): false | ConnectionOptions | undefined {
   const { ca, cert, key } = (typeof parsed === 'object' && parsed !== null ? parsed : {}) as { ca?: string; cert?: string; key?: string };

@@ -169,7 +169,7 @@ export class PostgresConsensus extends ConsensusBase {
     // statement its caller abandoned running on until the server's statement_timeout.
     this.#closeBudgetMs = options.connectTimeoutMs + options.statementTimeoutMs;
     const { host, port } = options.client;
-    this.#tls = { backend: this.description, target: `${host ?? 'localhost'}:${port ?? 5432}`, paths: tlsPathsOf(options.client) };
+    this.#tls = { backend: this.description, target: `${host || 'localhost'}:${port || 5432}`, paths: tlsPathsOf(options.client) };
     this.#pool = new pg.Pool({
       ...options.client,
       max: options.poolSize,
