@@ -22,7 +22,7 @@
  * | 57014 query_canceled (someone cancelled our backend)    | Cancelled          | Indeterminate |
  * | 57P01/57P02 shutdown, 57P03 cannot_connect_now, 08xxx,  | Unavailable        | Indeterminate |
  * |   53300 too_many_connections, and any error without a   |                    |               |
- * |   SQLSTATE (socket errors, connect timeout, DNS, TLS)   |                    |               |
+ * |   SQLSTATE (socket errors, connect timeout, DNS)        |                    |               |
  * | a RangeError (a result past what the engine can hold)   | ResourceExhausted  | Indeterminate |
  * | any other SQLSTATE, including CockroachDB 40003         | Unknown            | Indeterminate |
  *
