@@ -479,7 +479,8 @@ describe('EtcdConsensus on one etcd member', () => {
 
   test('close() stops an operation that is retrying an unreachable endpoint', { timeout: 30_000 }, async () => {
     // A deadline far beyond the test's timeout: only close() can end the retries in time.
-    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=600000`);
+    // (`new`, unlike openConsensus, does not wait for the cluster to answer.)
+    const c = new EtcdConsensus(etcdOptionsFromUri(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=600000`));
     const pending = c.head('k').then(
       () => 'resolved',
       (err: unknown) => err,
@@ -491,8 +492,14 @@ describe('EtcdConsensus on one etcd member', () => {
     assert.equal(err.code, ErrorCode.Unavailable);
   });
 
-  test('an unreachable endpoint is Determinate Unavailable for writes and reads', async () => {
-    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=1500`);
+  test('an unreachable endpoint is Determinate Unavailable for the open, writes and reads', async () => {
+    const uri = `etcd://127.0.0.1:${await freePort()}/x?timeoutMs=1500`;
+    await assert.rejects(openConsensus(uri), (err: Error) => {
+      assert.ok(err instanceof Determinate, String(err));
+      assert.equal(err.code, ErrorCode.Unavailable);
+      return true;
+    });
+    const c = new EtcdConsensus(etcdOptionsFromUri(uri));
     try {
       for (const op of [() => c.compareAndSet('k', undefined, v(1, 'x')), () => c.head('k'), () => c.truncate('k', new SeqNo(0))]) {
         await assert.rejects(op(), (err: Error) => {
@@ -528,8 +535,17 @@ describe('EtcdConsensus on an etcd with authentication', () => {
   test('credentials from the URI are used; wrong or missing ones are Determinate PermissionDenied', async () => {
     const host = etcd.endpoints[0]!;
     const good = await openConsensus(`etcd://root:r00t%20pw@${host}/auth`);
-    const bad = await openConsensus(`etcd://root:wrong@${host}/auth`);
-    const none = await openConsensus(`etcd://${host}/auth`);
+    for (const uri of [`etcd://root:wrong@${host}/auth`, `etcd://${host}/auth`]) {
+      await assert.rejects(openConsensus(uri), (err: Error) => {
+        assert.ok(err instanceof Determinate, String(err));
+        assert.equal(err.code, ErrorCode.PermissionDenied);
+        assert.doesNotMatch(err.message, /wrong/);
+        return true;
+      });
+    }
+    // Handles that skip the open's check meet the same refusal at each operation.
+    const bad = new EtcdConsensus(etcdOptionsFromUri(`etcd://root:wrong@${host}/auth`));
+    const none = new EtcdConsensus(etcdOptionsFromUri(`etcd://${host}/auth`));
     try {
       assert.equal(await good.compareAndSet('k', undefined, v(1, 'x')), CaSResult.Committed);
       assert.equal(text((await good.head('k'))?.data), 'x');
@@ -554,7 +570,8 @@ describe('EtcdConsensus on an etcd with authentication', () => {
 
   // The test's own timeout only turns a hang into a failure: the assertion is on the outcome.
   test('a hung member while the client fetches its token: operations still end at their deadline', { timeout: 60_000 }, async () => {
-    const c = await openConsensus(`etcd://root:r00t%20pw@${etcd.endpoints[0]!}/auth?timeoutMs=700`);
+    // `new`: a handle that has not fetched its token yet (openConsensus would have).
+    const c = new EtcdConsensus(etcdOptionsFromUri(`etcd://root:r00t%20pw@${etcd.endpoints[0]!}/auth?timeoutMs=700`));
     await etcd.pause(0);
     try {
       // A fresh handle has no token yet: etcd3 asks the (hung) member for one first.

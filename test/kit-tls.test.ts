@@ -112,23 +112,32 @@ describe('tlsError and readTlsFiles', () => {
     assert.ok(!err.message.includes('PRIVATE KEY'));
   });
 
-  test('readTlsFiles reads each named file', async () => {
-    const m = await readTlsFiles({ ca: pki.ca, cert: pki.client.cert, key: pki.client.key }, 'etcd');
+  test('a refused client certificate when none was given says the server wants one', () => {
+    const problem = 'the server refused the client certificate';
+    const without = tlsError('etcd', 'h:1', problem, { ca: pki.ca }, new Error('x'));
+    assert.match(without.message, /requires a client certificate and none was given/);
+    const withOne = tlsError('etcd', 'h:1', problem, { ca: pki.ca, cert: pki.client.cert, key: pki.client.key }, new Error('x'));
+    assert.match(withOne.message, /refused the client certificate/);
+  });
+
+  test('readTlsFiles reads each named file', () => {
+    const m = readTlsFiles({ ca: pki.ca, cert: pki.client.cert, key: pki.client.key }, 'etcd');
     assert.deepEqual(m.ca, readFileSync(pki.ca));
     assert.deepEqual(m.key, readFileSync(pki.client.key));
-    assert.deepEqual(await readTlsFiles({}, 'etcd'), {});
+    assert.deepEqual(readTlsFiles({}, 'etcd'), {});
   });
 
   test('a certificate without its key, or an unreadable file, is InvalidArgument naming it', async () => {
-    await assert.rejects(readTlsFiles({ cert: pki.client.cert }, 'etcd'), (e: unknown) => e instanceof Determinate && e.code === ErrorCode.InvalidArgument && /only cert=/.test(e.message));
+    assert.throws(() => readTlsFiles({ cert: pki.client.cert }, 'etcd'), (e: unknown) => e instanceof Determinate && e.code === ErrorCode.InvalidArgument && /only cert=/.test(e.message));
     const missing = join(pki.dir, 'missing.pem');
-    await assert.rejects(readTlsFiles({ ca: missing }, 'etcd'), (e: unknown) => e instanceof Determinate && e.code === ErrorCode.InvalidArgument && e.message.includes(missing) && /ENOENT/.test(e.message));
+    assert.throws(() => readTlsFiles({ ca: missing }, 'etcd'), (e: unknown) => e instanceof Determinate && e.code === ErrorCode.InvalidArgument && e.message.includes(missing) && /ENOENT/.test(e.message));
     const secret = join(pki.dir, 'secret.pem');
     await writeFile(secret, 'TOP-SECRET', { mode: 0o000 });
     // As root the mode does not stop reading; either way nothing of the content is printed.
-    await readTlsFiles({ ca: secret }, 'etcd').then(
-      (m) => assert.equal(m.ca?.toString(), 'TOP-SECRET'),
-      (e: unknown) => assert.ok(e instanceof Determinate && !String(e.message).includes('TOP-SECRET')),
-    );
+    try {
+      assert.equal(readTlsFiles({ ca: secret }, 'etcd').ca?.toString(), 'TOP-SECRET');
+    } catch (e) {
+      assert.ok(e instanceof Determinate && !String(e.message).includes('TOP-SECRET'), String(e));
+    }
   });
 });

@@ -3,6 +3,7 @@ import { spawn } from 'node:child_process';
 import { randomBytes, randomUUID } from 'node:crypto';
 import { createServer, type Socket } from 'node:net';
 import { after, before, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
 import pg from 'pg';
 import {
   CaSResult,
@@ -191,8 +192,9 @@ test('a bad connection URI rejects at once, Determinate InvalidArgument naming t
     ['postgres://u:secret@[not-ipv6]:5432/db', /host/],
     [`postgres://u:%E0%A4@127.0.0.1:5432/db`, /percent-encoding/],
     [`postgres://${at}/db?sslrootcert=/nonexistent`, /sslrootcert file '\/nonexistent'.*ENOENT/],
-    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
-    [`postgres://${at}/db?sslkey=/`, /sslkey file '\/'.*EISDIR/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert&sslkey=/nonexistent/key`, /sslcert file '\/nonexistent\/cert'.*ENOENT/],
+    [`postgres://${at}/db?sslcert=/nonexistent/cert`, /needs both sslcert= and sslkey= \(got only sslcert=\)/],
+    [`postgres://${at}/db?sslcert=${encodeURIComponent(fileURLToPath(import.meta.url))}&sslkey=/`, /sslkey file '\/'.*EISDIR/],
     [`postgres://${at}/db?sslmode=bogus`, /sslmode must be one of .*verify-full.*, got 'bogus'/],
     [`postgres://${at}/db?host=h1,h2`, /one host/],
   ];
@@ -239,6 +241,25 @@ test('a bad connection URI rejects at once, Determinate InvalidArgument naming t
 
 test('PostgresConsensus passes the conformance suite (a fresh schema per open)', async () => {
   await consensusImplTest(async () => openConsensus(server.url()));
+});
+
+test('a process that forgets close() still exits once its work is done', async () => {
+  // pg drops idle connections after 30 s; until then they would hold the process.
+  const script = new URL('./fixtures/forget-close.js', import.meta.url).pathname;
+  const child = spawn(process.execPath, [script, server.url()], { stdio: ['ignore', 'pipe', 'pipe'] });
+  let output = '';
+  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
+  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
+  let timer: NodeJS.Timeout | undefined;
+  const exited = await Promise.race([
+    new Promise<boolean>((resolve) => child.on('exit', () => resolve(true))),
+    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 15_000))),
+  ]);
+  clearTimeout(timer);
+  if (!exited) child.kill('SIGKILL');
+  assert.ok(exited, `the child was still running 15 s after it started: ${output}`);
+  assert.equal(child.exitCode, 0, output);
+  assert.match(output, /read done, not closing/);
 });
 
 test('postgresql:// opens the same location as postgres://, in the schema it names', async () => {

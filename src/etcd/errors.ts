@@ -16,6 +16,10 @@
  * | what was thrown                                               | result                                   |
  * |---------------------------------------------------------------|------------------------------------------|
  * | an ExternalError (e.g. from an AbortSignal)                   | unchanged (at `sent`)                    |
+ * | a failed TLS handshake (untrusted or misnamed server           | Determinate PermissionDenied naming the  |
+ * |   certificate, client certificate missing or refused), which   |   problem and the ca/cert/key paths      |
+ * |   grpc-js reports as UNAVAILABLE "No connection established"   |   (kit/tls.ts; mapEtcdError, not the     |
+ * |                                                                |   table, since it needs those paths)     |
  * | a circuit-breaker refusal (`isBrokenCircuitError`)            | Determinate Unavailable (never sent)     |
  * | etcd3 ClientClosedError                                       | Determinate Unavailable (never sent)     |
  * | UNAVAILABLE, details "No connection established",             | Determinate Unavailable (never sent:     |
@@ -62,6 +66,7 @@
 import * as etcd3 from 'etcd3';
 import { ErrorCode, ExternalError } from '../errors.js';
 import { mapError, type ErrorTable, type MapErrorContext } from '../kit/exposure.js';
+import { tlsError, tlsProblem, type TlsPaths } from '../kit/tls.js';
 
 /** gRPC status codes, https://grpc.github.io/grpc/core/md_doc_statuscodes.html */
 export const GrpcCode = {
@@ -192,11 +197,25 @@ export const etcdErrors: ErrorTable = (err) => {
   }
 };
 
+/** Where a handle connects with TLS, for the message of a failed handshake. */
+export interface EtcdTlsContext {
+  /** The handle, as messages name it. */
+  readonly backend: string;
+  /** The endpoints it dials. */
+  readonly target: string;
+  readonly paths: TlsPaths;
+}
+
 /**
- * Anything an etcd3 call rejected with, as an ExternalError: {@link mapError}
- * with {@link etcdErrors}. Every etcd request is `sent` once handed to etcd3.
+ * Anything an etcd3 call rejected with, as an ExternalError: a failed TLS
+ * handshake as kit/tls.ts says, everything else {@link mapError} with
+ * {@link etcdErrors}. Every etcd request is `sent` once handed to etcd3.
  */
-export function mapEtcdError(err: unknown, ctx: MapErrorContext): ExternalError {
+export function mapEtcdError(err: unknown, ctx: MapErrorContext, tls?: EtcdTlsContext): ExternalError {
+  if (!(err instanceof ExternalError) && ctx.signal?.aborted !== true) {
+    const problem = tlsProblem(err);
+    if (problem !== undefined) return tlsError(tls?.backend ?? ctx.what, tls?.target ?? 'etcd', problem, tls?.paths ?? {}, err);
+  }
   return mapError(err, etcdErrors, ctx);
 }
 

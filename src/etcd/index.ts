@@ -2,7 +2,7 @@
  * `persist-location/etcd`: {@link EtcdConsensus}, Consensus on an etcd v3 cluster
  * through the `etcd3` client.
  *
- * URI: `etcd://[user:password@]host:port[,host:port...][/prefix][?timeoutMs=N&maxRequestBytes=N]`
+ * URI: `etcd://[user:password@]host:port[,host:port...][/prefix][?timeoutMs=N&maxRequestBytes=N&tls=true&ca=PATH&cert=PATH&key=PATH]`
  * - every endpoint of the cluster may be listed; the client spreads requests over
  *   them and skips one that keeps failing (a per-endpoint breaker, etcd/policies.ts);
  * - `/prefix` (percent-decoded, default `/`): all data lives under this etcd key
@@ -13,7 +13,20 @@
  * - `maxRequestBytes` (default 1572864, etcd's default `--max-request-bytes`): set it
  *   to the cluster's value. A compareAndSet whose request would exceed it rejects
  *   with Determinate `ResourceExhausted` naming the limit, before anything is sent
- *   (values are not chunked: one version is one etcd key).
+ *   (values are not chunked: one version is one etcd key);
+ * - `tls=true`: speak TLS to every endpoint, verifying its certificate and host name
+ *   against Node's trusted CAs; `ca=PATH` trusts the PEM bundle at PATH instead;
+ *   `cert=PATH&key=PATH` present a client certificate (for `--client-cert-auth`).
+ *   Any of `ca`, `cert`, `key` implies `tls=true`; `cert` needs `key`. A user name
+ *   and password work over TLS as without it.
+ *
+ * Opening (`openConsensus`, {@link EtcdConsensus.open}) reads one page of the
+ * location within `timeoutMs`, so an unreachable cluster, a refused login or a
+ * failed TLS handshake fails the open, not the first operation. A failed handshake
+ * (a server certificate the client does not trust or that names another host, a
+ * client certificate missing or refused) is Determinate PermissionDenied naming the
+ * problem and the files (kit/tls.ts); so is a refused password. Neither message
+ * holds a password or a key's contents.
  *
  * Layout (see etcd/layout.ts): `P\0h/<hex key>` holds the head's seqno (16 hex
  * digits); `P\0v/<hex key>/<16 hex digits>` holds each version's data.
@@ -55,13 +68,14 @@ import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '.
 import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
 import { withDeadline } from '../kit/deadline.js';
-import { GrpcCode, grpcCodeIn, mapEtcdError } from './errors.js';
+import { readTlsFiles, type TlsPaths } from '../kit/tls.js';
+import { GrpcCode, grpcCodeIn, mapEtcdError, type EtcdTlsContext } from './errors.js';
 import { Layout, parseSeqno, seqnoText } from './layout.js';
 import { EndpointBreakers, RUN_ONCE } from './policies.js';
 import { SeqNo } from '../seqno.js';
-import { checkParams, intParam, parseLocationUri, type LocationUri } from '../uri.js';
+import { boolParam, checkParams, intParam, parseLocationUri, type LocationUri } from '../uri.js';
 
-export { etcdErrors, mapEtcdError } from './errors.js';
+export { etcdErrors, mapEtcdError, type EtcdTlsContext } from './errors.js';
 
 /** etcd's default `--max-request-bytes`: 1.5 MiB. */
 export const DEFAULT_MAX_REQUEST_BYTES = 1.5 * 1024 * 1024;
@@ -78,12 +92,14 @@ const REQUEST_OVERHEAD_BYTES = 512;
 const PAGE = 1000;
 /** Last-seen heads remembered per handle. */
 const HEAD_CACHE_ENTRIES = 10_000;
+/** Time left for the last retry of a request, at least (a quarter of the operation's, if less; see #call). */
+const LAST_ATTEMPT_MS = 100;
 /** Retries of one request: 25 ms doubling to 1 s, until the operation's deadline. */
 const RETRY: BackoffPolicy = { attempts: Infinity, minDelayMs: 25, maxDelayMs: 1000, multiplier: 2, jitter: 0.25 };
 
 /** Options of {@link EtcdConsensus}. */
 export interface EtcdConsensusOptions {
-  /** `host:port` (or `http://host:port`) of one or more members of the cluster. */
+  /** `host:port` of one or more members of the cluster (`http://` or `https://` in front may say which). */
   endpoints: string[];
   /** etcd key prefix of the location (default `/`); a trailing `/` is added if missing. */
   prefix?: string;
@@ -93,6 +109,13 @@ export interface EtcdConsensusOptions {
   maxRequestBytes?: number;
   /** etcd user and password, when the cluster has auth enabled. */
   auth?: { username: string; password: string };
+  /**
+   * TLS to every endpoint (also implied by `https://` endpoints): `{}` verifies the
+   * servers against Node's trusted CAs; `ca` names a PEM bundle to trust instead,
+   * `cert` and `key` a client certificate and its key. The files are read when the
+   * handle is created.
+   */
+  tls?: TlsPaths;
 }
 
 type CallOptions = { deadline: number };
@@ -105,17 +128,36 @@ export class EtcdConsensus extends ConsensusBase {
   readonly #maxRequestBytes: number;
   /** Last head seqno seen per key: a guess that lets head() read in one round trip. */
   readonly #seen = new Map<string, bigint>();
+  /** Where and with which files TLS is spoken, when it is. */
+  readonly #tls: EtcdTlsContext | undefined;
+
+  /**
+   * Connects and reads one page of the location within `timeoutMs`, so that an
+   * unreachable cluster, refused credentials or a failed TLS handshake reject here.
+   * @param display as for the constructor
+   */
+  static async open(options: EtcdConsensusOptions, display?: string): Promise<EtcdConsensus> {
+    const handle = new EtcdConsensus(options, display);
+    try {
+      await handle.#probe();
+    } catch (err) {
+      await handle.close();
+      throw err;
+    }
+    return handle;
+  }
 
   /**
    * Creates the client; nothing is sent until the first operation, so a cluster that
-   * is down shows as operations failing Determinate Unavailable, not as `new` throwing.
+   * is down shows as operations failing Determinate Unavailable, not as `new` throwing
+   * ({@link open} checks first). TLS files are read here.
    * @param display how the location appears in messages (`openConsensus` passes the
    *   URI with its credentials redacted)
    */
   constructor(options: EtcdConsensusOptions, display?: string) {
     super();
-    const { endpoints, timeoutMs, maxRequestBytes } = options;
-    if (!Array.isArray(endpoints) || endpoints.length === 0) throw invalidArgument('EtcdConsensus needs at least one endpoint');
+    const { timeoutMs, maxRequestBytes } = options;
+    if (!Array.isArray(options.endpoints) || options.endpoints.length === 0) throw invalidArgument('EtcdConsensus needs at least one endpoint');
     for (const [name, value] of Object.entries({ timeoutMs, maxRequestBytes })) {
       if (value !== undefined && !(Number.isSafeInteger(value) && value > 0)) {
         throw invalidArgument(`EtcdConsensus option ${name} must be a positive integer, got ${String(value)}`);
@@ -124,10 +166,14 @@ export class EtcdConsensus extends ConsensusBase {
     this.#layout = new Layout(options.prefix ?? '/');
     this.#timeoutMs = options.timeoutMs ?? DEFAULT_TIMEOUT_MS;
     this.#maxRequestBytes = options.maxRequestBytes ?? DEFAULT_MAX_REQUEST_BYTES;
+    const { endpoints } = splitEndpoints(options.endpoints);
     this.description = `EtcdConsensus(${display ?? `etcd://${endpoints.join(',')}${this.#layout.prefix}`})`;
+    const transport = etcdTransport(options, this.description);
+    this.#tls = transport.tls === undefined ? undefined : { backend: this.description, target: endpoints.join(','), paths: transport.tls };
     const breakers = new EndpointBreakers();
     this.#client = new etcd3.Etcd3({
-      hosts: endpoints,
+      hosts: transport.hosts,
+      ...(transport.credentials && { credentials: transport.credentials }),
       // etcd3 fetches a token before the first call (and again when it expires) with no
       // deadline of its own; without one, a hung member would stall every operation.
       ...(options.auth === undefined
@@ -142,6 +188,14 @@ export class EtcdConsensus extends ConsensusBase {
         'grpc.keepalive_timeout_ms': 10_000,
       },
     });
+  }
+
+  /** One keys-only read of at most one head record: reachability, credentials and TLS. */
+  async #probe(): Promise<void> {
+    const [start, end] = this.#layout.headRange();
+    await this.#call('open', 'read', undefined, Date.now() + this.#timeoutMs, (o) =>
+      this.#client.kv.range({ key: start, range_end: end, limit: 1, keys_only: true }, o),
+    );
   }
 
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
@@ -303,13 +357,15 @@ export class EtcdConsensus extends ConsensusBase {
       // gRPC enforces the deadline of the request itself; this one also bounds whatever
       // etcd3 does before sending it (fetching an auth token), so no operation outlives it.
       () =>
-        withDeadline(signal, deadline - Date.now(), () => request({ deadline }).catch((err: unknown) => Promise.reject(mapEtcdError(err, { what, exposure: 'sent', signal }))), {
+        withDeadline(signal, deadline - Date.now(), () => request({ deadline }).catch((err: unknown) => Promise.reject(mapEtcdError(err, { what, exposure: 'sent', signal }, this.#tls))), {
           what,
         }),
       {
         policy: RETRY,
         signal,
-        budgetMs: deadline - Date.now(),
+        // The last retry starts early enough to get an answer: an attempt begun with
+        // a few ms left would only report the deadline, not why the earlier ones failed.
+        budgetMs: ((left) => left - Math.min(LAST_ATTEMPT_MS, left / 4))(deadline - Date.now()),
         // Once closed, every retry would only fail again with "client closed" until the deadline.
         retryable: (err) =>
           !this.closed && err instanceof ExternalError && err.code === ErrorCode.Unavailable && (kind === 'read' || err.determinate),
@@ -335,7 +391,7 @@ export class EtcdConsensus extends ConsensusBase {
 export function etcdOptionsFromUri(uri: string | LocationUri): EtcdConsensusOptions {
   const loc = typeof uri === 'string' ? parseLocationUri(uri) : uri;
   if (loc.scheme !== 'etcd') throw invalidArgument(`not an etcd: URI: ${loc.display}`);
-  const params = checkParams(loc, ['timeoutMs', 'maxRequestBytes']);
+  const params = checkParams(loc, ['timeoutMs', 'maxRequestBytes', 'tls', 'ca', 'cert', 'key']);
   if (loc.authority === undefined || loc.authority === '') {
     throw invalidArgument(`expected etcd://host:port[,host:port...][/prefix], got ${loc.display}`);
   }
@@ -368,11 +424,59 @@ export function etcdOptionsFromUri(uri: string | LocationUri): EtcdConsensusOpti
   if (timeoutMs !== undefined) options.timeoutMs = timeoutMs;
   if (maxRequestBytes !== undefined) options.maxRequestBytes = maxRequestBytes;
   if (auth !== undefined) options.auth = auth;
+  const tls = boolParam(loc, params.tls, 'tls');
+  const files: TlsPaths = { ...(params.ca !== undefined && { ca: params.ca }), ...(params.cert !== undefined && { cert: params.cert }), ...(params.key !== undefined && { key: params.key }) };
+  const named = Object.keys(files);
+  if (tls === false && named.length > 0) throw invalidArgument(`${loc.display}: ${named.map((n) => `${n}=`).join(', ')} need TLS, but tls=false`);
+  for (const [name, value] of Object.entries(files)) if (value === '') throw invalidArgument(`${loc.display}: ${name}= needs a file path`);
+  if ((files.cert === undefined) !== (files.key === undefined)) {
+    throw invalidArgument(`${loc.display}: a client certificate needs both cert= and key= (got only ${files.cert === undefined ? 'key=' : 'cert='})`);
+  }
+  if (tls === true || named.length > 0) options.tls = files;
   return options;
 }
 
-/** `openConsensus('etcd://...')`. */
+/** `openConsensus('etcd://...')`: {@link EtcdConsensus.open}. */
 export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
-  return new EtcdConsensus(etcdOptionsFromUri(loc), loc.display);
+  return EtcdConsensus.open(etcdOptionsFromUri(loc), loc.display);
+}
+
+/**
+ * How an etcd3 client reaches the endpoints of `options`: its `hosts` (with
+ * `https://` when TLS is spoken) and `credentials` (the CA and client certificate
+ * read from their files), and the TLS files used, if any. Every client of a
+ * location (a handle, or a tool removing its keys) should connect this way.
+ * @param what names the location in errors (an unreadable file, a contradiction)
+ */
+export function etcdTransport(
+  options: Pick<EtcdConsensusOptions, 'endpoints' | 'tls'>,
+  what = 'EtcdConsensus',
+): { hosts: string[]; credentials?: NonNullable<etcd3.IOptions['credentials']>; tls: TlsPaths | undefined } {
+  const { endpoints, secure } = splitEndpoints(options.endpoints);
+  const tls = options.tls ?? (secure ? {} : undefined);
+  if (tls !== undefined && secure === false) throw invalidArgument(`${what}: TLS is asked for but an endpoint says http://`);
+  const hosts = endpoints.map((host) => `${tls === undefined ? 'http' : 'https'}://${host}`);
+  const material = tls === undefined ? undefined : readTlsFiles(tls, what);
+  // Without a CA or a client certificate, etcd3 uses Node's trusted roots for https hosts.
+  if (material?.ca === undefined && material?.cert === undefined) return { hosts, tls };
+  // grpc-js takes a missing root certificate as "Node's trusted roots".
+  const credentials = { rootCertificate: material.ca as Buffer, ...(material.cert && { certChain: material.cert, privateKey: material.key }) };
+  return { hosts, credentials, tls };
+}
+
+/**
+ * Endpoints without their `http://`/`https://`, and what those said: true for
+ * https, false for http, undefined if none said either (saying both is refused).
+ */
+function splitEndpoints(given: readonly string[]): { endpoints: string[]; secure: boolean | undefined } {
+  const schemes = new Set<string>();
+  const endpoints = given.map((endpoint) => {
+    const m = /^(https?):\/\//i.exec(String(endpoint));
+    if (m === null) return String(endpoint);
+    schemes.add(m[1]!.toLowerCase());
+    return String(endpoint).slice(m[0].length);
+  });
+  if (schemes.size > 1) throw invalidArgument(`EtcdConsensus endpoints must all speak TLS or all not, got ${given.join(', ')}`);
+  return { endpoints, secure: schemes.size === 0 ? undefined : schemes.has('https') };
 }
 export { etcdBackend } from './backend.js';

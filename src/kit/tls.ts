@@ -9,7 +9,7 @@
  * handshake fails before any request is sent), with a message naming the problem
  * and the files involved, never their contents.
  */
-import { readFile } from 'node:fs/promises';
+import { readFileSync } from 'node:fs';
 import { Determinate, ErrorCode, invalidArgument } from '../errors.js';
 
 /** Paths of the PEM files a location's TLS parameters name. */
@@ -30,25 +30,25 @@ export interface TlsMaterial {
 }
 
 /**
- * Reads the files of `paths`. A client certificate without its key (or the reverse),
- * or a file that cannot be read, rejects Determinate InvalidArgument naming the
- * parameter and the path.
+ * Reads the files of `paths` (synchronously: a few small files, once per handle). A
+ * client certificate without its key (or the reverse), or a file that cannot be
+ * read, throws Determinate InvalidArgument naming the parameter and the path.
  */
-export async function readTlsFiles(paths: TlsPaths, backend: string): Promise<TlsMaterial> {
+export function readTlsFiles(paths: TlsPaths, backend: string): TlsMaterial {
   if ((paths.cert === undefined) !== (paths.key === undefined)) {
     throw invalidArgument(`${backend}: a client certificate needs both cert= and key= (got only ${paths.cert === undefined ? 'key=' : 'cert='})`);
   }
-  const read = async (param: keyof TlsPaths): Promise<Buffer | undefined> => {
+  const read = (param: keyof TlsPaths): Buffer | undefined => {
     const path = paths[param];
     if (path === undefined) return undefined;
     try {
-      return await readFile(path);
+      return readFileSync(path);
     } catch (err) {
       const code = (err as { code?: string }).code ?? 'unreadable';
       throw new Determinate(ErrorCode.InvalidArgument, `${backend}: cannot read the ${param}= file ${path} (${code})`, { cause: err });
     }
   };
-  const [ca, cert, key] = [await read('ca'), await read('cert'), await read('key')];
+  const [ca, cert, key] = [read('ca'), read('cert'), read('key')];
   return { ...(ca && { ca }), ...(cert && { cert }), ...(key && { key }) };
 }
 
@@ -66,13 +66,16 @@ const UNTRUSTED = new Set([
 ]);
 const EXPIRED = new Set(['CERT_HAS_EXPIRED', 'CERT_NOT_YET_VALID']);
 
+const REFUSED_CLIENT_CERT = 'the server refused the client certificate';
+const CLIENT_CERT_REQUIRED = 'the server requires a client certificate';
+
 /** Patterns for the same problems where only a message survives (gRPC folds errors into text). */
 const MESSAGES: readonly (readonly [RegExp, string])[] = [
   [/ERR_TLS_CERT_ALTNAME_INVALID|does not match certificate's altnames|Hostname\/IP does not match/i, 'the server certificate does not name the host connected to'],
   [/self[- ]signed certificate|unable to verify the first certificate|unable to get (local )?issuer certificate|certificate signature failure/i, 'the server certificate is not signed by a trusted CA'],
   [/certificate has expired|certificate is not yet valid/i, 'the server certificate is expired or not yet valid'],
-  [/CERTIFICATE_REQUIRED|certificate required|peer did not return a certificate/i, 'the server requires a client certificate'],
-  [/ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|alert bad certificate|alert unknown ca|ALERT_CERTIFICATE_UNKNOWN/i, 'the server refused the client certificate'],
+  [/CERTIFICATE_REQUIRED|certificate required|peer did not return a certificate/i, CLIENT_CERT_REQUIRED],
+  [/ALERT_BAD_CERTIFICATE|ALERT_UNKNOWN_CA|alert bad certificate|alert unknown ca|ALERT_CERTIFICATE_UNKNOWN/i, REFUSED_CLIENT_CERT],
   [/wrong version number|ERR_SSL_WRONG_VERSION_NUMBER|packet length too long/i, 'the server does not speak TLS on this port'],
 ];
 
@@ -96,11 +99,23 @@ export function tlsProblem(err: unknown): string | undefined {
 
 /**
  * The error for a failed handshake: Determinate PermissionDenied naming `problem`
- * (from {@link tlsProblem}) and where the client looked for its certificates.
+ * (from {@link tlsProblem}) and where the client looked for its certificates. A
+ * server that refuses "the client certificate" when none was given wants one
+ * (TLS 1.2 servers answer a missing certificate with the same alert as a bad one).
  */
-export function tlsError(backend: string, target: string, problem: string, paths: TlsPaths, cause: unknown): Determinate {
-  const named = (['ca', 'cert', 'key'] as const).filter((p) => paths[p] !== undefined).map((p) => `${p}=${paths[p]}`);
-  const using = named.length === 0 ? 'no ca=/cert=/key= given' : `using ${named.join(', ')}`;
+export function tlsError(
+  backend: string,
+  target: string,
+  problem: string,
+  paths: TlsPaths,
+  cause: unknown,
+  /** The parameters naming the files, as the location spells them. */
+  names: Readonly<Record<keyof TlsPaths, string>> = { ca: 'ca', cert: 'cert', key: 'key' },
+): Determinate {
+  if (problem === REFUSED_CLIENT_CERT && paths.cert === undefined) problem = `${CLIENT_CERT_REQUIRED} and none was given`;
+  const all = ['ca', 'cert', 'key'] as const;
+  const named = all.filter((p) => paths[p] !== undefined).map((p) => `${names[p]}=${paths[p]}`);
+  const using = named.length === 0 ? `no ${all.map((p) => `${names[p]}=`).join('/')} given` : `using ${named.join(', ')}`;
   return new Determinate(ErrorCode.PermissionDenied, `${backend}: TLS handshake with ${target} failed: ${problem} (${using})`, { cause });
 }
 

@@ -22,9 +22,15 @@
  * | 57014 query_canceled (someone cancelled our backend)    | Cancelled          | Indeterminate |
  * | 57P01/57P02 shutdown, 57P03 cannot_connect_now, 08xxx,  | Unavailable        | Indeterminate |
  * |   53300 too_many_connections, and any error without a   |                    |               |
- * |   SQLSTATE (socket errors, connect timeout, DNS, TLS)   |                    |               |
+ * |   SQLSTATE (socket errors, connect timeout, DNS)        |                    |               |
  * | a RangeError (a result past what the engine can hold)   | ResourceExhausted  | Indeterminate |
  * | any other SQLSTATE, including CockroachDB 40003         | Unknown            | Indeterminate |
+ *
+ * A failed TLS handshake while connecting (an untrusted or misnamed server
+ * certificate, a refused client certificate: errors without a SQLSTATE) is
+ * Determinate PermissionDenied naming the problem and the files, by
+ * {@link mapConnectError} through kit/tls.ts; a server that wants a client
+ * certificate it did not get answers 28000 (PermissionDenied by the table).
  *
  * {@link statementTimedOut}, put first when the statement ran for the whole
  * statement timeout: 57014 is then Timeout (Indeterminate). {@link encodeErrors},
@@ -35,8 +41,9 @@
  * Client-side timeouts and aborts never reach these tables: the caller decides
  * them (see kit/deadline.ts), because only it knows whether the statement was sent.
  */
-import { ErrorCode, type ExternalError } from '../errors.js';
+import { ErrorCode, ExternalError } from '../errors.js';
 import { mapError, type ErrorTable, type MapErrorContext } from '../kit/exposure.js';
+import { tlsError, tlsProblem, type TlsPaths } from '../kit/tls.js';
 
 /** Server and connection failures (see the module comment). */
 export const postgresErrors: ErrorTable = (err) => {
@@ -74,6 +81,27 @@ export const encodeErrors: ErrorTable = (err) => ({
 
 /** {@link mapError} with {@link postgresErrors}. */
 export function mapPostgresError(err: unknown, ctx: MapErrorContext): ExternalError {
+  return mapError(err, postgresErrors, ctx);
+}
+
+/** Where a handle connects, for the message of a failed TLS handshake. */
+export interface PostgresTlsContext {
+  /** The handle, as messages name it. */
+  readonly backend: string;
+  /** `host:port`. */
+  readonly target: string;
+  readonly paths: TlsPaths;
+}
+
+/**
+ * A failure to get a connection (always `not-sent`): a failed TLS handshake as
+ * kit/tls.ts says, anything else by {@link postgresErrors}.
+ */
+export function mapConnectError(err: unknown, ctx: MapErrorContext, tls: PostgresTlsContext): ExternalError {
+  const problem = err instanceof ExternalError || ctx.signal?.aborted === true ? undefined : tlsProblem(err);
+  if (problem !== undefined) {
+    return tlsError(tls.backend, tls.target, problem, tls.paths, err, { ca: 'sslrootcert', cert: 'sslcert', key: 'sslkey' });
+  }
   return mapError(err, postgresErrors, ctx);
 }
 

@@ -24,7 +24,8 @@
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
  * Determinate once a statement was sent unless the server's SQLSTATE proves it was
  * rolled back (40001, 40P01, 22/23/42 classes); failing to connect is Determinate
- * Unavailable (PermissionDenied for 28P01/28000), and so is anything pg throws
+ * Unavailable (PermissionDenied for a refused password or client certificate,
+ * 28P01/28000, and for a failed TLS handshake), and so is anything pg throws
  * while it sets up a connection; a statement the client fails to build (encoding
  * its parameters, before anything is sent) is Determinate; a lost connection or an
  * unknown error after sending is Indeterminate; the statement timeout is
@@ -45,11 +46,13 @@
  * connection string; of libpq's parameters `sslmode`, `sslcert`, `sslkey`,
  * `sslrootcert`, `application_name`, `options`, `host`, `port`, `user`, `password`
  * and `connect_timeout` (seconds, an alternative to `connectTimeoutMs`) are accepted.
- * `sslmode` takes the values `pg` implements: disable, prefer, require, verify-ca,
- * verify-full, no-verify (libpq's `allow` is refused). The connection string is
+ * `sslmode` (disable, require, verify-ca, verify-full, and pg's no-verify) means what
+ * it means to libpq, with `sslrootcert`, `sslcert` and `sslkey` naming PEM files; see
+ * src/postgres/connection.ts for the table. The connection string is
  * parsed and checked before any connection is made (src/postgres/connection.ts): a
  * bad host, port or sslmode, or a certificate file that cannot be read, rejects
- * the open at once with Determinate InvalidArgument.
+ * the open at once with Determinate InvalidArgument. Idle pooled connections do
+ * not keep the process alive.
  *
  * Durability relies on the server's `synchronous_commit` (on by default). The
  * database must be UTF-8 encoded (keys are arbitrary Unicode).
@@ -76,14 +79,14 @@ import type { Batcher } from '../kit/batcher.js';
 import { withDeadline } from '../kit/deadline.js';
 import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
-import { connectionConfig } from './connection.js';
-import { encodeErrors, postgresErrors, sqlState, statementTimedOut } from './errors.js';
+import { connectionConfig, tlsPathsOf } from './connection.js';
+import { encodeErrors, mapConnectError, postgresErrors, sqlState, statementTimedOut, type PostgresTlsContext } from './errors.js';
 import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
 import { SeqNo } from '../seqno.js';
 import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO } from '../validate.js';
 
-export { encodeErrors, mapPostgresError, postgresErrors, statementTimedOut } from './errors.js';
+export { encodeErrors, mapConnectError, mapPostgresError, postgresErrors, statementTimedOut } from './errors.js';
 export { DEFAULT_SCHEMA, validateSchemaName } from './sql.js';
 
 /** Options of {@link PostgresConsensus.open}. */
@@ -148,6 +151,8 @@ export class PostgresConsensus extends ConsensusBase {
   #batcher: Batcher<CasCall, CaSResult>;
 
   readonly #closeBudgetMs: number;
+  /** For the message of a failed TLS handshake. */
+  readonly #tls: PostgresTlsContext;
 
   private constructor(
     options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
@@ -163,6 +168,8 @@ export class PostgresConsensus extends ConsensusBase {
     // The longest pg may rightly take to end the pool: a connection being made, and a
     // statement its caller abandoned running on until the server's statement_timeout.
     this.#closeBudgetMs = options.connectTimeoutMs + options.statementTimeoutMs;
+    const { host, port } = options.client;
+    this.#tls = { backend: this.description, target: `${host || 'localhost'}:${port || 5432}`, paths: tlsPathsOf(options.client) };
     this.#pool = new pg.Pool({
       ...options.client,
       max: options.poolSize,
@@ -170,6 +177,8 @@ export class PostgresConsensus extends ConsensusBase {
       statement_timeout: options.statementTimeoutMs,
       keepAlive: true,
       idleTimeoutMillis: 30_000,
+      // Idle connections do not keep the process alive: a script that forgets close() still exits.
+      allowExitOnIdle: true,
     });
     // A connection that dies (server restart) reports it to its running query, or
     // the pool drops it when idle; an 'error' event without a listener would crash
@@ -351,7 +360,7 @@ export class PostgresConsensus extends ConsensusBase {
       exposure: () => 'not-sent',
       // The connection comes later: back to the pool with it.
       onLate: (late) => late.release(),
-    }).catch((err: unknown) => Promise.reject(mapError(err, postgresErrors, { what: context, exposure: 'not-sent', signal })));
+    }).catch((err: unknown) => Promise.reject(mapConnectError(err, { what: context, exposure: 'not-sent', signal }, this.#tls)));
     const began = performance.now();
     let statement: ReturnType<typeof submit<R>> | undefined;
     try {

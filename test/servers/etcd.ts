@@ -14,7 +14,7 @@ import { Etcd3 } from 'etcd3';
 import { adopt, hasExited, stopChild } from './child.js';
 import { freePort, StopWaiting, waitFor } from './ports.js';
 import { ETCD_BIN } from './requirements.js';
-import type { TestPki } from './tls.js';
+import type { CertPair, TestPki } from './tls.js';
 
 export interface EtcdMember {
   readonly name: string;
@@ -61,15 +61,17 @@ interface Member extends EtcdMember {
 /**
  * Starts an n-member cluster and waits until it has a leader; fails loudly if it cannot.
  * With `tls`, clients must speak TLS and present a certificate signed by its CA
- * (`--client-cert-auth`); peers still talk plain HTTP on loopback.
+ * (`--client-cert-auth`); peers still talk plain HTTP on loopback. `server`
+ * replaces the PKI's server pair (e.g. `wrongHost`), with the host name it is for.
  */
-export async function startEtcd(n = 1, opts: { tls?: TestPki } = {}): Promise<EtcdCluster> {
+export async function startEtcd(n = 1, opts: { tls?: TestPki; server?: { pair: CertPair; name: string } } = {}): Promise<EtcdCluster> {
   const { tls } = opts;
+  const serverPair = opts.server?.pair ?? tls?.server;
   const clientScheme = tls === undefined ? 'http' : 'https';
   const tlsArgs =
     tls === undefined
       ? []
-      : [`--cert-file=${tls.server.cert}`, `--key-file=${tls.server.key}`, '--client-cert-auth', `--trusted-ca-file=${tls.ca}`];
+      : [`--cert-file=${serverPair!.cert}`, `--key-file=${serverPair!.key}`, '--client-cert-auth', `--trusted-ca-file=${tls.ca}`];
   const dir = await mkdtemp(join(tmpdir(), 'persist-etcd-'));
   const token = `persist-${randomUUID()}`;
   const ports: { client: number; peer: number }[] = [];
@@ -120,8 +122,15 @@ export async function startEtcd(n = 1, opts: { tls?: TestPki } = {}): Promise<Et
     tls === undefined
       ? undefined
       : { rootCertificate: readFileSync(tls.ca), certChain: readFileSync(tls.client.cert), privateKey: readFileSync(tls.client.key) };
+  // A server certificate for another name is checked against that name.
+  const grpcOptions = opts.server === undefined ? undefined : { 'grpc.ssl_target_name_override': opts.server.name };
   const connect = (m: Member, dialTimeout?: number) =>
-    new Etcd3({ hosts: `${clientScheme}://${m.endpoint}`, ...(credentials && { credentials }), ...(dialTimeout !== undefined && { dialTimeout }) });
+    new Etcd3({
+      hosts: `${clientScheme}://${m.endpoint}`,
+      ...(credentials && { credentials }),
+      ...(dialTimeout !== undefined && { dialTimeout }),
+      ...(grpcOptions && { grpcOptions }),
+    });
 
   const status = async (m: Member) => {
     const client = connect(m, 1000);

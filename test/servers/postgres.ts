@@ -23,7 +23,7 @@ import { createRequire } from 'node:module';
 import { arch, platform, tmpdir, userInfo } from 'node:os';
 import { dirname, join } from 'node:path';
 import pg from 'pg';
-import type { TestPki } from './tls.js';
+import type { CertPair, TestPki } from './tls.js';
 import { adopt, exited, hasExited, stopChild } from './child.js';
 import { freePort, lastLines, StopWaiting, waitFor } from './ports.js';
 
@@ -58,6 +58,12 @@ export interface PostgresTls {
   readonly pki: TestPki;
   /** Also require a client certificate signed by the PKI's CA (`clientcert=verify-ca`). */
   readonly clientCert?: boolean;
+  /**
+   * The server's pair instead of the PKI's `server` (e.g. `wrongHost`). Set-up and
+   * {@link PostgresServer.sql} then skip verifying it; {@link PostgresServer.baseUrl}
+   * still asks for verify-full.
+   */
+  readonly serverPair?: CertPair;
 }
 
 /**
@@ -232,7 +238,7 @@ async function initdb(bin: string, databaseDir: string, cwd: string, owner: { ui
  * certificate of the CA) and returns the server's `-c` settings for it.
  */
 async function configureTls(tls: PostgresTls, databaseDir: string, owner: { uid: number; gid: number } | undefined): Promise<string[]> {
-  const pair = await tls.pki.privateCopy(tls.pki.server, owner);
+  const pair = await tls.pki.privateCopy(tls.serverPair ?? tls.pki.server, owner);
   const hba = join(databaseDir, 'pg_hba.conf');
   const cert = tls.clientCert ? ' clientcert=verify-ca' : '';
   await writeFile(hba, `hostssl all all 127.0.0.1/32 scram-sha-256${cert}\nhostnossl all all 127.0.0.1/32 reject\n`);
@@ -261,6 +267,8 @@ async function startEmbedded(tls: PostgresTls | undefined): Promise<PostgresServ
       : `?sslmode=verify-full&sslrootcert=${encodeURIComponent(tls.pki.ca)}` +
         (tls.clientCert ? `&sslcert=${encodeURIComponent(tls.pki.client.cert)}&sslkey=${encodeURIComponent(tls.pki.client.key)}` : '');
   const baseUrl = `postgres://postgres:${password}@127.0.0.1:${port}/postgres${clientQuery}`;
+  // pg's own parser (used here) takes every sslmode but no-verify as verify-full.
+  const adminUrl = tls?.serverPair === undefined ? baseUrl : baseUrl.replace('sslmode=verify-full', 'sslmode=no-verify');
   let sslArgs: string[] = [];
 
   const launch = async (): Promise<void> => {
@@ -272,7 +280,7 @@ async function startEmbedded(tls: PostgresTls | undefined): Promise<PostgresServ
     child.on('error', (err) => note(`could not run postgres: ${err.message}\n`));
     await waitFor(`embedded PostgreSQL on 127.0.0.1:${port}`, async () => {
       if (hasExited(child)) throw new StopWaiting(`postgres exited (code ${child.exitCode}, signal ${child.signalCode})`);
-      await runSql(baseUrl, 'SELECT 1');
+      await runSql(adminUrl, 'SELECT 1');
     }, { timeoutMs: 60_000, intervalMs: 200, log });
   };
   // Fast shutdown (SIGINT) aborts open transactions, as a server restart does.
@@ -298,7 +306,7 @@ async function startEmbedded(tls: PostgresTls | undefined): Promise<PostgresServ
     external: false,
     schema: (prefix = 'test') => uniqueSchema(prefix),
     url: (params = {}) => withParams(baseUrl, { schema: server.schema(), ...params }),
-    sql: (text, values) => runSql(baseUrl, text, values),
+    sql: (text, values) => runSql(adminUrl, text, values),
     halt,
     async resume() {
       if (postmaster !== undefined) throw new Error('the embedded PostgreSQL is running');
