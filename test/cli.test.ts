@@ -530,7 +530,7 @@ describe('persist-location (spawned)', () => {
   });
 
   test('a location whose server does not answer fails at "open location" at once; the runs are skipped', async () => {
-    // etcd opens lazily: without a probe, every operation of both runs would time out in turn.
+    // Opening checks the cluster, so the runs are never started against a server that is not there.
     const uri = `etcd://127.0.0.1:${await freePort()}/app?timeoutMs=1000`;
     const r = cli(cwd, ['check', '--only', 'consensus', '--consensus', uri, '--ops', '200', '--json', '--quiet']);
     assert.equal(r.status, 1, r.err);

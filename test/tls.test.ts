@@ -244,8 +244,9 @@ describe('etcd over TLS with client certificates (--client-cert-auth)', () => {
     }
   });
 
-  test('persist-location check passes on the TLS location', { timeout: 180_000 }, async () => {
-    await checkPasses(etcd.uri());
+  test('persist-location check passes on the TLS location, and deletes its scratch keys over TLS', { timeout: 180_000 }, async () => {
+    const report = await checkPasses(etcd.uri());
+    assert.deepEqual(report.cleanup.map((c) => [c.removed, c.note]), [[true, undefined]]);
   });
 });
 

@@ -11,7 +11,10 @@ export const etcdBackend: BackendDescriptor = {
   schemes: ['etcd'],
   driver: 'etcd3',
   entryPoint: 'persist-location/etcd',
-  forms: [{ uri: 'etcd://[user:pw@]host:port[,host:port...][/prefix]', description: '`EtcdConsensus`: all data under the key prefix (default `/`)' }],
+  forms: [
+    { uri: 'etcd://[user:pw@]host:port[,host:port...][/prefix]', description: '`EtcdConsensus`: all data under the key prefix (default `/`)' },
+    { uri: 'etcd://host:port/prefix?tls=true&ca=PATH&cert=PATH&key=PATH', description: '`EtcdConsensus` over TLS: the CA to trust, the client certificate and its key' },
+  ],
   consensus: {
     open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
     capabilities: () => ({ sharedAcrossProcesses: true, notifications: false }),
@@ -28,13 +31,15 @@ export const etcdBackend: BackendDescriptor = {
       } catch {
         return { removed: false, note: `the scratch keys were left in place (the etcd3 package is not installed); ${manual}` };
       }
-      const { etcdOptionsFromUri } = await import('./index.js');
+      const { etcdOptionsFromUri, etcdTransport } = await import('./index.js');
       const loc = parseLocationUri(area.uri);
-      const { endpoints, auth } = etcdOptionsFromUri(loc);
+      const options = etcdOptionsFromUri(loc);
+      const { hosts, credentials } = etcdTransport(options);
+      const { auth } = options;
       const callOptions = () => ({ deadline: Date.now() + DESTROY_TIMEOUT_MS });
-      // The same client, endpoints and credentials as the location's own handles. Every
+      // The same endpoints, TLS and credentials as the location's own handles. Every
       // child's prefix lies under the root's, which ends in '/'.
-      const client = new etcd3.Etcd3({ hosts: endpoints, ...(auth === undefined ? {} : { auth: { ...auth, callOptions } }) });
+      const client = new etcd3.Etcd3({ hosts, ...(credentials && { credentials }), ...(auth === undefined ? {} : { auth: { ...auth, callOptions } }) });
       try {
         await client.delete().prefix(loc.path).options(callOptions()).exec();
         return { removed: true };

@@ -13,6 +13,10 @@ export const postgresBackend: BackendDescriptor = {
       uri: 'postgres://user:pw@host:port/db?schema=NAME',
       description: '`PostgresConsensus` (`postgresql://` too); libpq-style URI; `schema` (default `consensus`, created if missing) isolates one location from another in the same database',
     },
+    {
+      uri: 'postgres://user:pw@host/db?sslmode=verify-full&sslrootcert=PATH&sslcert=PATH&sslkey=PATH',
+      description: '`PostgresConsensus` over TLS, `sslmode` as libpq means it (`require`, `verify-ca`, `verify-full`)',
+    },
   ],
   consensus: {
     open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
@@ -46,8 +50,12 @@ export const postgresBackend: BackendDescriptor = {
         return { removed: false, note: `scratch schemas were left in place (the pg package is not installed): ${manual}` };
       }
       // The location's connection string, without its own parameters (schema, pool, batching).
+      // Its TLS settings too, read as libpq means them (connection.ts), not as pg would.
       const { connectionString } = (await import('./index.js')).postgresOptionsFromUri(parseLocationUri(area.uri));
-      const client = new pg.Client({ connectionString, connectionTimeoutMillis: 10_000 });
+      const { connectionConfig } = await import('./connection.js');
+      const { withDeadline } = await import('../kit/deadline.js');
+      const client = new pg.Client({ ...connectionConfig(connectionString, area.display), connectionTimeoutMillis: 10_000, query_timeout: 60_000 });
+      client.on('error', () => {});
       try {
         await client.connect();
         await client.query(`DROP SCHEMA IF EXISTS ${schemas.map((s) => `"${s}"`).join(', ')} CASCADE`);
@@ -55,7 +63,8 @@ export const postgresBackend: BackendDescriptor = {
       } catch (err) {
         return { removed: false, note: `could not drop the scratch schemas (${messageOf(err)}); ${manual}` };
       } finally {
-        await client.end().catch(() => {});
+        // pg's end() can wait forever after a connection that failed.
+        await withDeadline(undefined, 5_000, () => client.end()).catch(() => {});
       }
     },
     summary: { location: 'postgres://...?schema=S', scratch: 'schema S_check_ID (dropped after)' },
