@@ -1,0 +1,243 @@
+/**
+ * `withRetry`: a Consensus or Blob that retries what is safe to retry, with
+ * exponential backoff and jitter (the loop is kit/backoff.ts's `retry`).
+ *
+ * What is retried, after a failure with a transient code ({@link isTransient}):
+ *
+ * - reads (head, scan, get, listings), whether the failure was Determinate or
+ *   Indeterminate; a listing that fails part-way is started again and skips what
+ *   it already yielded;
+ * - Blob `set` and `restore`, which are idempotent;
+ * - every write that failed Determinate (nothing was applied);
+ * - a compareAndSet or truncate that failed Indeterminate, re-sent unchanged and
+ *   settled as below. Blob `delete` likewise.
+ *
+ * Settling a write whose earlier attempt may have applied:
+ *
+ * - compareAndSet answered ExpectationMismatch: the key is read. `Committed` when
+ *   the version at `next.seqno` holds exactly `next.data`; `ExpectationMismatch`
+ *   when another version holds that seqno or none at or above it exists. Once the
+ *   mismatch was answered the head has moved past `expected` for good (seqnos only
+ *   grow), so no earlier attempt can still apply. When only greater seqnos remain
+ *   (the version was truncated away), nothing can tell: Indeterminate.
+ *   This is exact only when no two writers write the same bytes at the same seqno:
+ *   put something unique in every write, such as a writer id and a counter.
+ * - truncate answered a count n > 0: an earlier attempt that applied would have
+ *   left nothing below the seqno to delete, so n is this call's whole count. An
+ *   answer of 0 cannot tell "nothing was there" from "an earlier attempt deleted
+ *   it": Indeterminate (the versions below the seqno are gone either way).
+ * - delete answered `undefined` the same way: Indeterminate; a size is exact.
+ *
+ * A write that is still unsettled when the attempts run out rejects Indeterminate,
+ * never Determinate. The caller's signal stops the loop at once.
+ */
+import type { Blob, BlobMetadata } from '../blob.js';
+import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
+import { ErrorCode, ExternalError, Indeterminate, invalidArgument } from '../errors.js';
+import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../kit/backoff.js';
+import type { SeqNo } from '../seqno.js';
+import { WrappedBlob, WrappedConsensus } from '../wrap.js';
+
+/** How {@link withRetry} retries; every field is optional (see {@link DEFAULT_RETRY}). */
+export interface RetryPolicy {
+  /** Attempts in all, the first included: a positive integer, or Infinity. */
+  attempts?: number;
+  /** The pause before the first retry; each later one doubles, ±10% jitter. */
+  minDelayMs?: number;
+  /** No pause is longer. */
+  maxDelayMs?: number;
+  /** Each attempt that takes longer rejects Indeterminate Timeout (and may be retried). */
+  attemptTimeoutMs?: number;
+}
+
+/**
+ * The defaults: Materialize persist's schedule (4 ms doubling to 16 s, ±10%) over
+ * 13 attempts, so about 16 s of pauses in all: enough to ride out a server restart.
+ */
+export const DEFAULT_RETRY: Readonly<Required<Omit<RetryPolicy, 'attemptTimeoutMs'>>> = Object.freeze({
+  attempts: 13,
+  minDelayMs: DEFAULT_BACKOFF.minDelayMs,
+  maxDelayMs: DEFAULT_BACKOFF.maxDelayMs,
+});
+
+/** The codes worth another attempt: the store may answer differently soon. */
+const TRANSIENT: ReadonlySet<ErrorCode> = new Set<ErrorCode>([ErrorCode.Unavailable, ErrorCode.Aborted, ErrorCode.Timeout, ErrorCode.Unknown]);
+
+/** Whether `err` is a storage failure that another attempt may not meet. */
+export function isTransient(err: unknown): boolean {
+  return err instanceof ExternalError && TRANSIENT.has(err.code) && !unsettled.has(err);
+}
+
+/** Failures that settle a write as unknowable: never retried. */
+const unsettled = new WeakSet<object>();
+
+function cannotSettle(what: string): Indeterminate {
+  const err = new Indeterminate(ErrorCode.Unknown, `${what}; an earlier attempt may have applied and reading cannot tell`);
+  unsettled.add(err);
+  return err;
+}
+
+/** Marks stores made by withRetry, so that `update` and `watch` do not retry twice. */
+const RETRYING = Symbol('persist-location.retrying');
+
+/** Whether `store` is a withRetry wrapper (directly). */
+export function isRetrying(store: object): boolean {
+  return (store as { [RETRYING]?: boolean })[RETRYING] === true;
+}
+
+/** `policy` checked and completed into the kit's backoff policy. */
+export function backoffOf(policy: RetryPolicy = {}): { backoff: BackoffPolicy; attemptTimeoutMs: number | undefined } {
+  if (typeof policy !== 'object' || policy === null) throw invalidArgument('a retry policy must be an object');
+  const backoff: BackoffPolicy = {
+    ...DEFAULT_BACKOFF,
+    attempts: policy.attempts ?? DEFAULT_RETRY.attempts,
+    minDelayMs: policy.minDelayMs ?? DEFAULT_RETRY.minDelayMs,
+    maxDelayMs: policy.maxDelayMs ?? Math.max(DEFAULT_RETRY.maxDelayMs, policy.minDelayMs ?? 0),
+  };
+  const { attemptTimeoutMs } = policy;
+  if (attemptTimeoutMs !== undefined && !(typeof attemptTimeoutMs === 'number' && attemptTimeoutMs > 0)) {
+    throw invalidArgument(`retry policy: attemptTimeoutMs must be a positive number, got ${String(attemptTimeoutMs)}`);
+  }
+  return { backoff, attemptTimeoutMs };
+}
+
+/** Consensus or Blob, retried as the module comment says. */
+export function withRetry(store: Consensus, policy?: RetryPolicy): Consensus;
+export function withRetry(store: Blob, policy?: RetryPolicy): Blob;
+export function withRetry(store: Consensus | Blob, policy?: RetryPolicy): Consensus | Blob {
+  return 'compareAndSet' in store ? new RetryingConsensus(store, policy) : new RetryingBlob(store as Blob, policy);
+}
+
+type Runner = <T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>) => Promise<T>;
+
+function runner(policy: RetryPolicy | undefined): Runner {
+  const { backoff, attemptTimeoutMs } = backoffOf(policy);
+  return (signal, attempt) => retry((_n, s) => attempt(s), { policy: backoff, signal, attemptTimeoutMs, retryable: isTransient });
+}
+
+const withSignal = (opts: OpOptions | undefined, signal: AbortSignal | undefined): OpOptions | undefined =>
+  signal === undefined ? opts : { ...opts, signal };
+
+/** Marks the write as possibly applied when `err` says so, and rethrows it. */
+function noting(err: unknown, mark: () => void): never {
+  if (!(err instanceof ExternalError && err.determinate)) mark();
+  throw err;
+}
+
+class RetryingConsensus extends WrappedConsensus {
+  readonly [RETRYING] = true;
+
+  constructor(inner: Consensus, policy: RetryPolicy | undefined) {
+    const run = runner(policy);
+    super(inner, {
+      head: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
+      scan: (forward, key, from, limit, opts) => run(opts?.signal, (s) => forward(key, from, limit, withSignal(opts, s))),
+      listKeys: (forward, opts) => restartable((s) => forward(withSignal(opts, s)), (k) => k, opts?.signal, run),
+      compareAndSet: (forward, key, expected, next, opts) => {
+        let uncertain = false;
+        return run(opts?.signal, async (s) => {
+          let result: CaSResult;
+          try {
+            result = await forward(key, expected, next, withSignal(opts, s));
+          } catch (err) {
+            noting(err, () => (uncertain = true));
+          }
+          if (result === CaSResult.Committed || !uncertain) return result;
+          return settleCaS(inner, key, next, withSignal(opts, s));
+        });
+      },
+      truncate: (forward, key, seqno, opts) => {
+        let uncertain = false;
+        return run(opts?.signal, async (s) => {
+          let deleted: number;
+          try {
+            deleted = await forward(key, seqno, withSignal(opts, s));
+          } catch (err) {
+            noting(err, () => (uncertain = true));
+          }
+          if (deleted === 0 && uncertain) throw cannotSettle(`truncate(${JSON.stringify(key)}, ${seqno}) deleted nothing when re-sent`);
+          return deleted;
+        });
+      },
+    });
+  }
+}
+
+/** The outcome of a compareAndSet re-sent after an unknown outcome and answered ExpectationMismatch. */
+async function settleCaS(inner: Consensus, key: string, next: VersionedData, opts: OpOptions | undefined): Promise<CaSResult> {
+  const [found] = await inner.scan(key, next.seqno, 1, opts);
+  if (found === undefined) return CaSResult.ExpectationMismatch;
+  if (found.seqno.value === next.seqno.value) return sameBytes(found.data, next.data) ? CaSResult.Committed : CaSResult.ExpectationMismatch;
+  throw cannotSettle(`compareAndSet(${JSON.stringify(key)}) at ${next.seqno as SeqNo}: that version was truncated away`);
+}
+
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.byteLength !== b.byteLength) return false;
+  for (let i = 0; i < a.byteLength; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
+class RetryingBlob extends WrappedBlob {
+  readonly [RETRYING] = true;
+
+  constructor(inner: Blob, policy: RetryPolicy | undefined) {
+    const run = runner(policy);
+    super(inner, {
+      get: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
+      set: (forward, key, value, opts) => run(opts?.signal, (s) => forward(key, value, withSignal(opts, s))),
+      restore: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
+      list: (forward, prefix, opts) => restartable((s) => forward(prefix, withSignal(opts, s)), (m: BlobMetadata) => m.key, opts?.signal, run),
+      delete: (forward, key, opts) => {
+        let uncertain = false;
+        return run(opts?.signal, async (s) => {
+          let size: number | undefined;
+          try {
+            size = await forward(key, withSignal(opts, s));
+          } catch (err) {
+            noting(err, () => (uncertain = true));
+          }
+          if (size === undefined && uncertain) throw cannotSettle(`delete(${JSON.stringify(key)}) found nothing when re-sent`);
+          return size;
+        });
+      },
+    });
+  }
+}
+
+/**
+ * A listing that, when a step fails transiently, is started again (after the
+ * backoff) and skips the items it already yielded, by `id`.
+ */
+async function* restartable<T>(
+  start: (signal: AbortSignal | undefined) => AsyncIterable<T>,
+  id: (item: T) => string,
+  signal: AbortSignal | undefined,
+  run: Runner,
+): AsyncGenerator<T> {
+  const seen = new Set<string>();
+  let it: AsyncIterator<T> | undefined;
+  try {
+    for (;;) {
+      const step = await run(signal, async (s) => {
+        try {
+          it ??= start(s)[Symbol.asyncIterator]();
+          for (;;) {
+            const r = await it.next();
+            if (r.done === true || !seen.has(id(r.value))) return r;
+          }
+        } catch (err) {
+          const failed = it;
+          it = undefined;
+          await failed?.return?.().catch(() => undefined);
+          throw err;
+        }
+      });
+      if (step.done === true) return;
+      seen.add(id(step.value));
+      yield step.value;
+    }
+  } finally {
+    await it?.return?.();
+  }
+}
+
