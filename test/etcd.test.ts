@@ -10,6 +10,9 @@ import { freePort } from './servers/ports.js';
 import { startEtcd, type EtcdCluster } from './servers/etcd.js';
 import { tripwireProxy } from './servers/proxy.js';
 
+/** These tests are of the backend's own failures: opened without the default retry. */
+const RAW = { retry: false } as const;
+
 const v = (seqno: number, data: string) => ({ seqno: new SeqNo(seqno), data: Buffer.from(data) });
 const summary = (r: StressReport) =>
   `${r.ops} ops in ${Math.round(r.durationMs)} ms: ${r.committed} committed, ${r.mismatches} mismatches, ${r.failed} failed (Determinate), ${r.unknown} unknown (Indeterminate)`;
@@ -378,7 +381,7 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('a hung server: the deadline gives Indeterminate Timeout, and service resumes', async () => {
-    const c = await openConsensus(etcd.uri('timeoutMs=700'));
+    const c = await openConsensus(etcd.uri('timeoutMs=700'), RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'x')), CaSResult.Committed);
       await etcd.pause(0);
@@ -404,7 +407,7 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('a connection lost after sending is Indeterminate; committed data survives SIGKILL of etcd', async () => {
-    const c = await openConsensus(etcd.uri('timeoutMs=20000'));
+    const c = await openConsensus(etcd.uri('timeoutMs=20000'), RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'kept')), CaSResult.Committed);
       await etcd.pause(0);
@@ -437,7 +440,7 @@ describe('EtcdConsensus on one etcd member', () => {
     const [host, port] = etcd.endpoints[0]!.split(':') as [string, string];
     let cuts = 0;
     const proxy = await tripwireProxy(Number(port), host);
-    const c = await openConsensus(`etcd://127.0.0.1:${proxy.port}/cut-${randomUUID()}`);
+    const c = await openConsensus(`etcd://127.0.0.1:${proxy.port}/cut-${randomUUID()}`, RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'one')), CaSResult.Committed);
       proxy.arm('response', () => true, (cut) => {
@@ -479,7 +482,7 @@ describe('EtcdConsensus on one etcd member', () => {
 
   test('close() stops an operation that is retrying an unreachable endpoint', { timeout: 30_000 }, async () => {
     // A deadline far beyond the test's timeout: only close() can end the retries in time.
-    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=600000`);
+    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=600000`, RAW);
     const pending = c.head('k').then(
       () => 'resolved',
       (err: unknown) => err,
@@ -492,7 +495,7 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('an unreachable endpoint is Determinate Unavailable for writes and reads', async () => {
-    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=1500`);
+    const c = await openConsensus(`etcd://127.0.0.1:${await freePort()}/x?timeoutMs=1500`, RAW);
     try {
       for (const op of [() => c.compareAndSet('k', undefined, v(1, 'x')), () => c.head('k'), () => c.truncate('k', new SeqNo(0))]) {
         await assert.rejects(op(), (err: Error) => {
@@ -527,9 +530,9 @@ describe('EtcdConsensus on an etcd with authentication', () => {
 
   test('credentials from the URI are used; wrong or missing ones are Determinate PermissionDenied', async () => {
     const host = etcd.endpoints[0]!;
-    const good = await openConsensus(`etcd://root:r00t%20pw@${host}/auth`);
-    const bad = await openConsensus(`etcd://root:wrong@${host}/auth`);
-    const none = await openConsensus(`etcd://${host}/auth`);
+    const good = await openConsensus(`etcd://root:r00t%20pw@${host}/auth`, RAW);
+    const bad = await openConsensus(`etcd://root:wrong@${host}/auth`, RAW);
+    const none = await openConsensus(`etcd://${host}/auth`, RAW);
     try {
       assert.equal(await good.compareAndSet('k', undefined, v(1, 'x')), CaSResult.Committed);
       assert.equal(text((await good.head('k'))?.data), 'x');
@@ -554,7 +557,7 @@ describe('EtcdConsensus on an etcd with authentication', () => {
 
   // The test's own timeout only turns a hang into a failure: the assertion is on the outcome.
   test('a hung member while the client fetches its token: operations still end at their deadline', { timeout: 60_000 }, async () => {
-    const c = await openConsensus(`etcd://root:r00t%20pw@${etcd.endpoints[0]!}/auth?timeoutMs=700`);
+    const c = await openConsensus(`etcd://root:r00t%20pw@${etcd.endpoints[0]!}/auth?timeoutMs=700`, RAW);
     await etcd.pause(0);
     try {
       // A fresh handle has no token yet: etcd3 asks the (hung) member for one first.
