@@ -9,7 +9,7 @@ import type { Consensus } from './consensus.js';
 import { Determinate, ErrorCode, invalidArgument } from './errors.js';
 import type { LocationKind } from './scratch.js';
 import { parseLocationUri, type LocationUri } from './uri.js';
-import { withRetry, type RetryPolicy } from './envelope/retry.js';
+import { backoffOf, withRetry, type RetryPolicy } from './envelope/retry.js';
 
 /**
  * Options of {@link openConsensus} and {@link openBlob}.
@@ -55,6 +55,7 @@ function retryOf(options: OpenOptions, part: BackendPart<unknown>): RetryPolicy 
   const { retry } = options;
   if (retry === undefined) return part.retriedByDefault === false ? false : {};
   if (retry !== false && (typeof retry !== 'object' || retry === null)) throw invalidArgument(`retry must be a retry policy or false, got ${String(retry)}`);
+  if (retry !== false) backoffOf(retry);
   return retry;
 }
 

@@ -14,14 +14,19 @@
  *
  * Settling a write whose earlier attempt may have applied:
  *
- * - compareAndSet answered ExpectationMismatch: the key is read. `Committed` when
- *   the version at `next.seqno` holds exactly `next.data`; `ExpectationMismatch`
- *   when another version holds that seqno or none at or above it exists. Once the
- *   mismatch was answered the head has moved past `expected` for good (seqnos only
- *   grow), so no earlier attempt can still apply. When only greater seqnos remain
- *   (the version was truncated away), nothing can tell: Indeterminate.
+ * - compareAndSet failed Indeterminate: the key is read at once (see `settle`
+ *   below for the exact rules). `Committed` when the version at `next.seqno`
+ *   holds exactly `next.data`; `ExpectationMismatch` when the reads prove it is
+ *   not there and never will be; otherwise the write is re-sent, and an answer
+ *   of ExpectationMismatch to the re-send is settled by reading the same way.
+ *   When only greater seqnos remain, ours may have been truncated away and
+ *   nothing can tell: Indeterminate.
  *   This is exact only when no two writers write the same bytes at the same seqno:
  *   put something unique in every write, such as a writer id and a counter.
+ * - truncate first reads the key's lowest version: when none is below the seqno,
+ *   it answers 0 without writing (nothing below the head's seqno ever reappears).
+ * - truncate refused with FailedPrecondition (no data, or past the head): exact,
+ *   since the head never goes back, so no earlier attempt could have applied.
  * - truncate answered a count n > 0: an earlier attempt that applied would have
  *   left nothing below the seqno to delete, so n is this call's whole count. An
  *   answer of 0 cannot tell "nothing was there" from "an earlier attempt deleted
@@ -33,9 +38,9 @@
  */
 import type { Blob, BlobMetadata } from '../blob.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
-import { ErrorCode, ExternalError, Indeterminate, invalidArgument } from '../errors.js';
-import { DEFAULT_BACKOFF, retry, type BackoffPolicy } from '../kit/backoff.js';
-import type { SeqNo } from '../seqno.js';
+import { Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument } from '../errors.js';
+import { DEFAULT_BACKOFF, retry, validateBackoff, type BackoffPolicy } from '../kit/backoff.js';
+import { SeqNo } from '../seqno.js';
 import { WrappedBlob, WrappedConsensus } from '../wrap.js';
 
 /** How {@link withRetry} retries; every field is optional (see {@link DEFAULT_RETRY}). */
@@ -94,6 +99,7 @@ export function backoffOf(policy: RetryPolicy = {}): { backoff: BackoffPolicy; a
     minDelayMs: policy.minDelayMs ?? DEFAULT_RETRY.minDelayMs,
     maxDelayMs: policy.maxDelayMs ?? Math.max(DEFAULT_RETRY.maxDelayMs, policy.minDelayMs ?? 0),
   };
+  validateBackoff(backoff, 'retry policy');
   const { attemptTimeoutMs } = policy;
   if (attemptTimeoutMs !== undefined && !(typeof attemptTimeoutMs === 'number' && attemptTimeoutMs > 0)) {
     throw invalidArgument(`retry policy: attemptTimeoutMs must be a positive number, got ${String(attemptTimeoutMs)}`);
@@ -140,35 +146,91 @@ class RetryingConsensus extends WrappedConsensus {
           try {
             result = await forward(key, expected, next, withSignal(opts, s));
           } catch (err) {
+            const now = err instanceof ExternalError && !err.determinate ? await settledNow(inner, key, expected, next, withSignal(opts, s)) : undefined;
+            if (now !== undefined) return now;
             noting(err, () => (uncertain = true));
           }
           if (result === CaSResult.Committed || !uncertain) return result;
-          return settleCaS(inner, key, next, withSignal(opts, s));
+          return settleCaS(inner, key, expected, next, withSignal(opts, s));
         });
       },
-      truncate: (forward, key, seqno, opts) => {
+      truncate: async (forward, key, seqno, opts) => {
+        // Nothing below the seqno now means nothing below it ever again (new versions
+        // go above the head): the answer is 0 without a write, and no retry can blur it.
+        const [lowest] = await run(opts?.signal, (s) => inner.scan(key, SeqNo.minimum(), 1, withSignal(opts, s)));
+        if (lowest !== undefined && lowest.seqno.value >= seqno.value) return 0;
         let uncertain = false;
         return run(opts?.signal, async (s) => {
           let deleted: number;
           try {
             deleted = await forward(key, seqno, withSignal(opts, s));
           } catch (err) {
+            if (err instanceof Determinate && err.code === ErrorCode.FailedPrecondition) return err;
             noting(err, () => (uncertain = true));
           }
           if (deleted === 0 && uncertain) throw cannotSettle(`truncate(${JSON.stringify(key)}, ${seqno}) deleted nothing when re-sent`);
           return deleted;
+        }).then((r) => {
+          // Refused for no data or past the head: exact whatever came before, since the
+          // head never goes back, so no earlier attempt could have applied either.
+          if (typeof r === 'number') return r;
+          throw r;
         });
       },
     });
   }
 }
 
-/** The outcome of a compareAndSet re-sent after an unknown outcome and answered ExpectationMismatch. */
-async function settleCaS(inner: Consensus, key: string, next: VersionedData, opts: OpOptions | undefined): Promise<CaSResult> {
+/**
+ * What reading `key` says of a compareAndSet of `next` expecting `expected` that
+ * may have applied (ours below; its bytes are unique, see the module comment):
+ *
+ * - `Committed`: the version at `next.seqno` holds exactly `next.data`.
+ * - `ExpectationMismatch`: ours is not there and never will be. Either another
+ *   version holds `next.seqno`; or the head is below `next.seqno` but past
+ *   `expected` (had ours applied, the head would be at least `next.seqno`; and
+ *   the head never comes back to `expected`); or the head is past `next.seqno`
+ *   while a version below `next.seqno` is still there (a truncate that removed
+ *   ours would have removed that one too).
+ * - `open`: ours is not there yet but may still apply (the head is `expected`,
+ *   below it, or the key is empty).
+ * - `unknown`: only greater versions remain: ours may have been truncated away.
+ */
+async function settle(inner: Consensus, key: string, expected: SeqNo | undefined, next: VersionedData, opts: OpOptions | undefined): Promise<CaSResult | 'open' | 'unknown'> {
+  const head = await inner.head(key, opts);
+  if (head === undefined) return 'open';
+  const h = head.seqno.value;
+  if (h === next.seqno.value) return sameBytes(head.data, next.data) ? CaSResult.Committed : CaSResult.ExpectationMismatch;
+  if (h < next.seqno.value) return expected === undefined || h > expected.value ? CaSResult.ExpectationMismatch : 'open';
   const [found] = await inner.scan(key, next.seqno, 1, opts);
-  if (found === undefined) return CaSResult.ExpectationMismatch;
-  if (found.seqno.value === next.seqno.value) return sameBytes(found.data, next.data) ? CaSResult.Committed : CaSResult.ExpectationMismatch;
-  throw cannotSettle(`compareAndSet(${JSON.stringify(key)}) at ${next.seqno as SeqNo}: that version was truncated away`);
+  if (found !== undefined && found.seqno.value === next.seqno.value) {
+    return sameBytes(found.data, next.data) ? CaSResult.Committed : CaSResult.ExpectationMismatch;
+  }
+  const [lowest] = await inner.scan(key, SeqNo.minimum(), 1, opts);
+  return lowest !== undefined && lowest.seqno.value < next.seqno.value ? CaSResult.ExpectationMismatch : 'unknown';
+}
+
+/** {@link settle} read at once after an unknown outcome, when it decides; a failed read decides nothing. */
+async function settledNow(
+  inner: Consensus,
+  key: string,
+  expected: SeqNo | undefined,
+  next: VersionedData,
+  opts: OpOptions | undefined,
+): Promise<CaSResult | undefined> {
+  let said: Awaited<ReturnType<typeof settle>> | undefined;
+  // A few quick tries: a read is safe to repeat, and an answer now saves a re-send.
+  for (let i = 0; i < 3 && said === undefined && !opts?.signal?.aborted; i++) said = await settle(inner, key, expected, next, opts).catch(() => undefined);
+  return said === CaSResult.Committed || said === CaSResult.ExpectationMismatch ? said : undefined;
+}
+
+/** The outcome of a compareAndSet re-sent after an unknown outcome and answered ExpectationMismatch. */
+async function settleCaS(inner: Consensus, key: string, expected: SeqNo | undefined, next: VersionedData, opts: OpOptions | undefined): Promise<CaSResult> {
+  const said = await settle(inner, key, expected, next, opts);
+  if (said === 'unknown') throw cannotSettle(`compareAndSet(${JSON.stringify(key)}) at ${next.seqno}: that version may have been truncated away`);
+  // The head is not past `expected`: an earlier attempt may still land. Send it again.
+  if (said === 'open') throw new Indeterminate(ErrorCode.Unavailable, `compareAndSet(${JSON.stringify(key)}) at ${next.seqno}: an earlier attempt may still apply`);
+  return said;
 }
 
 function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
