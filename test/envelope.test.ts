@@ -193,11 +193,11 @@ describe('withRetry never answers a false Committed or ExpectationMismatch', () 
 
   test('a listing that fails part-way is restarted without repeating keys', async () => {
     const inner = new MemConsensus();
-    for (let i = 0; i < 10; i++) await inner.compareAndSet(`k${i}`, undefined, v(1, 'x'));
+    for (let i = 0; i < 1000; i++) await inner.compareAndSet(`k${i}`, undefined, v(1, 'x'));
     const listed: string[] = [];
     const c = withRetry(new UnreliableConsensus(inner, { seed: 7, failRate: 0.3, operations: ['listKeys'] }), FAST);
     for await (const key of c.listKeys()) listed.push(key);
-    assert.deepEqual(listed.sort(), Array.from({ length: 10 }, (_, i) => `k${i}`).sort());
+    assert.deepEqual(listed.sort(), Array.from({ length: 1000 }, (_, i) => `k${i}`).sort());
   });
 
   test('blob: set and restore are retried, a delete that may have applied is not reported as missing', async () => {

@@ -31,7 +31,14 @@
  *   left nothing below the seqno to delete, so n is this call's whole count. An
  *   answer of 0 cannot tell "nothing was there" from "an earlier attempt deleted
  *   it": Indeterminate (the versions below the seqno are gone either way).
- * - delete answered `undefined` the same way: Indeterminate; a size is exact.
+ * - delete first lists the key: a missing key answers `undefined` without a
+ *   write; otherwise a re-send answering `undefined` is Indeterminate (as for
+ *   truncate), a size is exact.
+ * - reads never turn Indeterminate by being retried: a read that finally fails
+ *   rejects with its own last error.
+ *
+ * A Determinate InvalidArgument is final whatever came before: every attempt
+ * sends the same arguments.
  *
  * A write that is still unsettled when the attempts run out rejects Indeterminate,
  * never Determinate. The caller's signal stops the loop at once.
@@ -42,6 +49,8 @@ import { Determinate, ErrorCode, ExternalError, Indeterminate, invalidArgument }
 import { DEFAULT_BACKOFF, retry, validateBackoff, type BackoffPolicy } from '../kit/backoff.js';
 import { SeqNo } from '../seqno.js';
 import { WrappedBlob, WrappedConsensus } from '../wrap.js';
+import { validateCompareAndSet, validateKey, validateSignal, validateValue } from '../validate.js';
+import { copyBytes } from '../bytes.js';
 
 /** How {@link withRetry} retries; every field is optional (see {@link DEFAULT_RETRY}). */
 export interface RetryPolicy {
@@ -116,9 +125,62 @@ export function withRetry(store: Consensus | Blob, policy?: RetryPolicy): Consen
 
 type Runner = <T>(signal: AbortSignal | undefined, attempt: (signal: AbortSignal | undefined) => Promise<T>) => Promise<T>;
 
+/**
+ * A refusal that is exact whatever earlier attempts did, carried past the retry
+ * loop (which would otherwise call it Indeterminate after an unknown outcome).
+ * Not an ExternalError, so the loop neither retries nor re-judges it.
+ */
+class Exact {
+  constructor(readonly error: ExternalError) {}
+}
+
 function runner(policy: RetryPolicy | undefined): Runner {
   const { backoff, attemptTimeoutMs } = backoffOf(policy);
-  return (signal, attempt) => retry((_n, s) => attempt(s), { policy: backoff, signal, attemptTimeoutMs, retryable: isTransient });
+  return (signal, attempt) => {
+    try {
+      // The loop waits on the signal itself: a malformed one is refused first.
+      validateSignal({ signal });
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return retry(
+      async (_n, s) => {
+        try {
+          return await attempt(s);
+        } catch (err) {
+          // The same arguments every attempt: a malformed request never applied.
+          if (err instanceof Determinate && err.code === ErrorCode.InvalidArgument) throw new Exact(err);
+          throw err;
+        }
+      },
+      { policy: backoff, signal, attemptTimeoutMs, retryable: isTransient },
+    ).catch((err: unknown) => {
+      throw err instanceof Exact ? err.error : err;
+    });
+  };
+}
+
+/**
+ * A read's failure carried through the retry loop as Determinate, so that the
+ * loop never takes a read for a write that may have applied (it would turn a
+ * later refusal Indeterminate); the read's own error is what the caller gets.
+ */
+class ReadFailure extends Determinate {
+  constructor(readonly original: ExternalError) {
+    super(original.code, original.message, { cause: original });
+  }
+}
+
+/** {@link runner} for operations that change nothing. */
+function readRunner(run: Runner): Runner {
+  return (signal, attempt) =>
+    run(signal, (s) =>
+      attempt(s).catch((err: unknown) => {
+        throw err instanceof ExternalError && !err.determinate ? new ReadFailure(err) : err;
+      }),
+    ).catch((err: unknown) => {
+      throw err instanceof ReadFailure ? err.original : err;
+    });
 }
 
 const withSignal = (opts: OpOptions | undefined, signal: AbortSignal | undefined): OpOptions | undefined =>
@@ -135,11 +197,20 @@ class RetryingConsensus extends WrappedConsensus {
 
   constructor(inner: Consensus, policy: RetryPolicy | undefined) {
     const run = runner(policy);
+    const read = readRunner(run);
     super(inner, {
-      head: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
-      scan: (forward, key, from, limit, opts) => run(opts?.signal, (s) => forward(key, from, limit, withSignal(opts, s))),
-      listKeys: (forward, opts) => restartable((s) => forward(withSignal(opts, s)), (k) => k, opts?.signal, run),
-      compareAndSet: (forward, key, expected, next, opts) => {
+      head: (forward, key, opts) => read(opts?.signal, (s) => forward(key, withSignal(opts, s))),
+      scan: (forward, key, from, limit, opts) => read(opts?.signal, (s) => forward(key, from, limit, withSignal(opts, s))),
+      listKeys: (forward, opts) => restartable((s) => forward(withSignal(opts, s)), (k) => k, opts?.signal, read),
+      compareAndSet: (forward, key, expected, given, opts) => {
+        // Checked and copied now: every attempt sends what the caller passed, even if
+        // the caller changes its objects while we retry.
+        try {
+          validateCompareAndSet(key, expected, given);
+        } catch (err) {
+          return Promise.reject(err);
+        }
+        const next: VersionedData = { seqno: new SeqNo(given.seqno.value), data: copyBytes(given.data) };
         let uncertain = false;
         return run(opts?.signal, async (s) => {
           let result: CaSResult;
@@ -157,7 +228,7 @@ class RetryingConsensus extends WrappedConsensus {
       truncate: async (forward, key, seqno, opts) => {
         // Nothing below the seqno now means nothing below it ever again (new versions
         // go above the head): the answer is 0 without a write, and no retry can blur it.
-        const [lowest] = await run(opts?.signal, (s) => inner.scan(key, SeqNo.minimum(), 1, withSignal(opts, s)));
+        const [lowest] = await read(opts?.signal, (s) => inner.scan(key, SeqNo.minimum(), 1, withSignal(opts, s)));
         if (lowest !== undefined && lowest.seqno.value >= seqno.value) return 0;
         let uncertain = false;
         return run(opts?.signal, async (s) => {
@@ -165,16 +236,13 @@ class RetryingConsensus extends WrappedConsensus {
           try {
             deleted = await forward(key, seqno, withSignal(opts, s));
           } catch (err) {
-            if (err instanceof Determinate && err.code === ErrorCode.FailedPrecondition) return err;
+            // No data, or past the head: exact whatever came before, since the head
+            // never goes back, so no earlier attempt could have applied either.
+            if (err instanceof Determinate && err.code === ErrorCode.FailedPrecondition) throw new Exact(err);
             noting(err, () => (uncertain = true));
           }
           if (deleted === 0 && uncertain) throw cannotSettle(`truncate(${JSON.stringify(key)}, ${seqno}) deleted nothing when re-sent`);
           return deleted;
-        }).then((r) => {
-          // Refused for no data or past the head: exact whatever came before, since the
-          // head never goes back, so no earlier attempt could have applied either.
-          if (typeof r === 'number') return r;
-          throw r;
         });
       },
     });
@@ -244,12 +312,24 @@ class RetryingBlob extends WrappedBlob {
 
   constructor(inner: Blob, policy: RetryPolicy | undefined) {
     const run = runner(policy);
+    const read = readRunner(run);
     super(inner, {
-      get: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
-      set: (forward, key, value, opts) => run(opts?.signal, (s) => forward(key, value, withSignal(opts, s))),
+      get: (forward, key, opts) => read(opts?.signal, (s) => forward(key, withSignal(opts, s))),
+      set: (forward, key, value, opts) => {
+        try {
+          validateValue(value);
+        } catch (err) {
+          return Promise.reject(err);
+        }
+        const copy = copyBytes(value);
+        return run(opts?.signal, (s) => forward(key, copy, withSignal(opts, s)));
+      },
       restore: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
-      list: (forward, prefix, opts) => restartable((s) => forward(prefix, withSignal(opts, s)), (m: BlobMetadata) => m.key, opts?.signal, run),
-      delete: (forward, key, opts) => {
+      list: (forward, prefix, opts) => restartable((s) => forward(prefix, withSignal(opts, s)), (m: BlobMetadata) => m.key, opts?.signal, read),
+      delete: async (forward, key, opts) => {
+        validateKey(key);
+        // A key that is missing now: the answer is undefined without a write.
+        if ((await read(opts?.signal, (s) => listedSize(inner, key, withSignal(opts, s)))) === 'missing') return undefined;
         let uncertain = false;
         return run(opts?.signal, async (s) => {
           let size: number | undefined;
@@ -264,6 +344,16 @@ class RetryingBlob extends WrappedBlob {
       },
     });
   }
+}
+
+/** Whether `key` is listed, looking at up to 100 entries under it as a prefix; `unsure` beyond. */
+async function listedSize(inner: Blob, key: string, opts: OpOptions | undefined): Promise<'listed' | 'missing' | 'unsure'> {
+  let seen = 0;
+  for await (const m of inner.list(key, opts)) {
+    if (m.key === key) return 'listed';
+    if (++seen >= 100) return 'unsure';
+  }
+  return 'missing';
 }
 
 /**

@@ -8,7 +8,7 @@
  *   share are applied and then fail Indeterminate (the answer was lost); the rest
  *   fail, half Determinate before anything is sent, half Indeterminate without
  *   being applied (the request was lost);
- * - reads (head, scan, get, each step of a listing): half Determinate, half
+ * - reads (head, scan, get, and a listing's first step and every 100th): half Determinate, half
  *   Indeterminate, never reaching the store.
  *
  * Every failure has the code Unavailable. Each call draws its fault (and, with
@@ -32,13 +32,13 @@ export interface UnreliableOptions<Op extends string = string> {
   appliedRate?: number;
   /** Each call first waits a random time below this (default 0: no delay). */
   maxDelayMs?: number;
-  /** Only these operations fail (default all; a listing's steps count as its name). */
+  /** Only these operations fail (default all; a listing's pages count as its name). */
   operations?: readonly Op[];
 }
 
 /** What an unreliable store injected so far. */
 export interface UnreliableStats {
-  /** Calls (and listing steps) that went through. */
+  /** Calls (and listing pages) that went through. */
   calls: number;
   /** Failed Determinate, before being sent. */
   determinate: number;
@@ -47,6 +47,9 @@ export interface UnreliableStats {
   /** Applied, then failed Indeterminate. */
   applied: number;
 }
+
+/** A listing draws a fault once per this many steps. */
+const LISTING_PAGE = 100;
 
 const WRITES: ReadonlySet<string> = new Set(['compareAndSet', 'truncate', 'set', 'delete', 'restore']);
 
@@ -112,12 +115,15 @@ class Faults<Op extends string> {
     throw new Indeterminate(ErrorCode.Unavailable, `${this.#name}: ${op}: injected: the connection was lost before the request arrived`);
   };
 
-  /** `source` with a fault drawn before each of its steps (a `break` is never failed). */
+  /**
+   * `source` with a fault drawn before its first step and every 100th after, as
+   * a store that answers listings in pages fails (a `break` is never failed).
+   */
   async *listing<T>(op: string, source: AsyncIterable<T>): AsyncGenerator<T> {
     const it = source[Symbol.asyncIterator]();
     try {
-      for (;;) {
-        const step = await this.around(op, [], () => it.next());
+      for (let i = 0; ; i++) {
+        const step = i % LISTING_PAGE === 0 ? await this.around(op, [], () => it.next()) : await it.next();
         if (step.done === true) return;
         yield step.value;
       }
