@@ -97,9 +97,9 @@ class Recorder {
   }
 
   done(op: string, outcome: Outcome, startedMs: number): void {
-    const labels = { ...this.#labels, kind: this.#kind, op };
-    this.#child(`o ${op} ${outcome}`, () => this.#metrics.ops.labels({ ...labels, outcome })).inc();
-    this.#child(`d ${op}`, () => this.#metrics.duration.labels(labels)).observe((performance.now() - startedMs) / 1000);
+    const seconds = (performance.now() - startedMs) / 1000;
+    this.#child(`o ${op} ${outcome}`, () => this.#metrics.ops.labels({ ...this.#labels, kind: this.#kind, op, outcome })).inc();
+    this.#child(`d ${op}`, () => this.#metrics.duration.labels({ ...this.#labels, kind: this.#kind, op })).observe(seconds);
   }
 
   bytes(op: string, direction: 'read' | 'write', n: number): void {
