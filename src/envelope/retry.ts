@@ -327,7 +327,8 @@ class RetryingBlob extends WrappedBlob {
       restore: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
       list: (forward, prefix, opts) => restartable((s) => forward(prefix, withSignal(opts, s)), (m: BlobMetadata) => m.key, opts?.signal, read),
       delete: async (forward, key, opts) => {
-        validateKey(key);
+        // The store's own key cap: the listing below must not answer for a key it would refuse.
+        validateKey(key, (inner as { maxKeyBytes?: number }).maxKeyBytes);
         // A key that is missing now: the answer is undefined without a write.
         if ((await read(opts?.signal, (s) => listedSize(inner, key, withSignal(opts, s)))) === 'missing') return undefined;
         let uncertain = false;
