@@ -31,9 +31,10 @@
  *   left nothing below the seqno to delete, so n is this call's whole count. An
  *   answer of 0 cannot tell "nothing was there" from "an earlier attempt deleted
  *   it": Indeterminate (the versions below the seqno are gone either way).
- * - delete first lists the key: a missing key answers `undefined` without a
- *   write; otherwise a re-send answering `undefined` is Indeterminate (as for
- *   truncate), a size is exact.
+ * - delete first lists the key. A re-send answering `undefined` is
+ *   Indeterminate (as for truncate) unless the key was missing then (a value
+ *   another writer sets while the delete is retried may then be deleted and
+ *   reported missing); a size is exact.
  * - reads never turn Indeterminate by being retried: a read that finally fails
  *   rejects with its own last error.
  *
@@ -327,10 +328,9 @@ class RetryingBlob extends WrappedBlob {
       restore: (forward, key, opts) => run(opts?.signal, (s) => forward(key, withSignal(opts, s))),
       list: (forward, prefix, opts) => restartable((s) => forward(prefix, withSignal(opts, s)), (m: BlobMetadata) => m.key, opts?.signal, read),
       delete: async (forward, key, opts) => {
-        // The store's own key cap: the listing below must not answer for a key it would refuse.
-        validateKey(key, (inner as { maxKeyBytes?: number }).maxKeyBytes);
-        // A key that is missing now: the answer is undefined without a write.
-        if ((await read(opts?.signal, (s) => listedSize(inner, key, withSignal(opts, s)))) === 'missing') return undefined;
+        validateKey(key);
+        // Listed first: a key missing now makes a re-send's "missing" the answer.
+        const missingBefore = (await read(opts?.signal, (s) => listedSize(inner, key, withSignal(opts, s)))) === 'missing';
         let uncertain = false;
         return run(opts?.signal, async (s) => {
           let size: number | undefined;
@@ -339,7 +339,7 @@ class RetryingBlob extends WrappedBlob {
           } catch (err) {
             noting(err, () => (uncertain = true));
           }
-          if (size === undefined && uncertain) throw cannotSettle(`delete(${JSON.stringify(key)}) found nothing when re-sent`);
+          if (size === undefined && uncertain && !missingBefore) throw cannotSettle(`delete(${JSON.stringify(key)}) found nothing when re-sent`);
           return size;
         });
       },
