@@ -68,6 +68,12 @@ export interface BackendPart<T> {
   open(loc: LocationUri): Promise<T>;
   /** What a handle opened at `loc` can do (a key cap may depend on the prefix). */
   capabilities(loc: LocationUri): BackendCapabilities;
+  /**
+   * Whether `openConsensus`/`openBlob` wrap its handles in `withRetry` when the
+   * caller's options leave `retry` out (default true). An embedded store whose
+   * failures another attempt does not cure says false.
+   */
+  readonly retriedByDefault?: boolean;
 }
 
 /**

@@ -46,7 +46,24 @@ export {
 export { BLOB_GET_LIVENESS_KEY, type Blob, type BlobMetadata } from './blob.js';
 export { SegmentedBytes } from './segmented-bytes.js';
 export { MemConsensus, type MemConsensusOptions, MemBlob, type MemBlobOptions } from './mem/index.js';
-export { openBlob, openConsensus } from './location.js';
+export { openBlob, openConsensus, type OpenOptions } from './location.js';
+export {
+  withRetry,
+  isTransient,
+  DEFAULT_RETRY,
+  update,
+  watch,
+  withMetrics,
+  withTracing,
+  CHANGES,
+  Notifier,
+  type RetryPolicy,
+  type UpdateOptions,
+  type WatchOptions,
+  type MetricsOptions,
+  type TracingOptions,
+  type ChangesMethod,
+} from './envelope/index.js';
 export {
   registerBackend,
   type BackendDescriptor,

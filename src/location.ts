@@ -9,23 +9,54 @@ import type { Consensus } from './consensus.js';
 import { Determinate, ErrorCode, invalidArgument } from './errors.js';
 import type { LocationKind } from './scratch.js';
 import { parseLocationUri, type LocationUri } from './uri.js';
+import { backoffOf, withRetry, type RetryPolicy } from './envelope/retry.js';
+
+/**
+ * Options of {@link openConsensus} and {@link openBlob}.
+ *
+ * `retry`: the returned handle is wrapped in `withRetry` with this policy, or not
+ * at all with `false`. Left out, each backend's default applies: handles of the
+ * backends reached over a network (PostgreSQL, etcd, S3, Azure, and third-party
+ * backends unless they say otherwise) retry with the default policy, so a server
+ * restart or a dropped connection does not reach the caller; the embedded ones
+ * (memory, file, SQLite) do not, since their failures are not ones another
+ * attempt cures (SQLite waits out another process's lock itself), and their
+ * handles stay the backend's own class.
+ */
+export interface OpenOptions {
+  retry?: RetryPolicy | false;
+}
 
 /**
  * Opens Consensus at a URI of any registered backend (the README's location table
  * lists the built-in ones). Rejects with Determinate InvalidArgument for an unknown
  * scheme or parameter, naming what is accepted.
  */
-export async function openConsensus(uri: string): Promise<Consensus> {
+export async function openConsensus(uri: string, options: OpenOptions = {}): Promise<Consensus> {
   const loc = parseLocationUri(uri);
   const { backend, part } = backendPart(loc, 'consensus');
-  return opening(backend, loc, part);
+  const retry = retryOf(options, part);
+  const handle = await opening(backend, loc, part);
+  return retry === false ? handle : withRetry(handle, retry);
 }
 
 /** Opens Blob at a URI of any registered backend, as {@link openConsensus} opens Consensus. */
-export async function openBlob(uri: string): Promise<Blob> {
+export async function openBlob(uri: string, options: OpenOptions = {}): Promise<Blob> {
   const loc = parseLocationUri(uri);
   const { backend, part } = backendPart(loc, 'blob');
-  return opening(backend, loc, part);
+  const retry = retryOf(options, part);
+  const handle = await opening(backend, loc, part);
+  return retry === false ? handle : withRetry(handle, retry);
+}
+
+/** The retry policy `options` ask for, or the backend's default (see {@link OpenOptions}). */
+function retryOf(options: OpenOptions, part: BackendPart<unknown>): RetryPolicy | false {
+  if (typeof options !== 'object' || options === null) throw new TypeError('the options of openConsensus/openBlob must be an object');
+  const { retry } = options;
+  if (retry === undefined) return part.retriedByDefault === false ? false : {};
+  if (retry !== false && (typeof retry !== 'object' || retry === null)) throw invalidArgument(`retry must be a retry policy or false, got ${String(retry)}`);
+  if (retry !== false) backoffOf(retry);
+  return retry;
 }
 
 /**

@@ -27,7 +27,9 @@
  *   (or, in a listing, the step).
  *
  * A Blob's `maxKeyBytes` (the lower key cap an object store publishes) shows
- * through the wrapper, so that what is wrapped still tells its callers its cap.
+ * through the wrapper, so that what is wrapped still tells its callers its cap,
+ * and a Consensus's changes method (envelope/changes.ts) shows through, so that
+ * `watch` on a wrapped store still gets the backend's notifications.
  *
  * A wrapper with state of its own can be a class: extend {@link WrappedConsensus}
  * or {@link WrappedBlob} and hand the interceptor to `super`.
@@ -36,6 +38,7 @@ import type { Blob, BlobMetadata } from './blob.js';
 import type { CaSResult, Consensus, OpOptions, VersionedData } from './consensus.js';
 import type { SegmentedBytes } from './segmented-bytes.js';
 import type { SeqNo } from './seqno.js';
+import { CHANGES, changesOf } from './envelope/changes.js';
 
 /** The single-answer operations of a Consensus. */
 export type ConsensusOp = 'head' | 'compareAndSet' | 'scan' | 'truncate';
@@ -98,6 +101,8 @@ export class WrappedConsensus implements Consensus {
     this.scan = operation('scan', (key, from, limit, opts) => inner.scan(key, from, limit, opts), hook('scan'), around);
     this.truncate = operation('truncate', (key, seqno, opts) => inner.truncate(key, seqno, opts), hook('truncate'), around);
     this.close = closeOnce(inner, hook('close'));
+    const changes = changesOf(inner);
+    if (changes !== undefined) Object.defineProperty(this, CHANGES, { value: changes });
   }
 
   [Symbol.asyncDispose](): Promise<void> {

@@ -10,6 +10,9 @@ import { freePort } from './servers/ports.js';
 import { startEtcd, type EtcdCluster } from './servers/etcd.js';
 import { tripwireProxy } from './servers/proxy.js';
 
+/** These tests are of the backend's own failures: opened without the default retry. */
+const RAW = { retry: false } as const;
+
 const v = (seqno: number, data: string) => ({ seqno: new SeqNo(seqno), data: Buffer.from(data) });
 const summary = (r: StressReport) =>
   `${r.ops} ops in ${Math.round(r.durationMs)} ms: ${r.committed} committed, ${r.mismatches} mismatches, ${r.failed} failed (Determinate), ${r.unknown} unknown (Indeterminate)`;
@@ -378,7 +381,7 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('a hung server: the deadline gives Indeterminate Timeout, and service resumes', async () => {
-    const c = await openConsensus(etcd.uri('timeoutMs=700'));
+    const c = await openConsensus(etcd.uri('timeoutMs=700'), RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'x')), CaSResult.Committed);
       await etcd.pause(0);
@@ -404,7 +407,7 @@ describe('EtcdConsensus on one etcd member', () => {
   });
 
   test('a connection lost after sending is Indeterminate; committed data survives SIGKILL of etcd', async () => {
-    const c = await openConsensus(etcd.uri('timeoutMs=20000'));
+    const c = await openConsensus(etcd.uri('timeoutMs=20000'), RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'kept')), CaSResult.Committed);
       await etcd.pause(0);
@@ -437,7 +440,7 @@ describe('EtcdConsensus on one etcd member', () => {
     const [host, port] = etcd.endpoints[0]!.split(':') as [string, string];
     let cuts = 0;
     const proxy = await tripwireProxy(Number(port), host);
-    const c = await openConsensus(`etcd://127.0.0.1:${proxy.port}/cut-${randomUUID()}`);
+    const c = await openConsensus(`etcd://127.0.0.1:${proxy.port}/cut-${randomUUID()}`, RAW);
     try {
       assert.equal(await c.compareAndSet('k', undefined, v(1, 'one')), CaSResult.Committed);
       proxy.arm('response', () => true, (cut) => {
@@ -534,7 +537,7 @@ describe('EtcdConsensus on an etcd with authentication', () => {
 
   test('credentials from the URI are used; wrong or missing ones are Determinate PermissionDenied', async () => {
     const host = etcd.endpoints[0]!;
-    const good = await openConsensus(`etcd://root:r00t%20pw@${host}/auth`);
+    const good = await openConsensus(`etcd://root:r00t%20pw@${host}/auth`, RAW);
     for (const uri of [`etcd://root:wrong@${host}/auth`, `etcd://${host}/auth`]) {
       await assert.rejects(openConsensus(uri), (err: Error) => {
         assert.ok(err instanceof Determinate, String(err));

@@ -4,12 +4,18 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { describe, test } from 'node:test';
-import { MemBlob, MemConsensus, type Blob, type Consensus } from 'persist-location';
-import { FlakyConsensus, blobImplTest, consensusImplTest, stressBlob, stressConsensus } from 'persist-location/testing';
+import { MemBlob, MemConsensus, withMetrics, withRetry, withTracing, type Blob, type Consensus } from 'persist-location';
+import { Registry } from 'prom-client';
+import { UnreliableConsensus, blobImplTest, consensusImplTest, stressBlob, stressConsensus } from 'persist-location/testing';
 import { Gate } from '../src/cli/gate.js';
 import { Recorder, measuredBlob, measuredConsensus } from '../src/cli/measure.js';
 
+/** Faults on the writes only: reads stay reliable, so every lost write would be seen. */
+const WRITES = ['compareAndSet', 'truncate'] as const;
+
 type Wrap<S> = (inner: S) => Promise<S>;
+
+const registry = new Registry();
 
 /** The wrappers of a Consensus, each as the code that uses it builds it. */
 function consensusWrappers(rec: Recorder): [string, Wrap<Consensus>][] {
@@ -17,7 +23,10 @@ function consensusWrappers(rec: Recorder): [string, Wrap<Consensus>][] {
   return [
     ['an open Gate', (inner) => gate.consensus(async () => inner)],
     ['measuredConsensus', async (inner) => measuredConsensus(inner, rec)],
-    ['FlakyConsensus at rate 0', async (inner) => new FlakyConsensus(inner, { rate: 0 })],
+    ['UnreliableConsensus at rate 0', async (inner) => new UnreliableConsensus(inner, { failRate: 0, operations: WRITES })],
+    ['withRetry', async (inner) => withRetry(inner, { minDelayMs: 1, maxDelayMs: 5 })],
+    ['withMetrics', async (inner) => withMetrics(inner, { registry })],
+    ['withTracing', async (inner) => withTracing(inner)],
   ];
 }
 
@@ -26,6 +35,9 @@ function blobWrappers(rec: Recorder): [string, Wrap<Blob>][] {
   return [
     ['an open Gate', (inner) => gate.blob(async () => inner)],
     ['measuredBlob', async (inner) => measuredBlob(inner, rec)],
+    ['withRetry', async (inner) => withRetry(inner, { minDelayMs: 1, maxDelayMs: 5 })],
+    ['withMetrics', async (inner) => withMetrics(inner, { registry })],
+    ['withTracing', async (inner) => withTracing(inner)],
   ];
 }
 
@@ -50,7 +62,7 @@ describe('each wrapper passes the consensus suite around MemConsensus', () => {
     test(name, () => consensusImplTest(async () => wrap(new MemConsensus())));
   }
 
-  test('all three composed, in either order', async () => {
+  test('all composed, in either order', async () => {
     const wraps = consensusWrappers(new Recorder()).map(([, w]) => w);
     await consensusImplTest(async () => composed(wraps)(new MemConsensus()));
     await consensusImplTest(async () => composed([...wraps].reverse())(new MemConsensus()));
@@ -70,7 +82,7 @@ describe('each wrapper passes the blob suite around MemBlob', () => {
     });
   }
 
-  test('both composed, in either order', async () => {
+  test('all composed, in either order', async () => {
     const wraps = blobWrappers(new Recorder()).map(([, w]) => w);
     await blobImplTest(sharedBlobs(composed(wraps)));
     await blobImplTest(sharedBlobs(composed([...wraps].reverse())));
@@ -82,11 +94,11 @@ describe('each wrapper passes the blob suite around MemBlob', () => {
 });
 
 describe('compositions under concurrent clients', () => {
-  test('Gate, measured and FlakyConsensus at 5% together: histories stay linearizable', async () => {
+  test('Gate, measured and UnreliableConsensus at 5% of writes together: histories stay linearizable', async () => {
     const name = `wrapped-${randomUUID()}`;
     const rec = new Recorder();
     const gate = new Gate();
-    const open = () => gate.consensus(async () => measuredConsensus(new FlakyConsensus(new MemConsensus({ name }), { rate: 0.05 }), rec));
+    const open = () => gate.consensus(async () => measuredConsensus(new UnreliableConsensus(new MemConsensus({ name }), { failRate: 0.05, operations: WRITES }), rec));
     const report = await stressConsensus(open, { ops: 2000, keys: 4, clients: 16 });
     assert.equal(report.verdict, 'ok', JSON.stringify(report.violations[0]));
     assert.ok(report.ok, report.unproven.join('; '));
@@ -97,6 +109,16 @@ describe('compositions under concurrent clients', () => {
     await gate.shut();
     const parked = await Promise.race([handle.head('k').then(() => 'answered'), new Promise((resolve) => setTimeout(() => resolve('parked'), 50))]);
     assert.equal(parked, 'parked');
+  });
+
+  test('withRetry around UnreliableConsensus at 20%, inside metrics and tracing: linearizable, 95% succeed', async () => {
+    const name = `wrapped-${randomUUID()}`;
+    let seed = 1;
+    const open = async () =>
+      withTracing(withMetrics(withRetry(new UnreliableConsensus(new MemConsensus({ name }), { seed: seed++, failRate: 0.2 }), { minDelayMs: 1, maxDelayMs: 5 }), { registry }));
+    const report = await stressConsensus(open, { ops: 2000 });
+    assert.equal(report.verdict, 'ok', JSON.stringify(report.violations[0]));
+    assert.ok(report.failed + report.unknown <= 0.05 * report.ops, `${report.failed + report.unknown} of ${report.ops} failed`);
   });
 
   test('a gated, measured blob passes the blob stress', async () => {

@@ -33,6 +33,11 @@ export const OPTIONS = {
   from: { type: 'string' },
   limit: { type: 'string' },
   'data-file': { type: 'string' },
+  next: { type: 'string' },
+  // check
+  faults: { type: 'string' },
+  // watch
+  timeout: { type: 'string' },
 } as const;
 
 export type OptionName = keyof typeof OPTIONS;

@@ -37,12 +37,67 @@ export interface CheckReport {
   locations: Partial<Record<LocationKind, { location: string; scratch: string }>>;
   checks: CheckResult[];
   cleanup: { target: LocationKind; scratch: string; removed: boolean; note?: string }[];
+  /** With --faults: what was injected under withRetry, summed over every handle. */
+  faults?: { rate: number; calls: number; determinate: number; lost: number; applied: number };
 }
+
+/**
+ * Opening for the checks: as a user would (openConsensus/openBlob with their
+ * defaults), or with --faults through withRetry(Unreliable...(location)). The
+ * conformance suites see only faults that were not applied (and none on Blob
+ * set and restore), which withRetry recovers exactly; the linearizability run also sees
+ * writes that failed after being applied.
+ */
+class Opener {
+  readonly #stores: { stats: { calls: number; determinate: number; lost: number; applied: number } }[] = [];
+  #seed = 1;
+
+  constructor(readonly faultRate: number | undefined) {}
+
+  async consensus(uri: string, applied: boolean) {
+    if (this.faultRate === undefined) return openConsensus(uri);
+    const [{ UnreliableConsensus }, { withRetry }] = await Promise.all([import('../testing/index.js'), import('../envelope/retry.js')]);
+    const u = new UnreliableConsensus(await openConsensus(uri, { retry: false }), { failRate: this.faultRate, appliedRate: applied ? 0.5 : 0, seed: this.#seed++ });
+    this.#stores.push(u);
+    return withRetry(u, FAULT_RETRY);
+  }
+
+  async blob(uri: string) {
+    if (this.faultRate === undefined) return openBlob(uri);
+    const [{ UnreliableBlob }, { withRetry }] = await Promise.all([import('../testing/index.js'), import('../envelope/retry.js')]);
+    // Not set or restore: their refusal after an unknown outcome cannot prove the
+    // earlier attempt did nothing, so withRetry rightly leaves it Indeterminate,
+    // where the suite demands Determinate.
+    const u = new UnreliableBlob(await openBlob(uri, { retry: false }), {
+      failRate: this.faultRate,
+      appliedRate: 0,
+      seed: this.#seed++,
+      operations: ['get', 'delete', 'list'],
+    });
+    this.#stores.push(u);
+    return withRetry(u, FAULT_RETRY);
+  }
+
+  summary(): CheckReport['faults'] {
+    if (this.faultRate === undefined) return undefined;
+    const sum = { rate: this.faultRate, calls: 0, determinate: 0, lost: 0, applied: 0 };
+    for (const { stats } of this.#stores) {
+      sum.calls += stats.calls;
+      sum.determinate += stats.determinate;
+      sum.lost += stats.lost;
+      sum.applied += stats.applied;
+    }
+    return sum;
+  }
+}
+
+/** Short pauses: the injected faults are not a server that needs time to come back. */
+const FAULT_RETRY = { minDelayMs: 1, maxDelayMs: 100 };
 
 export const check: Command = {
   name: 'check',
   summary: 'verify a location: conformance suites and a linearizability run',
-  options: ['ops', 'clients', 'keys', 'only', 'json'],
+  options: ['ops', 'clients', 'keys', 'only', 'json', 'faults'],
   get help() {
     return `Usage: persist-location check [--consensus URI] [--blob URI] [options]
 
@@ -67,6 +122,9 @@ Options:
                           (default 2000)
   --clients N             its concurrent clients (default 16)
   --keys N                its keys; fewer keys, more contention (default 8)
+  --faults RATE           inject faults into a RATE share (0 to 1) of the calls,
+                          under withRetry: reports what was injected, and the
+                          checks pass only if withRetry recovered from it
   --json                  print the report as JSON on stdout
   --quiet                 no progress on stderr
 
@@ -76,7 +134,8 @@ Examples:
   persist-location check
   persist-location check --ops 10000 --clients 32
   persist-location check --only consensus --consensus postgres://app@db:5432/app
-  persist-location check --json > check-report.json`;
+  persist-location check --json > check-report.json
+  persist-location check --faults 0.1`;
   },
   run: runCheck,
 };
@@ -98,6 +157,9 @@ async function runCheck(ctx: Context): Promise<number> {
     clients: parseCount(ctx.values.clients, 'clients', 16),
     keys: parseCount(ctx.values.keys, 'keys', 8),
   };
+  const faults = ctx.values.faults === undefined ? undefined : Number(ctx.values.faults);
+  usageIf(faults !== undefined && !(faults >= 0 && faults <= 1), `--faults must be a number from 0 to 1, got '${ctx.values.faults}'`);
+  const opener = new Opener(faults);
   const targets: LocationKind[] = only === undefined ? ['consensus', 'blob'] : [only as LocationKind];
   // Derive every scratch name first, so a URI that has none fails before any work.
   const id = scratchId();
@@ -120,8 +182,8 @@ async function runCheck(ctx: Context): Promise<number> {
     for (const target of targets) {
       const scratch = scratches.get(target)!;
       report.locations[target] = { location: redactUri(target === 'consensus' ? ctx.consensusUri : ctx.blobUri), scratch: scratch.display };
-      if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress, gate, opened)));
-      else report.checks.push(...(await checkBlob(scratch, ctx.progress, gate, opened)));
+      if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress, gate, opened, opener)));
+      else report.checks.push(...(await checkBlob(scratch, ctx.progress, gate, opened, opener)));
     }
   } finally {
     // Still watching: an interrupt now removes the scratch locations all the same.
@@ -135,6 +197,8 @@ async function runCheck(ctx: Context): Promise<number> {
     stopWatching();
   }
   report.durationMs = performance.now() - began;
+  const injected = opener.summary();
+  if (injected !== undefined) report.faults = injected;
   report.ok = report.checks.every((c) => c.status === 'pass');
   if (ctx.values.json) await printReportJson(report);
   else await printReport(formatReport(report));
@@ -147,8 +211,9 @@ async function checkConsensus(
   progress: Progress,
   gate: Gate,
   reached: Set<LocationKind>,
+  opener: Opener,
 ): Promise<CheckResult[]> {
-  const open = (uri: string) => gate.consensus(() => openConsensus(uri));
+  const open = (uri: string, applied = false) => gate.consensus(() => opener.consensus(uri, applied));
   const opened = await step('consensus', 'open location', progress, async () => {
     await gate.run(() => makeParent(scratch));
     const c = await open(scratch.uri);
@@ -176,7 +241,7 @@ async function checkConsensus(
 
   let stress: StressReport | undefined;
   const linearizability = await step('consensus', 'consensus linearizability', progress, async () => {
-    stress = await stressConsensus(() => open(scratch.uri), {
+    stress = await stressConsensus(() => open(scratch.uri, true), {
       ...stressOpts,
       onProgress: (done, total) => progress.tick(done, total),
     });
@@ -217,8 +282,8 @@ export function stressProblem(
   return 'the run did not pass';
 }
 
-async function checkBlob(scratch: ScratchLocation, progress: Progress, gate: Gate, reached: Set<LocationKind>): Promise<CheckResult[]> {
-  const open = (uri: string) => gate.blob(() => openBlob(uri));
+async function checkBlob(scratch: ScratchLocation, progress: Progress, gate: Gate, reached: Set<LocationKind>, opener: Opener): Promise<CheckResult[]> {
+  const open = (uri: string) => gate.blob(() => opener.blob(uri));
   const opened = await step('blob', 'open location', progress, async () => {
     await gate.run(() => makeParent(scratch));
     const b = await open(scratch.child('path0'));
@@ -335,6 +400,14 @@ export function formatReport(r: CheckReport): string[] {
     }
     if (c.status === 'fail' && c.error !== undefined) lines.push(...c.error.split('\n').map((l) => `        ${l}`));
   });
+  if (r.faults !== undefined) {
+    const f = r.faults;
+    lines.push(
+      '',
+      `faults: ${f.determinate + f.lost + f.applied} of ${f.calls} calls failed by injection at rate ${f.rate} (${f.determinate} refused, ${f.lost} lost, ${f.applied} applied then lost);`,
+      `        withRetry recovered every one the checks above did not report as failed or indeterminate`,
+    );
+  }
   lines.push('');
   for (const c of r.cleanup) {
     if (!c.removed) lines.push(`warning: ${c.note ?? `scratch ${c.scratch} was not removed`}`);

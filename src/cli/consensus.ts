@@ -3,8 +3,9 @@
  */
 import { CaSResult, SCAN_ALL, type Consensus, type VersionedData } from '../consensus.js';
 import { openConsensus } from '../location.js';
+import { update } from '../envelope/update.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, parseCount, parseSeqNo, withHandle, type Command, type Context } from './args.js';
+import { expectArgs, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
 import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInput, readStdin, showData, showKey, table } from './output.js';
 
 const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
@@ -119,9 +120,10 @@ Examples:
 export const consensusCas: Command = {
   name: 'consensus cas',
   summary: 'compare-and-set: write a new version if the head is as expected',
-  options: ['data-file'],
+  options: ['data-file', 'next'],
   help: `Usage: persist-location consensus cas KEY EXPECTED SEQNO DATA
        persist-location consensus cas KEY EXPECTED SEQNO --data-file FILE|-
+       persist-location consensus cas KEY --next DATA
 
 Makes {SEQNO, DATA} the head of KEY if, and only if, the current head's seqno is
 EXPECTED (write "none" for a key that has no data yet). SEQNO must be greater than
@@ -131,15 +133,33 @@ EXPECTED. DATA is taken as UTF-8 text; --data-file reads the bytes of a file ins
 Prints "Committed" and exits 0, or prints "ExpectationMismatch" with the actual head
 and exits 2: nothing was written.
 
+With --next, DATA is appended at the seqno after the current head (v0 on a key
+without data) by a read-modify-write that re-reads and tries again when another
+writer got there first (update() of the library); prints the seqno it wrote.
+
 Options:
   --data-file FILE  read the data from FILE, or from standard input for "-"
+  --next DATA       append DATA at the next seqno, whatever the head is
 
 Examples:
+  persist-location consensus cas shard-0 --next 'another state'
   persist-location consensus cas shard-0 none v1 'first state'
   persist-location consensus cas shard-0 v1 v2 'second state'
   persist-location consensus cas shard-0 2 3 --data-file state.bin`,
   async run(ctx) {
     const fromFile = ctx.values['data-file'];
+    const appended = ctx.values.next;
+    if (appended !== undefined) {
+      usageIf(fromFile !== undefined, '--next and --data-file cannot be used together');
+      expectArgs(ctx, ['KEY']);
+      const key = ctx.args[0]!;
+      const data = Buffer.from(appended, 'utf8');
+      return withConsensus(ctx, async (c) => {
+        const head = await update(c, key, () => data);
+        await printLines([`Committed: ${showKey(key)} is now at ${head!.seqno} (${formatBytes(data.byteLength)})`]);
+        return EXIT.ok;
+      });
+    }
     if (fromFile === undefined) expectArgs(ctx, ['KEY', 'EXPECTED', 'SEQNO', 'DATA']);
     else expectArgs(ctx, ['KEY', 'EXPECTED', 'SEQNO']);
     const [key, expectedText, seqnoText, dataText] = ctx.args as [string, string, string, string | undefined];

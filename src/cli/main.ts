@@ -15,10 +15,11 @@ import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, wrapText, typ
 import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
+import { watchCommand } from './watch.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
 import { EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
 
-const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench];
+const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench, watchCommand];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
 
 /** The top-level help; its location list is made from the registered backends. */
@@ -36,8 +37,11 @@ Commands:
   consensus scan KEY    show the versions of a key [--from SEQNO] [--limit N]
   consensus cas KEY EXPECTED|none SEQNO DATA
                         compare-and-set: write a new version if the head is as expected
+  consensus cas KEY --next DATA
+                        append DATA at the seqno after the head (read-modify-write)
   consensus truncate KEY SEQNO
                         delete the versions of a key below a seqno
+  watch KEY             print a key's heads as they change [--timeout DURATION]
   blob ls [PREFIX]      list keys and sizes
   blob get KEY          write a value to standard output
   blob put KEY [FILE|-] store a file or standard input as a value
@@ -200,7 +204,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       words = 2;
     } else {
       command = COMMANDS.find((c) => c.name === first);
-      if (command === undefined) throw new UsageError(`unknown command '${first}'; commands: check, consensus, blob, bench`);
+      if (command === undefined) throw new UsageError(`unknown command '${first}'; commands: check, consensus, blob, bench, watch`);
     }
     if (values.help) {
       await writeOut(`${command.help}\n`);

@@ -19,6 +19,7 @@ export const fileBackend: BackendDescriptor = {
   ],
   blob: {
     open: async (loc) => (await import('./index.js')).blobFromUri(loc),
+    retriedByDefault: false,
     capabilities: (loc) => ({ keepsDeleted: keepsDeleted(loc), sharedAcrossProcesses: true, notifications: false }),
   },
   scratch: {

@@ -30,10 +30,12 @@ export const memBackend: BackendDescriptor = {
   ],
   consensus: {
     open: async (loc) => new MemConsensus({ name: memName(loc, []) }),
+    retriedByDefault: false,
     capabilities: () => ({ sharedAcrossProcesses: false, notifications: false }),
   },
   blob: {
     open: async (loc) => new MemBlob({ name: memName(loc, ['keepDeleted']), keepDeleted: keepDeleted(loc) }),
+    retriedByDefault: false,
     capabilities: (loc) => ({ keepsDeleted: keepDeleted(loc), sharedAcrossProcesses: false, notifications: false }),
   },
   scratch: {

@@ -4,11 +4,14 @@ import { Determinate, ErrorCode } from '../errors.js';
 import { SeqNo } from '../seqno.js';
 import { copyBytes } from '../bytes.js';
 import { redactUri } from '../uri.js';
+import { CHANGES, Notifier } from '../envelope/changes.js';
 
 /** The versions of every key of one in-memory location, each list ascending. */
 type State = Map<string, VersionedData[]>;
 
 const named = new Map<string, State>();
+/** Tells watchers of every handle on a location of its commits. */
+const notifiers = new WeakMap<State, Notifier>();
 
 /** Options of {@link MemConsensus}. */
 export interface MemConsensusOptions {
@@ -26,7 +29,8 @@ export interface MemConsensusOptions {
  * callers are linearizable by construction. Nothing a caller holds is stored state:
  * bytes are copied in and out, and a written seqno is stored as a SeqNo of its own
  * (SeqNos are immutable, so the stored ones are handed out as they are). Nothing
- * survives the process.
+ * survives the process. Watchers (`watch`) are told of every commit through any
+ * handle on the same location.
  */
 export class MemConsensus extends ConsensusBase {
   readonly description: string;
@@ -44,6 +48,12 @@ export class MemConsensus extends ConsensusBase {
     }
     // A name opened from a URI holds its authority, which may hold a password.
     this.description = `MemConsensus(${name === undefined ? '<private>' : redactUri(`mem://${name}`)})`;
+    if (!notifiers.has(this.#state)) notifiers.set(this.#state, new Notifier());
+  }
+
+  /** Ticks after each commit to `key` through any handle on this location (see envelope/changes.ts). */
+  [CHANGES](key: string, signal: AbortSignal): AsyncIterable<void> {
+    return notifiers.get(this.#state)!.changes(key, signal);
   }
 
   protected async *_listKeys(): AsyncIterable<string> {
@@ -67,6 +77,7 @@ export class MemConsensus extends ConsensusBase {
     const stored = { seqno: new SeqNo(next.seqno.value), data: copyBytes(next.data) };
     if (versions === undefined) this.#state.set(key, [stored]);
     else versions.push(stored);
+    notifiers.get(this.#state)!.notify(key);
     return CaSResult.Committed;
   }
 

@@ -16,6 +16,7 @@ export const sqliteBackend: BackendDescriptor = {
   ],
   consensus: {
     open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
+    retriedByDefault: false,
     capabilities: () => ({ sharedAcrossProcesses: true, notifications: false }),
   },
   scratch: {

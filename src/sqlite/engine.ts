@@ -196,6 +196,14 @@ export class Engine {
     return !this.#db.inTransaction;
   }
 
+  /**
+   * SQLite's `PRAGMA data_version`: it changes when another connection (of this
+   * process or another) has committed since this connection last asked.
+   */
+  dataVersion(): bigint {
+    return BigInt(this.#db.pragma('data_version', { simple: true }) as number | bigint);
+  }
+
   head(key: string): { seqno: bigint; data: Uint8Array } | undefined {
     this.#outsideTransaction();
     return this.#head.get(key) as { seqno: bigint; data: Buffer } | undefined;

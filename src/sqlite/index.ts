@@ -55,6 +55,11 @@
  * | INTERRUPT                            | Determinate Cancelled         | Indeterminate |
  * | anything else                        | Determinate Unknown           | Indeterminate |
  *
+ * Watchers (`watch`) are told of changes without reading the table: a handle with
+ * watchers asks its read connection for `PRAGMA data_version` every 10 ms, which
+ * changes when any connection, in any process, has committed; commits through any
+ * handle of this process on the same file tell its watchers at once.
+ *
  * A worker that dies with a batch in flight makes that batch Indeterminate; writes
  * submitted after that are Determinate (never sent) until the handle is reopened.
  *
@@ -79,6 +84,7 @@ import { InlineWriter, WorkerWriter, type Writer } from './writer.js';
 import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO, utf8Length } from '../validate.js';
 import { copyBytes } from '../bytes.js';
+import { CHANGES, Notifier } from '../envelope/changes.js';
 
 export { mapSqliteError, sqliteErrors } from './errors.js';
 export type { Synchronous } from './engine.js';
@@ -100,6 +106,18 @@ const SYNCHRONOUS: readonly Synchronous[] = ['full', 'normal', 'extra'];
 
 const DEFAULT_BUSY_TIMEOUT_MS = 10_000;
 
+/** How often a handle with watchers asks whether another connection committed. */
+const DATA_VERSION_POLL_MS = 10;
+
+/** Per database file (absolute path), the watchers of every handle in this process. */
+const notifiers = new Map<string, Notifier>();
+
+function notifierOf(path: string): Notifier {
+  let n = notifiers.get(path);
+  if (n === undefined) notifiers.set(path, (n = new Notifier()));
+  return n;
+}
+
 /**
  * SQLite's largest string or blob (SQLITE_MAX_LENGTH, 10^9 bytes), less room for
  * the key and seqno in the same row.
@@ -117,6 +135,9 @@ export class SqliteConsensus extends ConsensusBase {
   readonly #writer: Writer;
   readonly #commits: GroupCommit;
   readonly #busyTimeoutMs: number;
+  /** Watchers of this handle, and the data_version poll that runs while there are any. */
+  #watchers = 0;
+  #poll: NodeJS.Timeout | undefined;
 
   private constructor(path: string, synchronous: Synchronous, description: string, engine: Engine, writer: Writer, busyTimeoutMs: number) {
     super();
@@ -186,7 +207,51 @@ export class SqliteConsensus extends ConsensusBase {
     // Copied now: the caller may reuse its buffer before the batch runs.
     const op: WriteOp = { type: 'cas', key, expected: expected?.value, seqno: next.seqno.value, data: copyBytes(next.data) };
     const outcome = await this.#commits.submit(op, opts?.signal);
-    return outcome.type === 'cas' && outcome.committed ? CaSResult.Committed : CaSResult.ExpectationMismatch;
+    if (outcome.type === 'cas' && outcome.committed) {
+      notifiers.get(this.path)?.notify(key);
+      return CaSResult.Committed;
+    }
+    return CaSResult.ExpectationMismatch;
+  }
+
+  /** Ticks when `key` may have changed, through any connection (see the module comment). */
+  [CHANGES](key: string, signal: AbortSignal): AsyncIterable<void> {
+    const ticks = notifierOf(this.path).changes(key, signal);
+    const watching = async function* (this: SqliteConsensus): AsyncGenerator<void> {
+      this.#watch(+1);
+      try {
+        yield* ticks;
+      } finally {
+        this.#watch(-1);
+      }
+    };
+    return watching.call(this);
+  }
+
+  #watch(delta: number): void {
+    this.#watchers += delta;
+    if (this.#watchers > 0 && this.#poll === undefined && !this.closed) {
+      let seen = this.#engine.dataVersion();
+      this.#poll = setInterval(() => {
+        let now: bigint;
+        try {
+          now = this.#engine.dataVersion();
+        } catch {
+          // A busy or closed connection: the watchers' own reads will say so.
+          return;
+        }
+        if (now === seen) return;
+        seen = now;
+        const notifier = notifiers.get(this.path);
+        if (notifier !== undefined) for (const key of [...notifier.keys()]) notifier.notify(key);
+      }, DATA_VERSION_POLL_MS);
+      this.#poll.unref();
+    } else if (this.#watchers === 0) this.#stopPoll();
+  }
+
+  #stopPoll(): void {
+    clearInterval(this.#poll);
+    this.#poll = undefined;
   }
 
   protected async _scan(key: string, from: SeqNo, limit: number): Promise<VersionedData[]> {
@@ -204,6 +269,7 @@ export class SqliteConsensus extends ConsensusBase {
   }
 
   protected async _close(): Promise<void> {
+    this.#stopPoll();
     await this.#commits.drain();
     try {
       await this.#writer.close();

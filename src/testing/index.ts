@@ -33,4 +33,4 @@ export {
 } from './stress-blob.js';
 export { ConformanceError } from './expect.js';
 export { hostileKeys } from './keys.js';
-export { FlakyConsensus, type FlakyOptions } from './flaky.js';
+export { UnreliableConsensus, UnreliableBlob, type UnreliableOptions, type UnreliableStats } from './unreliable.js';
