@@ -245,7 +245,7 @@ describe('Azure over https with a private CA, and Azure AD tokens (Azurite)', ()
   let wrongHost: S3rverProcess;
   let identity: Server;
   const IDENTITY_HEADER = `identity-header-${randomUUID()}`;
-  let tokenMode: 'good' | 'wrong-audience' | 'refuse' = 'good';
+  let refuseTokens = false;
   const tokenRequests: { url: string; header: string | undefined }[] = [];
   let restore: () => void;
   const azure = (extra = '') => `azure://tls-${randomUUID().slice(0, 8)}?endpoint=${q(azurite.endpoint)}&createContainer=true${extra}`;
@@ -256,14 +256,16 @@ describe('Azure over https with a private CA, and Azure AD tokens (Azurite)', ()
     // App Service's managed-identity endpoint, as IDENTITY_ENDPOINT/IDENTITY_HEADER describe it.
     identity = createServer((req, res) => {
       tokenRequests.push({ url: req.url ?? '', header: req.headers['x-identity-header'] as string | undefined });
-      if (tokenMode === 'refuse' || req.headers['x-identity-header'] !== IDENTITY_HEADER) {
+      if (refuseTokens || req.headers['x-identity-header'] !== IDENTITY_HEADER) {
         res.writeHead(400, { 'content-type': 'application/json' });
         res.end(JSON.stringify({ error: 'invalid_request', error_description: 'no identity here' }));
         return;
       }
       const now = Math.floor(Date.now() / 1000);
+      // A token for another service, to the user-assigned identity of that name.
+      const wrongAudience = new URL(req.url ?? '/', 'http://x').searchParams.get('client_id') === 'wrong-audience';
       const access = jwt({
-        aud: tokenMode === 'good' ? 'https://storage.azure.com' : 'https://vault.azure.net',
+        aud: wrongAudience ? 'https://vault.azure.net' : 'https://storage.azure.com',
         iss: 'https://sts.windows.net/00000000-0000-0000-0000-000000000000/',
         iat: now - 60,
         nbf: now - 60,
@@ -314,13 +316,15 @@ describe('Azure over https with a private CA, and Azure AD tokens (Azurite)', ()
   });
 
   test('without a key or connection string, DefaultAzureCredential gets a token from the managed-identity endpoint', async () => {
-    const undo = setEnv({ IDENTITY_ENDPOINT: `http://127.0.0.1:${(identity.address() as AddressInfo).port}/msi/token`, IDENTITY_HEADER });
+    const undo = setEnv({ IDENTITY_ENDPOINT: `http://127.0.0.1:${(identity.address() as AddressInfo).port}/msi/token`, IDENTITY_HEADER, AZURE_CLIENT_ID: undefined });
     try {
-      tokenMode = 'refuse';
-      await refused(azure(`&ca=${q(pki.ca)}`), /Azure AD/, [IDENTITY_HEADER]);
-      tokenMode = 'wrong-audience';
-      await refused(azure(`&ca=${q(pki.ca)}`), /permission denied/, [IDENTITY_HEADER]);
-      tokenMode = 'good';
+      refuseTokens = true;
+      await refused(azure(`&ca=${q(pki.ca)}`), /no Azure AD token/, [IDENTITY_HEADER]);
+      refuseTokens = false;
+      // (msal caches managed-identity tokens per process and identity: this one has its own.)
+      process.env.AZURE_CLIENT_ID = 'wrong-audience';
+      await refused(azure(`&ca=${q(pki.ca)}`), /permission denied \(HTTP 403 AuthenticationFailed\)/, [IDENTITY_HEADER]);
+      delete process.env.AZURE_CLIENT_ID;
       const before = tokenRequests.length;
       const blob = await openBlob(azure(`&ca=${q(pki.ca)}`));
       try {
