@@ -4,15 +4,19 @@
 // chain picking a profile file and web-identity variables, and an Azure AD token
 // from a local managed-identity endpoint that Azurite (`--oauth basic`) accepts.
 import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type IncomingMessage, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { S3Client } from '@aws-sdk/client-s3';
 import { CaSResult, Determinate, ErrorCode, openBlob, openConsensus, SeqNo, type Blob } from 'persist-location';
 import { defaultClientConfig } from 'persist-location/s3';
+import { httpVerdict, transportFailure } from '../src/kit/http-errors.js';
 import { AZURITE_KEY, startAzurite, type AzuriteServer } from './servers/azurite.js';
 import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
 import { makeTestPki, type TestPki } from './servers/tls.js';
@@ -75,6 +79,43 @@ async function refused(uri: string, problem: RegExp, secrets: readonly string[] 
 }
 
 const q = encodeURIComponent;
+const BIN = fileURLToPath(new URL('../../bin/persist-location.js', import.meta.url));
+
+/** `persist-location check` of Consensus at `uri` passes (a child process with `env` added, bounded by 150 s). */
+async function checkPasses(uri: string, env: Record<string, string> = {}): Promise<void> {
+  const cwd = mkdtempSync(join(tmpdir(), 'persist-cloud-cli-'));
+  const args = ['check', '--only', 'consensus', '--consensus', uri, '--ops', '200', '--json', '--quiet'];
+  const { status, out, err } = await new Promise<{ status: number | null; out: string; err: string }>((resolve, reject) => {
+    const child = spawn(process.execPath, [BIN, ...args], { cwd, env: { ...process.env, ...env, NO_COLOR: '1' }, stdio: ['ignore', 'pipe', 'pipe'] });
+    let out = '';
+    let err = '';
+    child.stdout.on('data', (d: Buffer) => (out += d.toString()));
+    child.stderr.on('data', (d: Buffer) => (err += d.toString()));
+    const timer = setTimeout(() => {
+      child.kill('SIGKILL');
+      reject(new Error(`persist-location check still running after 150 s:\n${out}\n${err}`));
+    }, 150_000);
+    child.on('error', reject);
+    child.on('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ status: code, out, err });
+    });
+  }).finally(() => rmSync(cwd, { recursive: true, force: true }));
+  assert.equal(status, 0, `${out}\n${err}`);
+  assert.equal((JSON.parse(out) as { ok: boolean }).ok, true, out);
+}
+
+test('the shared HTTP table: a failed handshake is PermissionDenied, refused, and only without a response', () => {
+  const altname = Object.assign(new Error("Hostname/IP does not match certificate's altnames"), { code: 'ERR_TLS_CERT_ALTNAME_INVALID' });
+  const untrusted = Object.assign(new Error('unable to verify the first certificate'), { code: 'UNABLE_TO_VERIFY_LEAF_SIGNATURE' });
+  for (const err of [altname, untrusted, new Error('request failed', { cause: untrusted })]) {
+    const failure = transportFailure(err);
+    assert.ok(failure.tls !== undefined, String(err));
+    assert.deepEqual({ ...httpVerdict(failure), reason: undefined }, { code: ErrorCode.PermissionDenied, refused: true, reason: undefined });
+    assert.equal(httpVerdict({ ...failure, status: 503 }).code, ErrorCode.Unavailable, 'a response is not a handshake failure');
+  }
+  assert.equal(transportFailure(Object.assign(new Error('read ECONNRESET'), { code: 'ECONNRESET' })).tls, undefined);
+});
 
 describe('S3 over https with a private CA (s3rver)', () => {
   let good: S3rverProcess;
@@ -114,6 +155,10 @@ describe('S3 over https with a private CA (s3rver)', () => {
     await refused(s3(good), /TLS handshake failed: the server certificate is not signed by a trusted CA/, [S3RVER_CREDENTIALS.secretAccessKey]);
     await refused(s3(good, `&ca=${q(pki.otherCa)}`), /TLS handshake failed: the server certificate is not signed by a trusted CA/);
     await refused(s3(wrongHost, `&ca=${q(pki.ca)}`), /TLS handshake failed: the server certificate does not name the host connected to/);
+  });
+
+  test('persist-location check passes, trusting the CA through NODE_EXTRA_CA_CERTS', { timeout: 180_000 }, async () => {
+    await checkPasses(s3(good), { NODE_EXTRA_CA_CERTS: pki.ca });
   });
 
   test('an unreadable ca= file is Determinate InvalidArgument naming the path', async () => {
@@ -313,6 +358,10 @@ describe('Azure over https with a private CA, and Azure AD tokens (Azurite)', ()
     } finally {
       undo();
     }
+  });
+
+  test('persist-location check passes with ca=', { timeout: 180_000 }, async () => {
+    await checkPasses(azure(`&ca=${q(pki.ca)}`), { AZURE_STORAGE_CONNECTION_STRING: azurite.connectionString });
   });
 
   test('without a key or connection string, DefaultAzureCredential gets a token from the managed-identity endpoint', async () => {
