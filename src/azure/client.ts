@@ -30,8 +30,10 @@ export function blocksDiscarded(err: unknown): boolean {
 
 /** The SDK's list (network errors, 500, 503) plus 408, 429 and 504. */
 function isTransient(err: unknown): boolean {
-  const { status, errno, name, code } = azureFailure(err);
+  const { status, errno, name, code, tls } = azureFailure(err);
   if (status !== undefined) return status === 408 || status === 429 || status === 500 || status === 503 || status === 504;
+  // A failed handshake fails the same way again (Node names some of them ERR_TLS_*).
+  if (tls !== undefined) return false;
   if (name === 'AbortError') return false;
   return errno !== undefined || code === 'REQUEST_SEND_ERROR';
 }

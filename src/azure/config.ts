@@ -1,12 +1,18 @@
 /**
  * AzureBlob's options, credentials and URI:
- * `azure://CONTAINER[/PREFIX][?endpoint=URL][&createContainer=true]`.
+ * `azure://CONTAINER[/PREFIX][?endpoint=URL][&createContainer=true][&ca=PATH]`.
  *
  * Credentials: `AZURE_STORAGE_CONNECTION_STRING`, else `AZURE_STORAGE_ACCOUNT`
- * with `AZURE_STORAGE_KEY`. `endpoint` is the blob service URL (for Azurite:
+ * with `AZURE_STORAGE_KEY`, else an Azure AD identity from `@azure/identity`'s
+ * `DefaultAzureCredential` (environment, workload or managed identity, Azure CLI,
+ * ...) for the blob service at `endpoint` or of `AZURE_STORAGE_ACCOUNT`.
+ * `endpoint` is the blob service URL (for Azurite:
  * `http://127.0.0.1:10000/devstoreaccount1`); it overrides the connection
  * string's. `createContainer=true` creates the container if it is missing (off by
- * default: a missing container is Determinate NotFound on every operation).
+ * default: a missing container is Determinate NotFound on every operation). `ca`
+ * is a PEM bundle the https endpoint's certificate must chain to, instead of
+ * Node's trusted roots (`NODE_EXTRA_CA_CERTS` adds to those for the whole
+ * process instead).
  */
 import {
   AnonymousCredential,
@@ -15,8 +21,10 @@ import {
   type newPipeline,
   type StoragePipelineOptions,
 } from '@azure/storage-blob';
+import { createRequire } from 'node:module';
 import { Determinate, ErrorCode, invalidArgument } from '../errors.js';
 import type { BackoffPolicy } from '../kit/backoff.js';
+import { readTlsFiles } from '../kit/tls.js';
 import { boolParam, checkParams, type LocationUri } from '../uri.js';
 import { AZURE_MAX_NAME_CHARS, maxKeyBytesFor, namePrefixChars } from './keys.js';
 
@@ -74,6 +82,11 @@ export interface AzureBlobOptions extends AzureBlobTuning {
    * credential from `@azure/identity`, a shared key, or anonymous for a SAS URL).
    */
   credential?: AzureCredential;
+  /**
+   * A PEM CA bundle (its contents) the https endpoint's certificate must chain
+   * to, instead of Node's trusted roots.
+   */
+  ca?: Buffer;
   /** Shown in messages instead of the container and prefix (e.g. the location URI). */
   display?: string;
 }
@@ -166,11 +179,18 @@ function sizeOption(value: number | undefined, fallback: number, name: string, m
 /**
  * The service client: an explicit credential with `endpoint`, else a connection
  * string (option or `AZURE_STORAGE_CONNECTION_STRING`), else
- * `AZURE_STORAGE_ACCOUNT` + `AZURE_STORAGE_KEY`. The SDK's retries are off (each
- * request is retried by src/azure/client.ts).
+ * `AZURE_STORAGE_ACCOUNT` + `AZURE_STORAGE_KEY`, else `DefaultAzureCredential`
+ * for `endpoint` or `https://AZURE_STORAGE_ACCOUNT.blob.core.windows.net`. The
+ * SDK's retries are off (each request is retried by src/azure/client.ts).
  */
 export function serviceClient(options: AzureBlobOptions): BlobServiceClient {
-  const pipeline: StoragePipelineOptions = { retryOptions: { maxTries: 1 }, keepAliveOptions: { enable: true } };
+  // `tlsOptions` reaches core-rest-pipeline's TLS policy through the storage
+  // pipeline's options, though StoragePipelineOptions does not declare it.
+  const pipeline: StoragePipelineOptions & { tlsOptions?: { ca: Buffer } } = {
+    retryOptions: { maxTries: 1 },
+    keepAliveOptions: { enable: true },
+    ...(options.ca !== undefined && { tlsOptions: { ca: options.ca } }),
+  };
   const endpoint = options.endpoint === undefined || options.endpoint === '' ? undefined : checkEndpoint(options.endpoint);
   if (options.credential !== undefined) {
     if (endpoint === undefined) throw invalidArgument('AzureBlob: a credential needs an endpoint (the blob service URL)');
@@ -197,13 +217,35 @@ export function serviceClient(options: AzureBlobOptions): BlobServiceClient {
   }
   const account = nonEmpty(process.env.AZURE_STORAGE_ACCOUNT);
   const key = nonEmpty(process.env.AZURE_STORAGE_KEY);
-  if (account !== undefined && key !== undefined) {
-    return new BlobServiceClient(endpoint ?? `https://${account}.blob.core.windows.net`, new StorageSharedKeyCredential(account, key), pipeline);
+  const url = endpoint ?? (account === undefined ? undefined : `https://${account}.blob.core.windows.net`);
+  if (url !== undefined && key !== undefined && account !== undefined) return new BlobServiceClient(url, new StorageSharedKeyCredential(account, key), pipeline);
+  if (url === undefined) {
+    throw new Determinate(
+      ErrorCode.PermissionDenied,
+      'AzureBlob: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT (with AZURE_STORAGE_KEY, or an Azure AD identity), or give an endpoint',
+    );
   }
-  throw new Determinate(
-    ErrorCode.PermissionDenied,
-    'AzureBlob: no Azure credentials: set AZURE_STORAGE_CONNECTION_STRING, or AZURE_STORAGE_ACCOUNT and AZURE_STORAGE_KEY',
-  );
+  return new BlobServiceClient(url, defaultAzureCredential(), pipeline);
+}
+
+/**
+ * `@azure/identity`'s DefaultAzureCredential, loaded only when needed (it is an
+ * optional peer dependency); its absence is Determinate PermissionDenied saying
+ * how to install it.
+ */
+function defaultAzureCredential(): AzureCredential {
+  let identity: { DefaultAzureCredential: new () => AzureCredential };
+  try {
+    identity = createRequire(import.meta.url)('@azure/identity') as typeof identity;
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== 'MODULE_NOT_FOUND') throw err;
+    throw new Determinate(
+      ErrorCode.PermissionDenied,
+      'AzureBlob: no connection string or account key in the environment, and an Azure AD identity needs @azure/identity: npm install @azure/identity',
+      { cause: err },
+    );
+  }
+  return new identity.DefaultAzureCredential();
 }
 
 function checkEndpoint(endpoint: string): string {
@@ -235,11 +277,12 @@ function nonEmpty(s: string | undefined): string | undefined {
 
 /** The options of `azure://CONTAINER[/PREFIX]?endpoint=URL&createContainer=true` (see the module comment). */
 export function azureOptionsFromUri(loc: LocationUri): AzureBlobOptions & { createContainer: boolean } {
-  const params = checkParams(loc, ['endpoint', 'createContainer']);
+  const params = checkParams(loc, ['endpoint', 'createContainer', 'ca']);
   const container = loc.authority ?? '';
   if (container === '' || container.includes('@') || container.includes(':')) {
     throw invalidArgument(`expected azure://CONTAINER[/PREFIX], got ${loc.display}`);
   }
   const createContainer = boolParam(loc, params.createContainer, 'createContainer') ?? false;
-  return { container, prefix: loc.path, endpoint: params.endpoint, display: loc.display, createContainer };
+  const ca = params.ca === undefined ? undefined : readTlsFiles({ ca: params.ca }, `Azure location ${loc.display}`).ca;
+  return { container, prefix: loc.path, endpoint: params.endpoint, display: loc.display, createContainer, ...(ca !== undefined && { ca }) };
 }

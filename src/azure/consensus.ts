@@ -25,7 +25,7 @@ import { azureOptionsFromUri, azureSettings, serviceClient, type AzureBlobOption
 import { AZURE_MAX_NAME_CHARS, CONSENSUS_NAME_OVERHEAD as SEGMENT_OVERHEAD, consensusMaxKeyBytes, decodeKey, encodeKey } from './keys.js';
 
 /** Options of AzureConsensus: those of AzureBlob that concern Consensus. */
-export type AzureConsensusOptions = Pick<AzureBlobOptions, 'container' | 'prefix' | 'endpoint' | 'connectionString' | 'credential' | 'display' | 'retry' | 'listPageSize'>;
+export type AzureConsensusOptions = Pick<AzureBlobOptions, 'container' | 'prefix' | 'endpoint' | 'connectionString' | 'credential' | 'ca' | 'display' | 'retry' | 'listPageSize'>;
 
 export class AzureConsensus extends ObjectConsensus {
   readonly #objects;

@@ -11,6 +11,16 @@
  * | 500 OperationTimedOut                  | Timeout     | no      |
  * | REQUEST_SEND_ERROR (no errno given)    | Unavailable | no      |
  *
+ * and by the error's name, for `@azure/identity`'s failures to get a token
+ * (before any request is sent):
+ *
+ * | name                                   | code             | refused |
+ * |----------------------------------------|------------------|---------|
+ * | CredentialUnavailableError,            | PermissionDenied | yes     |
+ * |   AggregateAuthenticationError,        |                  |         |
+ * |   AuthenticationRequiredError          |                  |         |
+ * | AuthenticationError                    | PermissionDenied | yes     |
+ *
  * The SDK's own retries are off (see src/azure/client.ts): each request is
  * retried by the kit's `retry`, which keeps what earlier attempts may have done.
  */
@@ -25,11 +35,20 @@ interface ErrorLike {
   details?: unknown;
 }
 
+const NO_TOKEN: ErrorVerdict = { code: ErrorCode.PermissionDenied, refused: true, reason: 'no Azure AD token' };
+
 const AZURE_CODES: Readonly<Record<string, ErrorVerdict>> = {
   ServerBusy: { code: ErrorCode.Aborted, refused: true, reason: 'throttled by the server' },
   OperationTimedOut: { code: ErrorCode.Timeout, refused: false, reason: 'the server timed out' },
   REQUEST_SEND_ERROR: { code: ErrorCode.Unavailable, refused: false, reason: 'the request could not be sent' },
+  CredentialUnavailableError: NO_TOKEN,
+  AggregateAuthenticationError: NO_TOKEN,
+  AuthenticationRequiredError: NO_TOKEN,
+  AuthenticationError: { code: ErrorCode.PermissionDenied, refused: true, reason: 'the identity provider refused to issue a token' },
 };
+
+/** `@azure/identity`'s error names, which the table reads as codes. */
+const IDENTITY_ERRORS = new Set(['CredentialUnavailableError', 'AggregateAuthenticationError', 'AuthenticationRequiredError', 'AuthenticationError']);
 
 /** The storage error code (`x-ms-error-code`) or the network error code, if any. */
 export function azureErrorCode(err: unknown): string | undefined {
@@ -48,6 +67,8 @@ export function azureStatus(err: unknown): number | undefined {
 
 /** What an SDK error says about the request. */
 export function azureFailure(err: unknown): HttpFailure {
+  const name = (err as { name?: unknown } | null)?.name;
+  if (typeof name === 'string' && IDENTITY_ERRORS.has(name)) return { code: name };
   return { ...transportFailure(err), status: azureStatus(err), code: azureErrorCode(err) };
 }
 

@@ -29,6 +29,12 @@
  * |   errno (including EHOSTUNREACH mid-request), |                    |          |
  * |   even in an error named TimeoutError         |                    |          |
  * | an error named TimeoutError without an errno  | Timeout            | no       |
+ * | a failed TLS handshake (untrusted CA, wrong   | PermissionDenied   | yes      |
+ * |   host name, expired certificate), no status  |                    |          |
+ *
+ * A TLS handshake failure comes first, whatever else the error says: the
+ * handshake precedes the request, so nothing was sent, and retrying cannot make
+ * the certificate acceptable (see src/kit/tls.ts).
  *
  * Why these answers, where S3 and Azure disagreed before:
  *
@@ -66,6 +72,7 @@
  */
 import { ErrorCode } from '../errors.js';
 import type { ErrorTable, ErrorVerdict } from './exposure.js';
+import { tlsProblem } from './tls.js';
 
 /** What an object store's SDK error says, read out of it by the store. */
 export interface HttpFailure {
@@ -79,6 +86,8 @@ export interface HttpFailure {
   syscall?: string | undefined;
   /** The error's name (`TimeoutError`, `AbortError`). */
   name?: string | undefined;
+  /** What failed in the TLS handshake, in words ({@link tlsProblem}), when it failed. */
+  tls?: string | undefined;
 }
 
 /** A store's own answers, tried before the shared ones. */
@@ -119,6 +128,7 @@ const TIMED_OUT = new Set(['ETIMEDOUT', 'ESOCKETTIMEDOUT', 'UND_ERR_HEADERS_TIME
 /** The shared verdict for a failure (see the table above), after the store's overrides. */
 export function httpVerdict(failure: HttpFailure, overrides: HttpOverrides = {}): ErrorVerdict {
   const { status, code, errno, name } = failure;
+  if (failure.tls !== undefined && status === undefined) return refusal(ErrorCode.PermissionDenied, `TLS handshake failed: ${failure.tls}`);
   const own = code === undefined ? undefined : overrides.codes?.[code];
   if (own !== undefined) return own;
   if (status !== undefined) {
@@ -138,11 +148,14 @@ export function httpVerdict(failure: HttpFailure, overrides: HttpOverrides = {})
 
 /**
  * Whether a transport failure proves the connection never opened, so nothing of
- * the request was sent: refused, unresolvable, or failed in `connect`.
+ * the request was sent: refused, unresolvable, failed in `connect`, or failed its
+ * TLS handshake.
  */
 export function neverConnected(failure: HttpFailure): boolean {
   const { errno, syscall } = failure;
-  if (errno === undefined || failure.status !== undefined) return false;
+  if (failure.status !== undefined) return false;
+  if (failure.tls !== undefined) return true;
+  if (errno === undefined) return false;
   return NEVER_CONNECTED.has(errno) || (CONNECT_FAILURES.has(errno) && syscall === 'connect');
 }
 
@@ -167,7 +180,8 @@ const TRANSPORT_CODE = /^(E[A-Z0-9]+|UND_ERR_[A-Z_]+|ERR_STREAM_PREMATURE_CLOSE|
 
 /**
  * The transport fields of a Node.js system error or undici error (`code`,
- * `syscall`, `name`), for a store's `read` to start from. A string `code` is taken
+ * `syscall`, `name`, and `tls` when it is a failed handshake, read by
+ * {@link tlsProblem} through its causes), for a store's `read` to start from. A string `code` is taken
  * as an errno only when it looks like one (`ECONNRESET`, `UND_ERR_SOCKET`,
  * `ERR_STREAM_PREMATURE_CLOSE`), never a store's error code or a Node.js usage
  * error. Without a `syscall` field, the syscall is read from the start of a
@@ -178,7 +192,8 @@ export function transportFailure(err: unknown): HttpFailure {
   const errno = typeof e.code === 'string' && TRANSPORT_CODE.test(e.code) ? e.code : undefined;
   let syscall = typeof e.syscall === 'string' ? e.syscall : undefined;
   if (syscall === undefined && errno !== undefined && typeof e.message === 'string') syscall = SYSCALL_IN_MESSAGE.exec(e.message)?.[1];
-  return { errno, syscall, name: typeof e.name === 'string' ? e.name : undefined };
+  const tls = tlsProblem(err);
+  return { errno, syscall, name: typeof e.name === 'string' ? e.name : undefined, ...(tls !== undefined && { tls }) };
 }
 
 /**

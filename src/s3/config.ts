@@ -1,8 +1,11 @@
 /**
  * S3Blob's options and URI: `s3://BUCKET[/PREFIX][?endpoint=URL&region=R
- * &forcePathStyle=true&multipartThreshold=BYTES&partSize=BYTES&concurrency=N]`.
+ * &forcePathStyle=true&multipartThreshold=BYTES&partSize=BYTES&concurrency=N&ca=PATH]`.
  * Credentials come from the SDK's default provider chain (AWS_ACCESS_KEY_ID /
  * AWS_SECRET_ACCESS_KEY, profiles, SSO, instance roles, ...), never from the URI.
+ * `ca` is a PEM bundle the https endpoint's certificate must chain to, instead of
+ * Node's trusted roots (`NODE_EXTRA_CA_CERTS` adds to those for the whole process
+ * instead). A failed handshake is Determinate PermissionDenied (src/kit/http-errors.ts).
  * The region comes from `region`; else, with an `endpoint` (S3-compatible stores
  * ignore the region), from AWS_REGION or `us-east-1`; else from the SDK's chain.
  */
@@ -10,6 +13,7 @@ import { Agent as HttpAgent } from 'node:http';
 import { Agent as HttpsAgent } from 'node:https';
 import type { S3Client, S3ClientConfig } from '@aws-sdk/client-s3';
 import { invalidArgument } from '../errors.js';
+import { readTlsFiles } from '../kit/tls.js';
 import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
 import { maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './keys.js';
 
@@ -93,21 +97,28 @@ function positive(n: number, name: string): number {
  * checksum headers and trailers.
  */
 export function defaultClientConfig(config: S3ClientConfig): S3ClientConfig {
-  const agentOptions = { keepAlive: true, maxSockets: 64 };
   return {
     requestChecksumCalculation: 'WHEN_REQUIRED',
     responseChecksumValidation: 'WHEN_REQUIRED',
-    // The SDK builds its NodeHttpHandler from these options.
-    requestHandler: {
-      httpAgent: new HttpAgent(agentOptions),
-      httpsAgent: new HttpsAgent(agentOptions),
-      connectionTimeout: 10_000,
-    },
+    requestHandler: requestHandlerOptions(),
     ...config,
   };
 }
 
-const URI_PARAMS = ['endpoint', 'region', 'forcePathStyle', 'multipartThreshold', 'partSize', 'concurrency'] as const;
+/**
+ * The options the SDK builds its NodeHttpHandler from: the agents of
+ * {@link defaultClientConfig}, the https one trusting only `ca` when given.
+ */
+export function requestHandlerOptions(ca?: Buffer): NonNullable<S3ClientConfig['requestHandler']> {
+  const agentOptions = { keepAlive: true, maxSockets: 64 };
+  return {
+    httpAgent: new HttpAgent(agentOptions),
+    httpsAgent: new HttpsAgent(ca === undefined ? agentOptions : { ...agentOptions, ca }),
+    connectionTimeout: 10_000,
+  };
+}
+
+const URI_PARAMS = ['endpoint', 'region', 'forcePathStyle', 'multipartThreshold', 'partSize', 'concurrency', 'ca'] as const;
 
 /** The options of `s3://BUCKET[/PREFIX]?...` (see the module comment). */
 export function s3OptionsFromUri(loc: LocationUri): S3BlobOptions {
@@ -129,6 +140,7 @@ export function s3OptionsFromUri(loc: LocationUri): S3BlobOptions {
   if (forcePathStyle !== undefined) clientConfig.forcePathStyle = forcePathStyle;
   if (params.region !== undefined) clientConfig.region = params.region;
   else if (params.endpoint !== undefined && process.env.AWS_REGION === undefined) clientConfig.region = 'us-east-1';
+  if (params.ca !== undefined) clientConfig.requestHandler = requestHandlerOptions(readTlsFiles({ ca: params.ca }, `S3 location ${loc.display}`).ca);
   const options: S3BlobOptions = { bucket, prefix: loc.path, clientConfig };
   const threshold = intParam(loc, params.multipartThreshold, 'multipartThreshold');
   if (threshold !== undefined) options.multipartThreshold = threshold;

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { adopt, hasExited, stopChild } from './child.js';
 import { freePort, StopWaiting, waitFor } from './ports.js';
+import type { CertPair } from './tls.js';
 
 /** Azurite's fixed development account (public, documented by Microsoft). */
 export const AZURITE_ACCOUNT = 'devstoreaccount1';
@@ -19,7 +20,7 @@ export const AZURITE_KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2U
 
 export interface AzuriteServer {
   readonly port: number;
-  /** The blob service URL, `http://127.0.0.1:PORT/devstoreaccount1`. */
+  /** The blob service URL, `http://127.0.0.1:PORT/devstoreaccount1` (`https://` with `tls`). */
   readonly endpoint: string;
   /** The development account's connection string for this port. */
   readonly connectionString: string;
@@ -35,8 +36,24 @@ export interface AzuriteServer {
 
 const main = fileURLToPath(new URL('../../../node_modules/azurite/dist/src/blob/main.js', import.meta.url));
 
+/** How to start Azurite. */
+export interface AzuriteOptions {
+  /** Serve https only, with this certificate and key (`--cert`/`--key`). */
+  tls?: CertPair;
+  /**
+   * Accept Azure AD bearer tokens (`--oauth basic`, which needs `tls`): Azurite
+   * checks their lifetime, issuer and audience, not their signature.
+   */
+  oauth?: boolean;
+}
+
 /** Starts Azurite Blob; rejects (loudly) if it does not come up. */
-export async function startAzurite(): Promise<AzuriteServer> {
+export async function startAzurite(options: AzuriteOptions = {}): Promise<AzuriteServer> {
+  if (options.oauth === true && options.tls === undefined) throw new Error('Azurite accepts OAuth tokens over https only: give tls too');
+  const extra = [
+    ...(options.tls === undefined ? [] : ['--cert', options.tls.cert, '--key', options.tls.key]),
+    ...(options.oauth === true ? ['--oauth', 'basic'] : []),
+  ];
   const dir = await mkdtemp(join(tmpdir(), 'persist-azurite-'));
   const port = await freePort();
   let output = '';
@@ -46,7 +63,7 @@ export async function startAzurite(): Promise<AzuriteServer> {
     const proc = adopt(
       spawn(
         process.execPath,
-        [main, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--location', dir, '--silent', '--disableTelemetry', '--skipApiVersionCheck'],
+        [main, '--blobHost', '127.0.0.1', '--blobPort', String(port), '--location', dir, '--silent', '--disableTelemetry', '--skipApiVersionCheck', ...extra],
         { stdio: ['ignore', 'pipe', 'pipe'] },
       ),
     );
@@ -74,11 +91,12 @@ export async function startAzurite(): Promise<AzuriteServer> {
     await rm(dir, { recursive: true, force: true });
     throw err;
   });
-  const endpoint = `http://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
+  const protocol = options.tls === undefined ? 'http' : 'https';
+  const endpoint = `${protocol}://127.0.0.1:${port}/${AZURITE_ACCOUNT}`;
   return {
     port,
     endpoint,
-    connectionString: `DefaultEndpointsProtocol=http;AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint};`,
+    connectionString: `DefaultEndpointsProtocol=${protocol};AccountName=${AZURITE_ACCOUNT};AccountKey=${AZURITE_KEY};BlobEndpoint=${endpoint};`,
     kill,
     restart: launch,
     async stop() {

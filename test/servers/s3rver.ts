@@ -34,6 +34,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { adopt, stopChild } from './child.js';
 import { freePort, lastLines } from './ports.js';
+import type { CertPair } from './tls.js';
 
 /** The credentials s3rver accepts. */
 export const S3RVER_CREDENTIALS = { accessKeyId: 'S3RVER', secretAccessKey: 'S3RVER' } as const;
@@ -49,23 +50,25 @@ export class S3rverProcess {
     readonly buckets: readonly string[],
     removeDir: boolean,
     readonly atomic: boolean,
+    /** The certificate and key it serves https with, if any. */
+    readonly tls: CertPair | undefined,
   ) {
     this.#removeDir = removeDir;
   }
 
-  /** `http://127.0.0.1:PORT`. */
+  /** `http://127.0.0.1:PORT`, or `https://` when started with `tls`. */
   get endpoint(): string {
-    return `http://127.0.0.1:${this.port}`;
+    return `${this.tls === undefined ? 'http' : 'https'}://127.0.0.1:${this.port}`;
   }
 
   /**
    * Starts s3rver with the given buckets in a fresh temporary directory; with
    * `atomic`, object writes are all-or-nothing and isolated from reads (see the
-   * module comment).
+   * module comment); with `tls`, it serves https only, with that certificate and key.
    */
-  static async start(buckets: readonly string[], options: { atomic?: boolean } = {}): Promise<S3rverProcess> {
+  static async start(buckets: readonly string[], options: { atomic?: boolean; tls?: CertPair } = {}): Promise<S3rverProcess> {
     const directory = await mkdtemp(join(tmpdir(), 'persist-s3rver-'));
-    const server = new S3rverProcess(await freePort(), directory, buckets, true, options.atomic === true);
+    const server = new S3rverProcess(await freePort(), directory, buckets, true, options.atomic === true, options.tls);
     try {
       await server.restart();
     } catch (err) {
@@ -82,6 +85,7 @@ export class S3rverProcess {
     const child = adopt(
       spawn(process.execPath, ['--openssl-legacy-provider', fileURLToPath(import.meta.url), '--serve', this.atomic ? 'atomic' : 'plain', String(this.port), this.directory, ...this.buckets], {
         stdio: ['pipe', 'pipe', 'pipe'],
+        env: this.tls === undefined ? process.env : { ...process.env, S3RVER_TLS_CERT: this.tls.cert, S3RVER_TLS_KEY: this.tls.key },
       }),
     );
     this.#child = child;
@@ -384,7 +388,9 @@ function atomicStore(store: FilesystemStore): void {
 
 async function serve(atomic: boolean, port: number, directory: string, buckets: string[]): Promise<void> {
   const S3rver = createRequire(import.meta.url)('s3rver') as S3rverConstructor;
+  const { S3RVER_TLS_CERT: cert, S3RVER_TLS_KEY: key } = process.env;
   const server = new S3rver({
+    ...(cert !== undefined && key !== undefined && { cert: await readFile(cert), key: await readFile(key) }),
     port,
     address: '127.0.0.1',
     directory,
