@@ -30,6 +30,10 @@ export const azureBackend: BackendDescriptor = {
       uri: 'azure://container[/prefix]?endpoint=URL&createContainer=true',
       description: '`AzureBlob` and `AzureConsensus`; credentials from `AZURE_STORAGE_CONNECTION_STRING` (or account name and key variables)',
     },
+    {
+      uri: 'azure://container[/prefix]?endpoint=https://HOST/ACCOUNT&ca=PATH',
+      description: 'the same over https, trusting the CA in PATH; with no key or connection string set, an Azure AD identity through `@azure/identity`',
+    },
   ],
   consensus: {
     open: openConsensus,

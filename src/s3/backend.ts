@@ -30,6 +30,7 @@ export const s3Backend: BackendDescriptor = {
       uri: 's3://bucket[/prefix]?endpoint=URL&region=R&forcePathStyle=true',
       description: '`S3Blob` and `S3Consensus`; credentials from the standard AWS environment variables / provider chain',
     },
+    { uri: 's3://bucket[/prefix]?endpoint=https://HOST&ca=PATH', description: 'the same over https, trusting the CA in PATH (or `NODE_EXTRA_CA_CERTS`)' },
   ],
   consensus: {
     open: openConsensus,

@@ -245,7 +245,7 @@ export async function blobFromUri(loc: LocationUri): Promise<S3Blob> {
   return blob;
 }
 
-export { defaultClientConfig, type S3BlobOptions } from './config.js';
+export { defaultClientConfig, requestHandlerOptions, type S3BlobOptions } from './config.js';
 export { mapS3Error, type S3ErrorContext } from './errors.js';
 export { consensusMaxKeyBytes, decodeKey, encodeKey, maxKeyBytesFor, S3_MAX_OBJECT_NAME_BYTES } from './keys.js';
 export { S3Consensus, consensusFromUri, type S3ConsensusOptions } from './consensus.js';
