@@ -331,7 +331,7 @@ async function nesting(ctx: BlobCaseContext, innerFirst: boolean): Promise<void>
     const second = first && (await openNested(ctx, innerFirst ? outerPath : innerPath, label));
     if (first === undefined || second === undefined) continue;
     const [outer, inner] = innerFirst ? [second, first] : [first, second];
-    await isolatedNesting(outer, inner, name, label);
+    await isolatedNesting(outer, inner, name, label, ctx.capabilities.maxKeyBytes);
   }
 }
 
@@ -344,8 +344,9 @@ async function openNested(ctx: BlobCaseContext, path: string, label: string): Pr
   }
 }
 
-async function isolatedNesting(outer: Blob, inner: Blob, name: string, label: string): Promise<void> {
-  const innerKeys = [...new Set(['k', 'a/b', name, `${name}/k`])];
+async function isolatedNesting(outer: Blob, inner: Blob, name: string, label: string, maxKeyBytes: number): Promise<void> {
+  // Keys made of the inner name only where the backend's key cap allows them.
+  const innerKeys = [...new Set(['k', 'a/b', name, `${name}/k`])].filter((key) => Buffer.byteLength(key) <= maxKeyBytes);
   await outer.set('own', text('outer'));
   for (const key of innerKeys) await inner.set(key, text(`inner ${key}`));
   expectEqual(await listedKeys(outer), ['own'], `nesting (${label}): the outer location lists only its own key`);
