@@ -196,17 +196,20 @@ for (const store of stores) {
       }
     });
 
-    test('persist-location check passes beside a user prefix and leaves it as it was', { timeout: 300_000 }, async () => {
-      const uri = store.uri(`user-${randomUUID()}`);
-      const mine = await open(uri);
-      await mine.compareAndSet('mine', undefined, { seqno: new SeqNo(7), data: Buffer.from('keep') });
-      const run = await cli(['check', '--consensus', uri, '--only', 'consensus', '--ops', '400']);
-      assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
-      const keys: string[] = [];
-      for await (const k of mine.listKeys()) keys.push(k);
-      assert.deepEqual(keys, ['mine']);
-      assert.equal(Buffer.from((await mine.head('mine'))!.data).toString(), 'keep');
-    });
+    // On S3 only: the check costs half a minute, and Azure's Consensus goes through check in test/cloud-tls.test.ts.
+    if (store.name === 's3') {
+      test('persist-location check passes beside a user prefix and leaves it as it was', { timeout: 300_000 }, async () => {
+        const uri = store.uri(`user-${randomUUID()}`);
+        const mine = await open(uri);
+        await mine.compareAndSet('mine', undefined, { seqno: new SeqNo(7), data: Buffer.from('keep') });
+        const run = await cli(['check', '--consensus', uri, '--only', 'consensus', '--ops', '400']);
+        assert.equal(run.code, 0, `${run.stdout}\n${run.stderr}`);
+        const keys: string[] = [];
+        for await (const k of mine.listKeys()) keys.push(k);
+        assert.deepEqual(keys, ['mine']);
+        assert.equal(Buffer.from((await mine.head('mine'))!.data).toString(), 'keep');
+      });
+    }
   });
 }
 
