@@ -8,8 +8,8 @@ import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import { after, before, describe, test } from 'node:test';
 import { S3Client } from '@aws-sdk/client-s3';
-import { CaSResult, Determinate, ErrorCode, openBlob, openConsensus, SeqNo, type Consensus } from 'persist-location';
-import { checkLinearizable, consensusImplTest, stressConsensus } from 'persist-location/testing';
+import { CaSResult, Determinate, ErrorCode, openBlob, openConsensus, SeqNo, withRetry, type Consensus } from 'persist-location';
+import { checkLinearizable, consensusImplTest, stressConsensus, UnreliableConsensus } from 'persist-location/testing';
 import { consensusMaxKeyBytes as azureCap } from 'persist-location/azure';
 import { consensusMaxKeyBytes as s3Cap, S3Consensus } from 'persist-location/s3';
 import { finalReads, parseStressHistory } from './fixtures/stress-history.js';
@@ -52,8 +52,8 @@ const stores = [
   },
 ] as const;
 
-async function open(uri: string): Promise<Consensus> {
-  const c = await openConsensus(uri);
+async function open(uri: string, options?: { retry: false }): Promise<Consensus> {
+  const c = await openConsensus(uri, options);
   opened.push(c);
   return c;
 }
@@ -174,6 +174,20 @@ for (const store of stores) {
         proxy.chaos(0);
         await proxy.close();
       }
+    });
+
+    test('through withRetry(UnreliableConsensus(x, { failRate: 0.2 })): linearizable, at least 95% succeeding', { timeout: 300_000 }, async () => {
+      const location = store.uri(`faults-${randomUUID()}`);
+      let seed = 1;
+      const report = await stressConsensus(
+        async () => withRetry(new UnreliableConsensus(await open(location, { retry: false }), { seed: seed++, failRate: 0.2 }), { minDelayMs: 2, maxDelayMs: 200 }),
+        { ops: 800, keys: 3, clients: 12, handles: 3 },
+      );
+      assert.deepEqual(report.errors, []);
+      assert.equal(report.verdict, 'ok');
+      assert.ok(report.ok, report.unproven.join('; '));
+      const failed = report.failed + report.unknown;
+      assert.ok(failed <= 0.05 * report.ops, `${failed} of ${report.ops} operations did not succeed`);
     });
 
     test('a Blob and a Consensus share the bucket under different prefixes, each seeing only its own', async () => {
