@@ -889,7 +889,9 @@ describe('crash safety', () => {
   });
   test('processes overwriting and reading shared keys, some SIGKILLed mid-set, only ever read one whole written value', async (t) => {
     const root = fresh();
-    const now = (): number => performance.timeOrigin + performance.now();
+    // CLOCK_MONOTONIC, which every process of the machine reads alike (a per-process
+    // timeOrigin is a wall-clock snapshot: processes started apart can disagree by more than the 1 ms slack).
+    const now = (): number => Number(process.hrtime.bigint()) / 1e6;
     /** Per key and seq: when the set began and ended (for a set in flight at a kill: when its writer was seen dead). */
     type Write = { start: number; end: number; acked: boolean };
     const sets = raceKeys.map(() => new Map<bigint, Write>());
