@@ -155,6 +155,19 @@ export async function emptyObjectConsensus(area: ScratchArea, open: (uri: string
   return { removed: false, note: `could not remove every object of scratch location ${area.display} (${problems.join('; ')}); delete the objects under its prefix` };
 }
 
+/**
+ * Removes a scratch location of an object store: every key of a Blob location, every
+ * object of a Consensus location (each opened by the backend's own functions).
+ */
+export function emptyObjectStore(
+  area: ScratchArea,
+  kind: LocationKind,
+  openBlob: (uri: string) => Promise<Blob>,
+  openConsensus: (uri: string) => Promise<{ destroyLocation(): Promise<number>; close(): Promise<void> }>,
+): Promise<ScratchCleanup> {
+  return kind === 'blob' ? emptyBlobs(area, openBlob) : emptyObjectConsensus(area, openConsensus);
+}
+
 /** An error's message, for cleanup notes. */
 export function messageOf(err: unknown): string {
   return err instanceof Error ? err.message : String(err);

@@ -2,7 +2,7 @@
 import type { Blob } from '../blob.js';
 import type { Consensus } from '../consensus.js';
 import type { BackendDescriptor } from '../backend.js';
-import { besidePrefix, emptyBlobs, emptyObjectConsensus } from '../scratch.js';
+import { besidePrefix, emptyObjectStore } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
 import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
@@ -47,9 +47,7 @@ export const azureBackend: BackendDescriptor = {
   scratch: {
     derive: (uri, id) => besidePrefix(uri, id),
     destroy: (area, kind) =>
-      kind === 'blob'
-        ? emptyBlobs(area, (uri) => open(parseLocationUri(uri)))
-        : emptyObjectConsensus(area, async (uri) => (await import('./consensus.js')).consensusForRemoval(parseLocationUri(uri))),
+      emptyObjectStore(area, kind, (uri) => open(parseLocationUri(uri)), async (uri) => (await import('./consensus.js')).consensusForRemoval(parseLocationUri(uri))),
     summary: { location: 'azure://C/P', scratch: 'prefix P.check-ID (every key deleted after)' },
   },
 };

@@ -29,6 +29,7 @@ import { performance } from 'node:perf_hooks';
 import type { Blob, BlobMetadata } from '../blob.js';
 import { ExternalError } from '../errors.js';
 import type { Outcome } from './linearizability.js';
+import { seededRandom } from './random.js';
 
 interface BlobOpBase {
   /** Which client issued it (for reports only). */
@@ -127,7 +128,7 @@ export async function stressBlob(open: () => Promise<Blob>, opts: BlobStressOpti
   }
   const seed = opts.seed ?? Math.floor(Math.random() * 2 ** 32);
   if (!Number.isSafeInteger(seed)) throw new RangeError(`stressBlob: seed must be an integer, got ${String(seed)}`);
-  const random = mulberry32(seed);
+  const random = seededRandom(seed);
   const nHandles = Math.max(1, Math.min(opts.handles ?? Math.min(nClients, 4), nClients));
   const prefix = opts.keyPrefix ?? `stress-blob-${randomUUID()}-`;
   const keys = Array.from({ length: nKeys }, (_, i) => `${prefix}${i}`);
@@ -414,14 +415,3 @@ function markOverwrites(list: Write[]): void {
   }
 }
 
-/** A small seeded generator (mulberry32): the same seed gives the same choices. */
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 2 ** 32;
-  };
-}

@@ -21,6 +21,7 @@ import type { Consensus } from '../consensus.js';
 import { Determinate, ErrorCode, Indeterminate, invalidArgument } from '../errors.js';
 import { sleep } from '../kit/backoff.js';
 import { WrappedBlob, WrappedConsensus, type BlobOp, type ConsensusOp } from '../wrap.js';
+import { seededRandom } from './random.js';
 
 /** Options of {@link UnreliableConsensus} and {@link UnreliableBlob}. */
 export interface UnreliableOptions<Op extends string = string> {
@@ -53,17 +54,6 @@ const LISTING_PAGE = 100;
 
 const WRITES: ReadonlySet<string> = new Set(['compareAndSet', 'truncate', 'set', 'delete', 'restore']);
 
-/** mulberry32: a small, fast generator of numbers in [0, 1) from a 32-bit seed. */
-function generator(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The fault injector shared by both classes: `around` for calls, `listing` for listings. */
 class Faults<Op extends string> {
@@ -89,7 +79,7 @@ class Faults<Op extends string> {
     if (typeof this.#maxDelayMs !== 'number' || !(this.#maxDelayMs >= 0)) throw invalidArgument(`${name}: maxDelayMs must be a non-negative number`);
     this.seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
     if (!Number.isSafeInteger(this.seed)) throw invalidArgument(`${name}: seed must be an integer, got ${String(options.seed)}`);
-    this.#random = generator(this.seed);
+    this.#random = seededRandom(this.seed);
     this.#only = options.operations === undefined ? undefined : new Set(options.operations);
   }
 
