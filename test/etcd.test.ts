@@ -626,7 +626,7 @@ describe('EtcdConsensus on a 3-member cluster', () => {
       const seed = Math.floor(Math.random() * 2 ** 31);
       const random = seeded(seed);
       for (const p of proxies) p.chaos(0.03, random);
-      const report = await stressConsensus(() => openConsensus(uris[opened++ % uris.length]!), {
+      const report = await stressConsensus(() => openConsensus(uris[opened++ % uris.length]!, RAW), {
         ops,
         keys: 4,
         clients: 16,
