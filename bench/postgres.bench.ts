@@ -17,8 +17,7 @@
  * with casBatchSize=1 (one statement per call, 16 connections).
  *
  * The figures run in paired rounds (BENCH_ROUNDS, default 5): each ratio is taken
- * within one round, whose members run back to back, in an order that alternates
- * from round to round so that a drift of the machine does not favour one side.
+ * within one round, whose members run back to back (pgbench first, then ours).
  * The summary prints each ratio's median and its spread (lowest and highest round).
  * Also prints the raw-driver comparison (pg vs postgres.js) behind the driver choice.
  * BENCH_MS sets the duration of each figure (default 6000).
