@@ -2,8 +2,10 @@
  * Group commit: concurrent callers' items queue up and leave in batches, so that
  * one round trip, transaction or fsync serves many of them. While `lanes` batches
  * are in flight the next one forms in the queue; it leaves as soon as a lane is
- * free (or, with `linger`, one event-loop turn later, so that callers answered in
- * this turn can join it).
+ * free, or with `linger` a little later, so that callers answered by the batch
+ * that just finished can join it: one event-loop turn later (`true`), or once the
+ * microtasks now queued have run (`'microtasks'`: a lone call still leaves in the
+ * same turn).
  *
  * A batch never holds more than `maxItems` items nor more than `maxBytes` bytes
  * by the `bytes` measure, except that an item larger than `maxBytes` leaves alone.
@@ -46,8 +48,12 @@ export interface BatcherOptions<I, R> {
   bytes?(item: I): number;
   /** Items with equal keys never share a batch nor run in two batches at once. */
   conflictKey?(item: I): string;
-  /** Wait one event-loop turn (setImmediate) before forming a batch (default false: at once). */
-  linger?: boolean;
+  /**
+   * Before forming a batch, wait one event-loop turn (`true`, setImmediate) or
+   * until the microtasks queued now have run (`'microtasks'`, process.nextTick);
+   * default false: at once.
+   */
+  linger?: boolean | 'microtasks';
   /** Longest wait in the queue before an item gives up, unsent (default: no limit). */
   queueTimeoutMs?: number;
   /**
@@ -76,8 +82,12 @@ interface Pending<I, R> {
 
 interface Flight<I, R> {
   members: Pending<I, R>[];
-  control: AbortController;
+  /** Only when some member has a signal: otherwise nothing can abort the batch. */
+  control: AbortController | undefined;
 }
+
+/** The batch signal of a batch no caller can leave (none brought a signal). */
+const NEVER_ABORTED = new AbortController().signal;
 
 export class Batcher<I, R> {
   readonly #run: BatcherOptions<I, R>['run'];
@@ -86,7 +96,7 @@ export class Batcher<I, R> {
   readonly #maxBytes: number;
   readonly #bytes: (item: I) => number;
   readonly #conflictKey: ((item: I) => string) | undefined;
-  readonly #linger: boolean;
+  readonly #linger: boolean | 'microtasks';
   readonly #queueTimeoutMs: number | undefined;
   readonly #queueTimeoutRestarts: boolean;
   readonly #what: string;
@@ -142,7 +152,7 @@ export class Batcher<I, R> {
           if (p.batch === undefined) this.#unqueue(p);
           this.#settle(p, { error: aborted(signal, p.batch === undefined ? 'not-sent' : 'sent') });
           if (p.batch !== undefined && p.batch.members.every((q) => q.done)) {
-            p.batch.control.abort(new Error('every caller of this batch has gone'));
+            p.batch.control?.abort(new Error('every caller of this batch has gone'));
           }
           this.#notifyIdle();
         };
@@ -174,10 +184,12 @@ export class Batcher<I, R> {
     if (!this.#linger) return this.#pump();
     if (this.#scheduled) return;
     this.#scheduled = true;
-    setImmediate(() => {
+    const pump = () => {
       this.#scheduled = false;
       this.#pump();
-    });
+    };
+    if (this.#linger === 'microtasks') process.nextTick(pump);
+    else setImmediate(pump);
   }
 
   #pump(): void {
@@ -210,7 +222,7 @@ export class Batcher<I, R> {
 
   async #dispatch(members: Pending<I, R>[]): Promise<void> {
     this.#inflight++;
-    const flight: Flight<I, R> = { members, control: new AbortController() };
+    const flight: Flight<I, R> = { members, control: members.some((p) => p.signal !== undefined) ? new AbortController() : undefined };
     for (const p of members) {
       p.batch = flight;
       clearTimeout(p.timer);
@@ -220,7 +232,7 @@ export class Batcher<I, R> {
     try {
       outcomes = await this.#run(
         members.map((p) => p.item),
-        flight.control.signal,
+        flight.control?.signal ?? NEVER_ABORTED,
       );
       if (!Array.isArray(outcomes) || outcomes.length !== members.length) {
         throw new Error(`the batch runner answered ${Array.isArray(outcomes) ? outcomes.length : String(outcomes)} outcomes for ${members.length} items`);

@@ -1,15 +1,16 @@
 /**
  * Group commit for compareAndSet, on the kit's {@link Batcher}: concurrent calls on
  * one handle queue there and leave as one statement (one round trip, one
- * transaction, one WAL flush) whenever fewer than `concurrency` batches are in
- * flight. A lone call is sent at once, so
+ * transaction, one WAL flush). The calls made in one turn of the event loop (such as
+ * those of every caller a finished batch answered) leave together, up to
+ * `concurrency` batches in flight; a lone call is sent at once, so
  * batching adds no latency; under load it trades many small transactions for few
  * larger ones.
  *
  * A batch also has a byte budget: its values and keys together never exceed
  * `maxBatchBytes`, except for a call that alone is larger, which leaves on its own.
- * (The grouped statement's values travel as text, twice their size, built in one
- * string by the client; a lone call's value travels in binary.)
+ * (It bounds the buffers the client builds for one statement; every value travels
+ * in binary, a group's as one binary bytea[] parameter.)
  *
  * Each call keeps its own outcome: the batch statement reports which keys it
  * committed. A batch never holds two calls on one key, and a key already in flight
@@ -75,6 +76,10 @@ export function casBatcher(send: SendBatch, options: CasBatcherOptions): Batcher
     conflictKey: (call) => call.key,
     queueTimeoutMs: options.queueTimeoutMs,
     queueTimeoutRestarts: true,
+    // The callers a finished batch answers send their next calls in the microtasks
+    // that follow: they leave together, in the same turn, while a lone call still
+    // leaves at once.
+    linger: 'microtasks',
     what: options.what,
     run: async (calls, signal) => {
       // One lock order for every handle keeps concurrent batches from deadlocking.

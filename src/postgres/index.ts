@@ -81,7 +81,7 @@ import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig, tlsPathsOf } from './connection.js';
 import { encodeErrors, mapConnectError, postgresErrors, sqlState, statementTimedOut, type PostgresTlsContext } from './errors.js';
-import { DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
+import { casBatchParams, DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
 import { SeqNo } from '../seqno.js';
 import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO } from '../validate.js';
@@ -114,10 +114,9 @@ export interface PostgresConsensusOptions {
 }
 
 /**
- * Byte budget of a grouped compareAndSet statement (keys and values). Its values
- * travel hex-encoded in one string the client builds, so without a bound a group of
- * large values outgrows the longest string V8 can hold; a value above the budget is
- * sent alone, in binary.
+ * Byte budget of a grouped compareAndSet statement (keys and values): it bounds the
+ * buffers the client builds for one statement (its values travel as one binary
+ * bytea[] parameter); a value above the budget is sent alone.
  */
 const CAS_BATCH_BYTES = 8 * 1024 * 1024;
 
@@ -291,8 +290,7 @@ export class PostgresConsensus extends ConsensusBase {
       const result = await this.#run('compareAndSet', undefined, query);
       return new Set(result.rowCount === 1 ? [one.key] : []);
     }
-    const values = [calls.map((c) => c.key), calls.map((c) => c.expected), calls.map((c) => c.seqno), calls.map((c) => c.data)];
-    const { rows } = await this.#run<{ key: string }>('compareAndSet', undefined, { ...this.#sql.casBatch, values });
+    const { rows } = await this.#run<{ key: string }>('compareAndSet', undefined, { ...this.#sql.casBatch, values: casBatchParams(calls) });
     return new Set(rows.map((r) => r.key));
   }
 

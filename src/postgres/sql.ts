@@ -6,6 +6,7 @@
  * modifications of `heads` in one statement), which is never sent to CockroachDB.
  */
 import { invalidArgument } from '../errors.js';
+import type { CasCall } from './batcher.js';
 
 /** Default schema of a location. */
 export const DEFAULT_SCHEMA = 'consensus';
@@ -154,4 +155,64 @@ export function statements(schema: string, cockroach = false): Statements {
     ),
     listKeys: named('list_keys', `SELECT key FROM ${heads} WHERE key > $1::text ORDER BY key LIMIT $2::bigint`),
   };
+}
+
+/**
+ * The parameters of `casBatch`, each a one-dimensional array in PostgreSQL's binary
+ * format (what array_recv reads). pg sends a Buffer parameter as binary, so the
+ * client neither hex-encodes the values nor builds array literals, and the server
+ * parses none: each element travels as its own bytes, behind its length. Each is
+ * encoded by pg itself (`toPostgres`) within `client.query`, so that a failure to
+ * encode is one before anything was sent, as pg's own encoding failures are.
+ */
+export function casBatchParams(calls: readonly CasCall[]): { toPostgres(): Buffer }[] {
+  const lazy = (encode: () => Buffer) => ({ toPostgres: encode });
+  return [
+    lazy(() => binaryArray(OID_TEXT, calls.map((c) => Buffer.from(c.key, 'utf8')))),
+    lazy(() => int8Array(calls.map((c) => c.expected))),
+    lazy(() => int8Array(calls.map((c) => c.seqno))),
+    lazy(() => binaryArray(OID_BYTEA, calls.map((c) => c.data))),
+  ];
+}
+
+const OID_INT8 = 20;
+const OID_TEXT = 25;
+const OID_BYTEA = 17;
+
+/** bigint[] of decimal strings, null for SQL NULL. */
+function int8Array(values: readonly (string | null)[]): Buffer {
+  return binaryArray(
+    OID_INT8,
+    values.map((v) => {
+      if (v === null) return null;
+      const b = Buffer.allocUnsafe(8);
+      b.writeBigInt64BE(BigInt(v));
+      return b;
+    }),
+  );
+}
+
+/**
+ * Header (dimensions, has-null flag, element type; then length and lower bound of
+ * the one dimension), then each element as a 32-bit length (-1: NULL) and its bytes.
+ */
+function binaryArray(elementOid: number, elements: readonly (Buffer | null)[]): Buffer {
+  let size = 20;
+  for (const e of elements) size += 4 + (e?.byteLength ?? 0);
+  const out = Buffer.allocUnsafe(size);
+  out.writeInt32BE(1, 0);
+  out.writeInt32BE(elements.includes(null) ? 1 : 0, 4);
+  out.writeInt32BE(elementOid, 8);
+  out.writeInt32BE(elements.length, 12);
+  out.writeInt32BE(1, 16);
+  let at = 20;
+  for (const e of elements) {
+    if (e === null) {
+      at = out.writeInt32BE(-1, at);
+    } else {
+      at = out.writeInt32BE(e.byteLength, at);
+      at += e.copy(out, at);
+    }
+  }
+  return out;
 }
