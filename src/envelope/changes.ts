@@ -21,12 +21,28 @@ export function changesOf(store: object): ChangesMethod | undefined {
   return typeof method === 'function' ? (method.bind(store) as ChangesMethod) : undefined;
 }
 
+/** What a backend does when a key gains its first iteration or loses its last (see {@link Notifier}). */
+export interface NotifierHooks {
+  /** `key` has its first iteration: start listening to the storage for it. */
+  watched?(key: string): void;
+  /** The last iteration of `key` ended: stop listening for it. */
+  unwatched?(key: string): void;
+}
+
 /**
  * In-process ticks per key: a backend calls {@link notify} after a change is
- * visible, and hands {@link changes} out as its changes method.
+ * visible, and hands {@link changes} out as its changes method. A backend whose
+ * notifications come from its storage (etcd, PostgreSQL) passes hooks, to hold one
+ * subscription per watched key (or one while any key is watched) however many
+ * iterations share it.
  */
 export class Notifier {
   readonly #waiting = new Map<string, Set<() => void>>();
+  readonly #hooks: NotifierHooks;
+
+  constructor(hooks: NotifierHooks = {}) {
+    this.#hooks = hooks;
+  }
 
   /** Wakes every iteration of `changes(key)`. */
   notify(key: string): void {
@@ -34,9 +50,19 @@ export class Notifier {
     if (listeners !== undefined) for (const wake of listeners) wake();
   }
 
+  /** Wakes every iteration of every key: when the storage may have changed in ways nobody was told of. */
+  notifyAll(): void {
+    for (const key of [...this.#waiting.keys()]) this.notify(key);
+  }
+
   /** Whether anyone is listening at all. */
   get listening(): boolean {
     return this.#waiting.size > 0;
+  }
+
+  /** Whether `key` has an iteration. */
+  watching(key: string): boolean {
+    return this.#waiting.has(key);
   }
 
   /** Ticks for `key` until `signal` fires (see the module comment); ticks coalesce. */
@@ -62,15 +88,20 @@ export class Notifier {
     };
     const stop = () => {
       const listeners = this.#waiting.get(key);
-      listeners?.delete(wake);
-      if (listeners?.size === 0) this.#waiting.delete(key);
+      if (listeners?.delete(wake) === true && listeners.size === 0) {
+        this.#waiting.delete(key);
+        this.#hooks.unwatched?.(key);
+      }
       signal.removeEventListener('abort', stop);
       const r = resolveNext;
       resolveNext = undefined;
       r?.({ done: true, value: undefined });
     };
     let listeners = this.#waiting.get(key);
-    if (listeners === undefined) this.#waiting.set(key, (listeners = new Set()));
+    if (listeners === undefined) {
+      this.#waiting.set(key, (listeners = new Set()));
+      this.#hooks.watched?.(key);
+    }
     listeners.add(wake);
     if (signal.aborted) stop();
     else signal.addEventListener('abort', stop, { once: true });

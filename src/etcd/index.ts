@@ -44,6 +44,8 @@
  *   point and range-deletes the versions below it; the deleted count is etcd's. The
  *   head only grows, so this guard is exactly "the head is not deleted".
  * - listKeys: pages of keys-only ranges over the head records.
+ * - watch (the envelope's changes method): one etcd watch per watched key, on its
+ *   head record, shared by that key's iterations (see etcd/changes.ts).
  * Every read is linearizable (etcd's default); never serializable.
  *
  * Retries. etcd3 by default retries a failed call up to three times on another host.
@@ -69,6 +71,8 @@ import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../error
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
 import { withDeadline } from '../kit/deadline.js';
 import { readTlsFiles, type TlsPaths } from '../kit/tls.js';
+import { CHANGES } from '../envelope/changes.js';
+import { EtcdChanges } from './changes.js';
 import { GrpcCode, grpcCodeIn, mapEtcdError, type EtcdTlsContext } from './errors.js';
 import { Layout, parseSeqno, seqnoText } from './layout.js';
 import { EndpointBreakers, RUN_ONCE } from './policies.js';
@@ -130,6 +134,8 @@ export class EtcdConsensus extends ConsensusBase {
   readonly #seen = new Map<string, bigint>();
   /** Where and with which files TLS is spoken, when it is. */
   readonly #tls: EtcdTlsContext | undefined;
+  /** This handle's etcd watches, for {@link CHANGES}. */
+  readonly #changes: EtcdChanges;
 
   /**
    * Connects and reads one page of the location within `timeoutMs`, so that an
@@ -188,6 +194,12 @@ export class EtcdConsensus extends ConsensusBase {
         'grpc.keepalive_timeout_ms': 10_000,
       },
     });
+    this.#changes = new EtcdChanges(this.#client, this.#layout);
+  }
+
+  /** Ticks when `key` may have a new head, from any client: etcd's watch on its head record (etcd/changes.ts). */
+  [CHANGES](key: string, signal: AbortSignal): AsyncIterable<void> {
+    return this.#changes.changes(key, signal);
   }
 
   /** One keys-only read of at most one head record: reachability, credentials and TLS. */
@@ -273,6 +285,7 @@ export class EtcdConsensus extends ConsensusBase {
     );
     if (res.succeeded) {
       this.#remember(key, next.seqno.value);
+      this.#changes.committed(key);
       return CaSResult.Committed;
     }
     const record = res.responses[0]?.response_range.kvs[0];
@@ -342,6 +355,7 @@ export class EtcdConsensus extends ConsensusBase {
   }
 
   protected async _close(): Promise<void> {
+    this.#changes.close();
     this.#client.close();
   }
 

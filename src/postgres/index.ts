@@ -20,6 +20,9 @@
  * locks the head row and deletes below it in one statement, run again if the head
  * moved after the statement's snapshot (see sql.ts). listKeys pages through `heads` by key
  * (keyset paging), never holding more than a page.
+ * watch (the envelope's changes method): triggers on `heads` send one NOTIFY per
+ * committed statement on a channel named after the schema, and each handle LISTENs
+ * on a connection of its own while it has watchers (see src/postgres/notify.ts).
  *
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
  * Determinate once a statement was sent unless the server's SQLSTATE proves it was
@@ -81,6 +84,8 @@ import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig, tlsPathsOf } from './connection.js';
 import { encodeErrors, mapConnectError, postgresErrors, sqlState, statementTimedOut, type PostgresTlsContext } from './errors.js';
+import { CHANGES } from '../envelope/changes.js';
+import { notifySetupSql, PostgresChanges } from './notify.js';
 import { casBatchParams, DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
 import { SeqNo } from '../seqno.js';
 import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
@@ -152,6 +157,8 @@ export class PostgresConsensus extends ConsensusBase {
   readonly #closeBudgetMs: number;
   /** For the message of a failed TLS handshake. */
   readonly #tls: PostgresTlsContext;
+  /** The LISTEN connection and its watchers, for {@link CHANGES} (notify.ts). */
+  readonly #changes: PostgresChanges;
 
   private constructor(
     options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
@@ -184,6 +191,12 @@ export class PostgresConsensus extends ConsensusBase {
     // the process, e.g. on a connection being discarded after an abandoned statement.
     this.#pool.on('error', () => {});
     this.#pool.on('connect', (client) => client.on('error', () => {}));
+    this.#changes = new PostgresChanges(options.client, options.schema, options.connectTimeoutMs);
+  }
+
+  /** Ticks when `key` may have a new head, from any client: LISTEN/NOTIFY (see notify.ts). */
+  [CHANGES](key: string, signal: AbortSignal): AsyncIterable<void> {
+    return this.#changes.changes(key, signal);
   }
 
   /** Connects, creates the schema and tables if missing, and returns a ready handle. */
@@ -207,6 +220,7 @@ export class PostgresConsensus extends ConsensusBase {
       // CockroachDB refuses a statement that modifies one table in two subqueries
       // (the grouped statement updates and inserts heads), so each call goes alone.
       if (cockroach) handle.#batcher = handle.#newBatcher(1);
+      else await handle.#setUpNotify();
     } catch (err) {
       await handle.close();
       throw err;
@@ -233,6 +247,15 @@ export class PostgresConsensus extends ConsensusBase {
       });
     }
     return cockroach;
+  }
+
+  /** Creates the schema's notify triggers if missing; a role not allowed to is left to poll (notify.ts). */
+  async #setUpNotify(): Promise<void> {
+    try {
+      await this.#run('open', undefined, { text: notifySetupSql(this.schema) });
+    } catch (err) {
+      if (sqlState((err as { cause?: unknown }).cause) !== '42501') throw err;
+    }
   }
 
   #newBatcher(batchSize: number): Batcher<CasCall, CaSResult> {
@@ -335,6 +358,7 @@ export class PostgresConsensus extends ConsensusBase {
    * ended on the server, and pg finishes closing its sockets on its own.
    */
   protected async _close(): Promise<void> {
+    this.#changes.close();
     const pastBudget = new Error('the close budget passed');
     await withDeadline(undefined, this.#closeBudgetMs, () => this.#pool.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
       if (err !== pastBudget) throw err;
