@@ -12,6 +12,9 @@ import { adopt, exited } from './servers/child.js';
 import { startEtcd, type EtcdCluster } from './servers/etcd.js';
 import { startPostgres, type PostgresServer } from './servers/postgres.js';
 
+/** PostgreSQL's native watch is asked for (notify=true); without it, watch polls. */
+const NOTIFY = { notify: 'true' };
+
 const CHILD_MS = 60_000;
 /** How long a watcher may take to report the final head once it is written. */
 const SEE_MS = 10_000;
@@ -120,15 +123,37 @@ describe('watch on etcd', () => {
 });
 
 describe('watch on PostgreSQL', () => {
-  test('sees the compareAndSets of other processes, up to the final head, never going back', () => acrossProcesses(pg.url()));
+  test('without notify=true: no triggers are made, the handle has no changes method, watch polls and sees a write', async () => {
+    const schema = pg.schema('quiet');
+    const c = await openConsensus(pg.url({ schema }));
+    const stop = new AbortController();
+    try {
+      assert.equal(typeof (c as unknown as { [CHANGES]?: unknown })[CHANGES], 'undefined');
+      const triggers = await pg.sql(
+        `SELECT count(*)::int AS n FROM pg_trigger t JOIN pg_class r ON r.oid = t.tgrelid JOIN pg_namespace n ON n.oid = r.relnamespace WHERE n.nspname = $1`,
+        [schema],
+      );
+      assert.equal(triggers.rows[0].n, 0);
+      const seen = (async () => {
+        for await (const h of watch(c, 'k', { signal: stop.signal })) if (h.seqno.value === 1n) return h;
+        return undefined;
+      })();
+      await c.compareAndSet('k', undefined, { seqno: new SeqNo(1), data: Buffer.from('x') });
+      assert.equal((await within(seen, 'the polled head v1'))?.seqno.value, 1n);
+    } finally {
+      stop.abort();
+      await c.close();
+    }
+  });
+  test('sees the compareAndSets of other processes, up to the final head, never going back', () => acrossProcesses(pg.url(NOTIFY)));
   test('a PostgreSQL restart while watching: the watcher still sees the final head', () =>
-    throughRestart(pg.url(), async () => {
+    throughRestart(pg.url(NOTIFY), async () => {
       await pg.halt();
       await pg.resume();
     }));
 
   test('two schemas in one database do not wake each other', async () => {
-    const [schemaA, schemaB] = [pg.url(), pg.url()];
+    const [schemaA, schemaB] = [pg.url(NOTIFY), pg.url(NOTIFY)];
     const [a, a2, b] = await Promise.all([openConsensus(schemaA), openConsensus(schemaA), openConsensus(schemaB)]);
     const stop = new AbortController();
     try {

@@ -13,16 +13,18 @@
  * expected` and inserts the version in the same statement: concurrent writers with
  * the same expectation queue on that row lock and all but the first find it changed
  * (see src/postgres/sql.ts). Concurrent compareAndSets on one handle are group
- * committed: while `casConcurrency` CaS statements are in flight, new calls queue
- * and leave together as one multi-key statement of the same shape, each call keeping
- * its own outcome (src/postgres/batcher.ts); a lone call is sent at once, and so is a
+ * committed: calls made in one turn of the event loop, and calls made while
+ * `casConcurrency` CaS statements are in flight, leave together as one multi-key
+ * statement of the same shape, each call keeping its own outcome
+ * (src/postgres/batcher.ts); a lone call is sent in the turn it was made, and so is a
  * value too large to share the 8 MiB budget of a group. truncate
  * locks the head row and deletes below it in one statement, run again if the head
  * moved after the statement's snapshot (see sql.ts). listKeys pages through `heads` by key
  * (keyset paging), never holding more than a page.
- * watch (the envelope's changes method): triggers on `heads` send one NOTIFY per
- * committed statement on a channel named after the schema, and each handle LISTENs
- * on a connection of its own while it has watchers (see src/postgres/notify.ts).
+ * watch (the envelope's changes method, with `notify: true`): triggers on `heads`
+ * send one NOTIFY per committed statement on a channel named after the schema, and
+ * each handle LISTENs on a connection of its own while it has watchers (see
+ * src/postgres/notify.ts).
  *
  * Errors: see src/postgres/errors.ts for the table. In short: nothing fails
  * Determinate once a statement was sent unless the server's SQLSTATE proves it was
@@ -88,7 +90,7 @@ import { CHANGES } from '../envelope/changes.js';
 import { notifySetupSql, PostgresChanges } from './notify.js';
 import { casBatchParams, DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
 import { SeqNo } from '../seqno.js';
-import { checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
+import { boolParam, checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO } from '../validate.js';
 
 export { encodeErrors, mapConnectError, mapPostgresError, postgresErrors, statementTimedOut } from './errors.js';
@@ -108,14 +110,22 @@ export interface PostgresConsensusOptions {
   statementTimeoutMs?: number;
   /**
    * Most compareAndSets sent as one statement (default 64; 1 sends each on its own).
-   * Concurrent calls are grouped only while `casConcurrency` batches are in flight,
-   * and only up to 8 MiB of keys and values per statement.
+   * Calls made in one turn of the event loop, and calls made while `casConcurrency`
+   * batches are in flight, are grouped, up to 8 MiB of keys and values per statement.
    */
   casBatchSize?: number;
   /** compareAndSet statements in flight at once (default min(poolSize, 4)). */
   casConcurrency?: number;
   /** How the handle names itself in messages (default the redacted connection string). */
   display?: string;
+  /**
+   * Native watch (default false): creates the schema's NOTIFY triggers if missing and
+   * LISTENs while keys are watched, so `watch` sees other clients' commits at once.
+   * NOTIFY serializes commits on a database-wide lock: measured, compareAndSet at 16
+   * clients runs at about 0.6-0.7x with the triggers (bench/envelope.bench.ts), so it
+   * is asked for, not given. Without it, `watch` polls with backoff.
+   */
+  notify?: boolean;
 }
 
 /**
@@ -161,7 +171,7 @@ export class PostgresConsensus extends ConsensusBase {
   readonly #changes: PostgresChanges;
 
   private constructor(
-    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString'>> & { display: string; client: pg.ClientConfig },
+    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString' | 'notify'>> & { display: string; client: pg.ClientConfig },
   ) {
     super();
     this.schema = options.schema;
@@ -194,16 +204,19 @@ export class PostgresConsensus extends ConsensusBase {
     this.#changes = new PostgresChanges(options.client, options.schema, options.connectTimeoutMs);
   }
 
-  /** Ticks when `key` may have a new head, from any client: LISTEN/NOTIFY (see notify.ts). */
-  [CHANGES](key: string, signal: AbortSignal): AsyncIterable<void> {
-    return this.#changes.changes(key, signal);
-  }
+  /**
+   * Ticks when `key` may have a new head, from any client: LISTEN/NOTIFY (see
+   * notify.ts). Defined on a handle opened with `notify: true` whose triggers are in
+   * place; any other handle has none, and is polled.
+   */
+  declare readonly [CHANGES]?: (key: string, signal: AbortSignal) => AsyncIterable<void>;
 
   /** Connects, creates the schema and tables if missing, and returns a ready handle. */
   static async open(options: PostgresConsensusOptions): Promise<PostgresConsensus> {
     const schema = options.schema ?? DEFAULT_SCHEMA;
     validateSchemaName(schema);
     const poolSize = positive(options.poolSize ?? 10, 'poolSize');
+    if (options.notify !== undefined && typeof options.notify !== 'boolean') throw invalidArgument(`PostgresConsensus: notify must be a boolean, got ${String(options.notify)}`);
     const display = options.display ?? redactUri(String(options.connectionString));
     const handle = new PostgresConsensus({
       client: connectionConfig(options.connectionString, display),
@@ -220,7 +233,9 @@ export class PostgresConsensus extends ConsensusBase {
       // CockroachDB refuses a statement that modifies one table in two subqueries
       // (the grouped statement updates and inserts heads), so each call goes alone.
       if (cockroach) handle.#batcher = handle.#newBatcher(1);
-      else await handle.#setUpNotify();
+      else if (options.notify === true && (await handle.#setUpNotify())) {
+        Object.defineProperty(handle, CHANGES, { value: (key: string, signal: AbortSignal) => handle.#changes.changes(key, signal) });
+      }
     } catch (err) {
       await handle.close();
       throw err;
@@ -249,12 +264,14 @@ export class PostgresConsensus extends ConsensusBase {
     return cockroach;
   }
 
-  /** Creates the schema's notify triggers if missing; a role not allowed to is left to poll (notify.ts). */
-  async #setUpNotify(): Promise<void> {
+  /** Creates the schema's notify triggers if missing; false for a role not allowed to (it is left to poll, notify.ts). */
+  async #setUpNotify(): Promise<boolean> {
     try {
       await this.#run('open', undefined, { text: notifySetupSql(this.schema) });
+      return true;
     } catch (err) {
       if (sqlState((err as { cause?: unknown }).cause) !== '42501') throw err;
+      return false;
     }
   }
 
@@ -422,7 +439,7 @@ export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
   return PostgresConsensus.open(postgresOptionsFromUri(loc));
 }
 
-const OWN_PARAMS = ['schema', 'poolSize', 'connectTimeoutMs', 'statementTimeoutMs', 'casBatchSize', 'casConcurrency'] as const;
+const OWN_PARAMS = ['schema', 'poolSize', 'connectTimeoutMs', 'statementTimeoutMs', 'casBatchSize', 'casConcurrency', 'notify'] as const;
 const LIBPQ_PARAMS = [
   'sslmode',
   'sslcert',
@@ -459,6 +476,7 @@ export function postgresOptionsFromUri(loc: LocationUri): PostgresConsensusOptio
     statementTimeoutMs: intParam(loc, params.statementTimeoutMs, 'statementTimeoutMs'),
     casBatchSize: intParam(loc, params.casBatchSize, 'casBatchSize'),
     casConcurrency: intParam(loc, params.casConcurrency, 'casConcurrency'),
+    notify: boolParam(loc, params.notify, 'notify'),
     display: loc.display,
   };
 }
