@@ -2,14 +2,14 @@
  * `persist-location blob ...`: inspect and operate on a Blob location.
  */
 import type { Blob } from '../blob.js';
-import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, withHandle, type Command, type Context } from './args.js';
+import { expectArgs, openLocation, withHandle, type Command, type Context } from './args.js';
 import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
 const WHERE = `The location is --blob URI (default file:.persist/blob).`;
 
-const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openBlob(ctx.blobUri), work);
+/** Runs `work` on the location; `create: false` for the commands that only inspect (a missing location is an error). */
+const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>, create = true): Promise<T> => withHandle(() => openLocation(ctx, 'blob', { create }), work);
 
 export const blobLs: Command = {
   name: 'blob ls',
@@ -30,11 +30,15 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['PREFIX'], 1);
     const prefix = ctx.args[0] ?? '';
-    const entries = await withBlob(ctx, async (b) => {
-      const out: { key: string; size: number }[] = [];
-      for await (const m of b.list(prefix)) out.push({ key: m.key, size: m.sizeInBytes });
-      return out.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
-    });
+    const entries = await withBlob(
+      ctx,
+      async (b) => {
+        const out: { key: string; size: number }[] = [];
+        for await (const m of b.list(prefix)) out.push({ key: m.key, size: m.sizeInBytes });
+        return out.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+      },
+      false,
+    );
     if (ctx.values.json) {
       await printJson(entries);
     } else if (entries.length === 0) {
@@ -64,7 +68,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['KEY']);
     const key = ctx.args[0]!;
-    const value = await withBlob(ctx, (b) => b.get(key));
+    const value = await withBlob(ctx, (b) => b.get(key), false);
     if (value === undefined) throw new Error(`no such key: ${showKey(key)}`);
     if (process.stdout.isTTY && asText(value.toContiguous()) === undefined) {
       // Raw bytes would garble the terminal; a pipe or a file gets them unchanged.
