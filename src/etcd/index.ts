@@ -23,8 +23,8 @@
  * Opening (`openConsensus`, {@link EtcdConsensus.open}) reads one page of the
  * location within `timeoutMs`, so an unreachable cluster, a refused login or a
  * failed TLS handshake fails the open, not the first operation; with no member
- * listening it fails at once (Determinate Unavailable naming the endpoints), not
- * after `timeoutMs`. A key prefix always exists: opening with `create: false` is
+ * listening it fails after a few attempts per endpoint (Determinate Unavailable
+ * naming the endpoints), not after `timeoutMs`. A key prefix always exists: opening with `create: false` is
  * the same open. A failed handshake
  * (a server certificate the client does not trust or that names another host, a
  * client certificate missing or refused) is Determinate PermissionDenied naming the
@@ -198,9 +198,9 @@ export class EtcdConsensus extends ConsensusBase {
    * TLS. Unlike an operation it does not retry until `timeoutMs` when no endpoint
    * answers: etcd3 picks an endpoint at random, and a breaker skips one after 3
    * failures (etcd/policies.ts), so 3 attempts per endpoint, and one more, reach a
-   * live member if there is one. A cluster with nothing listening fails the open in
-   * well under a second, as PostgreSQL's does; a member that accepts the connection
-   * but never answers still takes `timeoutMs`.
+   * live member if there is one. A cluster with nothing listening fails the open
+   * after those few attempts (about half a second for one endpoint); a member
+   * that accepts the connection but never answers still takes `timeoutMs`.
    */
   async #probe(endpoints: number): Promise<void> {
     const [start, end] = this.#layout.headRange();
