@@ -8,8 +8,9 @@ import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput,
 
 const WHERE = `The location is --blob URI (default file:.persist/blob).`;
 
-/** Runs `work` on the location; `create: false` for the commands that only inspect (a missing location is an error). */
-const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>, create = true): Promise<T> => withHandle(() => openLocation(ctx, 'blob', { create }), work);
+const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'blob'), work);
+/** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
+const inspectBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'blob', { create: false }), work);
 
 export const blobLs: Command = {
   name: 'blob ls',
@@ -30,15 +31,11 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['PREFIX'], 1);
     const prefix = ctx.args[0] ?? '';
-    const entries = await withBlob(
-      ctx,
-      async (b) => {
-        const out: { key: string; size: number }[] = [];
-        for await (const m of b.list(prefix)) out.push({ key: m.key, size: m.sizeInBytes });
-        return out.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
-      },
-      false,
-    );
+    const entries = await inspectBlob(ctx, async (b) => {
+      const out: { key: string; size: number }[] = [];
+      for await (const m of b.list(prefix)) out.push({ key: m.key, size: m.sizeInBytes });
+      return out.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
+    });
     if (ctx.values.json) {
       await printJson(entries);
     } else if (entries.length === 0) {
@@ -68,7 +65,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['KEY']);
     const key = ctx.args[0]!;
-    const value = await withBlob(ctx, (b) => b.get(key), false);
+    const value = await inspectBlob(ctx, (b) => b.get(key));
     if (value === undefined) throw new Error(`no such key: ${showKey(key)}`);
     if (process.stdout.isTTY && asText(value.toContiguous()) === undefined) {
       // Raw bytes would garble the terminal; a pipe or a file gets them unchanged.

@@ -9,9 +9,9 @@ import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInpu
 
 const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
 
-/** Runs `work` on the location; `create: false` for the commands that only inspect (a missing location is an error). */
-const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>, create = true): Promise<T> =>
-  withHandle(() => openLocation(ctx, 'consensus', { create }), work);
+const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'consensus'), work);
+/** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
+const inspectConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'consensus', { create: false }), work);
 
 function versionJson(v: VersionedData): object {
   return { seqno: v.seqno.toString(), ...jsonData(v.data) };
@@ -34,15 +34,11 @@ Examples:
   persist-location consensus list --consensus postgres://app@db:5432/app --json`,
   async run(ctx) {
     expectArgs(ctx, []);
-    const keys = await withConsensus(
-      ctx,
-      async (c) => {
-        const out: string[] = [];
-        for await (const key of c.listKeys()) out.push(key);
-        return out.sort();
-      },
-      false,
-    );
+    const keys = await inspectConsensus(ctx, async (c) => {
+      const out: string[] = [];
+      for await (const key of c.listKeys()) out.push(key);
+      return out.sort();
+    });
     if (ctx.values.json) await printJson(keys);
     else if (keys.length === 0) noteEmpty(`no keys in ${redactUri(ctx.consensusUri)}`);
     else await printLines(keys.map(showKey));
@@ -70,7 +66,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['KEY']);
     const key = ctx.args[0]!;
-    const head = await withConsensus(ctx, (c) => c.head(key), false);
+    const head = await inspectConsensus(ctx, (c) => c.head(key));
     if (ctx.values.json) {
       await printJson(head === undefined ? null : { key, ...versionJson(head) });
     } else if (head === undefined) {
@@ -106,7 +102,7 @@ Examples:
     const key = ctx.args[0]!;
     const from = ctx.values.from === undefined ? parseSeqNo('v0', '--from') : parseSeqNo(ctx.values.from, '--from');
     const limit = parseCount(ctx.values.limit, 'limit', SCAN_ALL);
-    const versions = await withConsensus(ctx, (c) => c.scan(key, from, limit), false);
+    const versions = await inspectConsensus(ctx, (c) => c.scan(key, from, limit));
     if (ctx.values.json) {
       await printJson(versions.map(versionJson));
     } else if (versions.length === 0) {
