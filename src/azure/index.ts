@@ -208,7 +208,6 @@ export class AzureBlob extends BlobBase {
   protected async _close(): Promise<void> {
     // The SDK holds no per-client resources: its keep-alive HTTP agent is shared.
   }
-
 }
 
 /** `azure://CONTAINER[/PREFIX]?endpoint=URL&createContainer=true` (see src/azure/config.ts). */
