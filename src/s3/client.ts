@@ -78,6 +78,11 @@ export class S3ObjectClient implements ObjectClient {
     } catch (err) {
       throw new Determinate(ErrorCode.InvalidArgument, `${what}: no AWS region: pass region= or set AWS_REGION`, { cause: err });
     }
+    await this.headBucket(what, signal);
+  }
+
+  /** HeadBucket alone: Determinate NotFound naming a missing bucket. */
+  async headBucket(what: string, signal: AbortSignal | undefined): Promise<void> {
     await this.send(new HeadBucketCommand({ Bucket: this.bucket }), { what: `${what} check bucket`, signal }).catch((err: unknown) => {
       // HEAD has no body, so a missing bucket is a bare 404.
       if (err instanceof ExternalError && err.code === ErrorCode.NotFound) {

@@ -135,7 +135,7 @@ export class S3Blob extends BlobBase {
     const head = await this.#client.head(name, ctx);
     if (head === undefined) {
       // A HEAD's 404 has no body to tell a missing key from a missing bucket.
-      await this.#client.checkBucket(this.description, opts?.signal);
+      await this.#client.headBucket(this.description, opts?.signal);
       return undefined;
     }
     await this.#client.delete(name, {}, ctx);
