@@ -59,13 +59,24 @@ export interface LocationForm {
   readonly description: string;
 }
 
+/** What `openConsensus`/`openBlob` pass to a backend's `open`, checked and with defaults filled in. */
+export interface PartOpenOptions {
+  /**
+   * Whether opening may create what the location needs (a directory, a file, a
+   * schema and its tables, a container). With false a location that does not exist
+   * rejects Determinate NotFound naming it, and the open creates and writes nothing.
+   */
+  readonly create: boolean;
+}
+
 /** How a backend opens one interface, and what it can do there. */
 export interface BackendPart<T> {
   /**
    * Opens a ready handle at `loc`, importing the backend's entry point (and so its
-   * driver) only now. Rejects Determinate InvalidArgument for a URI it does not accept.
+   * driver) only now. Rejects Determinate InvalidArgument for a URI it does not
+   * accept, and honours `options.create` (see {@link PartOpenOptions}).
    */
-  open(loc: LocationUri): Promise<T>;
+  open(loc: LocationUri, options: PartOpenOptions): Promise<T>;
   /** What a handle opened at `loc` can do (a key cap may depend on the prefix). */
   capabilities(loc: LocationUri): BackendCapabilities;
   /**
@@ -117,6 +128,12 @@ export interface BackendDescriptor {
   readonly consensus?: BackendPart<Consensus>;
   /** Blob at its URIs, if it offers Blob. */
   readonly blob?: BackendPart<Blob>;
+  /**
+   * For a backend on the local file system: the absolute path `loc` names, a relative
+   * one taken from `cwd`. The CLI prints it when a URI's path is relative, so a
+   * process started in another directory cannot silently get an empty location.
+   */
+  readonly localPath?: (loc: LocationUri, cwd: string) => string;
   /** Scratch locations for `check` and `bench`; without it they refuse its URIs. */
   readonly scratch?: ScratchSupport;
 }
@@ -167,6 +184,7 @@ function validate(d: BackendDescriptor): void {
       fail(`its ${kind} part needs open(loc) and capabilities(loc) functions`);
     }
   }
+  if (d.localPath !== undefined && typeof d.localPath !== 'function') fail('its localPath must be a function (loc, cwd) => absolute path');
   const s = d.scratch;
   if (s !== undefined && (typeof s.derive !== 'function' || typeof s.destroy !== 'function' || typeof s.summary?.location !== 'string' || typeof s.summary.scratch !== 'string')) {
     fail('its scratch part needs derive and destroy functions and a summary { location, scratch }');

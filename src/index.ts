@@ -69,6 +69,7 @@ export {
   type BackendDescriptor,
   type BackendCapabilities,
   type BackendPart,
+  type PartOpenOptions,
   type LocationForm,
   type ScratchSupport,
 } from './backend.js';

@@ -3,7 +3,7 @@
  * backend registered for its scheme (backend.ts). A backend's entry point, and so its
  * driver, is imported only when a URI names it.
  */
-import { acceptedSchemes, findBackend, type BackendDescriptor, type BackendPart } from './backend.js';
+import { acceptedSchemes, findBackend, type BackendDescriptor, type BackendPart, type PartOpenOptions } from './backend.js';
 import type { Blob } from './blob.js';
 import type { Consensus } from './consensus.js';
 import { Determinate, ErrorCode, invalidArgument } from './errors.js';
@@ -13,6 +13,16 @@ import { backoffOf, withRetry, type RetryPolicy } from './envelope/retry.js';
 
 /**
  * Options of {@link openConsensus} and {@link openBlob}.
+ *
+ * `create` (default true): create what the location needs if it is missing (the
+ * directory of `file:`, the file of `sqlite:`, the schema and tables of
+ * `postgres:`, the container of `azure:` when its URI says `createContainer=true`).
+ * With false nothing is created or written while opening, and a location that does
+ * not exist rejects Determinate NotFound naming it: `file:` needs the directory,
+ * `sqlite:` a database file holding this backend's table (any other file is
+ * Determinate FailedPrecondition), `postgres:` the schema with both tables,
+ * `azure:` the container, `s3:` the bucket. A key prefix (`s3:`, `azure:`, `etcd:`)
+ * always exists; for `etcd:` the cluster must answer.
  *
  * `retry`: the returned handle is wrapped in `withRetry` with this policy, or not
  * at all with `false`. Left out, each backend's default applies: handles of the
@@ -24,6 +34,7 @@ import { backoffOf, withRetry, type RetryPolicy } from './envelope/retry.js';
  * handles stay the backend's own class.
  */
 export interface OpenOptions {
+  create?: boolean;
   retry?: RetryPolicy | false;
 }
 
@@ -36,7 +47,7 @@ export async function openConsensus(uri: string, options: OpenOptions = {}): Pro
   const loc = parseLocationUri(uri);
   const { backend, part } = backendPart(loc, 'consensus');
   const retry = retryOf(options, part);
-  const handle = await opening(backend, loc, part);
+  const handle = await opening(backend, loc, part, partOptions(options));
   return retry === false ? handle : withRetry(handle, retry);
 }
 
@@ -45,7 +56,7 @@ export async function openBlob(uri: string, options: OpenOptions = {}): Promise<
   const loc = parseLocationUri(uri);
   const { backend, part } = backendPart(loc, 'blob');
   const retry = retryOf(options, part);
-  const handle = await opening(backend, loc, part);
+  const handle = await opening(backend, loc, part, partOptions(options));
   return retry === false ? handle : withRetry(handle, retry);
 }
 
@@ -57,6 +68,13 @@ function retryOf(options: OpenOptions, part: BackendPart<unknown>): RetryPolicy 
   if (retry !== false && (typeof retry !== 'object' || retry === null)) throw invalidArgument(`retry must be a retry policy or false, got ${String(retry)}`);
   if (retry !== false) backoffOf(retry);
   return retry;
+}
+
+/** What the backend's `open` gets of `options` (already known to be an object, see {@link retryOf}). */
+function partOptions(options: OpenOptions): PartOpenOptions {
+  const { create = true } = options;
+  if (typeof create !== 'boolean') throw invalidArgument(`create must be true or false, got ${typeof create === 'string' ? JSON.stringify(create) : String(create)}`);
+  return { create };
 }
 
 /**
@@ -76,13 +94,18 @@ export function backendPart<K extends LocationKind>(
   return { backend, part: part as NonNullable<BackendDescriptor[K]> };
 }
 
-async function opening<T>(backend: BackendDescriptor, loc: LocationUri, part: BackendPart<T>): Promise<T> {
+/**
+ * Opens through the backend. A missing driver package is a fault of the install, not
+ * of the storage: Determinate FailedPrecondition (never Unavailable, which callers
+ * retry), with the command that fixes it.
+ */
+async function opening<T>(backend: BackendDescriptor, loc: LocationUri, part: BackendPart<T>, options: PartOpenOptions): Promise<T> {
   try {
-    return await part.open(loc);
+    return await part.open(loc, options);
   } catch (err) {
     if (backend.driver !== undefined && isMissingModule(err, backend.driver)) {
       throw new Determinate(
-        ErrorCode.Unavailable,
+        ErrorCode.FailedPrecondition,
         `the ${loc.scheme}: backend needs the npm package ${backend.driver}, which is not installed: npm install ${backend.driver}`,
         { cause: err },
       );

@@ -3,6 +3,8 @@
  * which WHATWG URL would make absolute), query parameters checked against the
  * ones a backend accepts, and redaction so credentials are never printed back.
  */
+import { homedir } from 'node:os';
+import { isAbsolute, join, resolve } from 'node:path';
 import { invalidArgument } from './errors.js';
 
 /** A location URI taken apart. */
@@ -58,6 +60,23 @@ export function parseLocationUri(uri: string): LocationUri {
     throw invalidArgument(`location URI has a malformed percent-encoding: ${display}${hint}`);
   }
   return { scheme, authority, path, params: new URLSearchParams(query), display, partsMayHoldPassword };
+}
+
+/**
+ * The absolute path a local location (`file:`, `sqlite:`) names: a relative path is
+ * taken from `cwd`. A path starting with `~` rejects Determinate InvalidArgument: a
+ * URI is not a shell, so `sqlite:~/x.db` would be a directory named `~` inside the
+ * working directory; the message gives the absolute path the user probably meant.
+ */
+export function localPathOf(loc: LocationUri, cwd: string = process.cwd()): string {
+  const tilde = /^~[^/]*/.exec(loc.path);
+  if (tilde !== null) {
+    const meant = tilde[0] === '~' ? join(homedir(), loc.path.slice(1)) : `/ABSOLUTE/PATH${loc.path.slice(tilde[0].length)}`;
+    throw invalidArgument(
+      `${loc.display}: '~' is not expanded in a location URI (it would name a directory '${tilde[0]}' in the working directory); write an absolute path, e.g. ${loc.scheme}://${meant}`,
+    );
+  }
+  return isAbsolute(loc.path) ? loc.path : resolve(cwd, loc.path);
 }
 
 /** Said in messages about a URI whose password may hold a character that ends the authority. */

@@ -204,7 +204,7 @@ describe('openBlob / openConsensus', () => {
       env: { ...process.env, HIDE_PACKAGE: 'etcd3' },
       encoding: 'utf8',
     });
-    assert.match(out, /^Determinate Unavailable: .*needs the npm package etcd3.*npm install etcd3/);
+    assert.match(out, /^Determinate FailedPrecondition: .*needs the npm package etcd3.*npm install etcd3/);
   });
 });
 

@@ -33,14 +33,15 @@ test('check --faults 0.1 passes on the embedded locations and reports what was i
 });
 
 test('consensus cas KEY --next DATA appends at the next seqno; watch prints the heads', async () => {
+  // watch only inspects: the location must exist first.
+  const first = cli('consensus', 'cas', 'jobs', '--next', 'one');
+  assert.equal(first.code, 0, first.stderr);
+  assert.match(first.stdout, /Committed: jobs is now at v0/);
   const watcher = adopt(spawn(process.execPath, [BIN, 'watch', 'jobs', '--timeout', '20s', '--json'], { cwd, stdio: ['ignore', 'pipe', 'pipe'] }));
   let out = '';
   let err = '';
   watcher.stdout!.on('data', (d: Buffer) => (out += d.toString()));
   watcher.stderr!.on('data', (d: Buffer) => (err += d.toString()));
-  const first = cli('consensus', 'cas', 'jobs', '--next', 'one');
-  assert.equal(first.code, 0, first.stderr);
-  assert.match(first.stdout, /Committed: jobs is now at v0/);
   for (const data of ['two', 'three']) assert.equal(cli('consensus', 'cas', 'jobs', '--next', data).code, 0);
   assert.match(cli('consensus', 'head', 'jobs').stdout, /v2/);
   assert.equal(cli('consensus', 'cas', 'jobs', '--next', 'x', '--data-file', '-').code, 64);

@@ -1,17 +1,17 @@
 /** The Azure Blob Storage backend's descriptor: `azure:` locations, Consensus and Blob (see backend.ts). */
 import type { Blob } from '../blob.js';
 import type { Consensus } from '../consensus.js';
-import type { BackendDescriptor } from '../backend.js';
+import type { BackendDescriptor, PartOpenOptions } from '../backend.js';
 import { besidePrefix, emptyObjectStore } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
 import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
-async function open(loc: LocationUri): Promise<Blob> {
-  return (await import('./index.js')).blobFromUri(loc);
+async function open(loc: LocationUri, options?: PartOpenOptions): Promise<Blob> {
+  return (await import('./index.js')).blobFromUri(loc, options?.create);
 }
 
-async function openConsensus(loc: LocationUri): Promise<Consensus> {
-  return (await import('./consensus.js')).consensusFromUri(loc);
+async function openConsensus(loc: LocationUri, { create }: PartOpenOptions): Promise<Consensus> {
+  return (await import('./consensus.js')).consensusFromUri(loc, create);
 }
 
 /** The blob-name prefix of a location, as AzureBlob writes it: no outer `/`, then one `/`. */

@@ -76,6 +76,22 @@ export class AzureObjectClient implements ObjectClient {
     );
   }
 
+  /**
+   * Opening's one request: with `create`, creates the container if it is missing;
+   * without, checks that it exists (Determinate NotFound naming it if not) and
+   * writes nothing. Either way an unreachable service or refused credentials
+   * reject here rather than at the first operation. `what` names the handle.
+   */
+  async openContainer(what: string, create: boolean, signal: AbortSignal | undefined): Promise<void> {
+    const { container } = this;
+    if (create) {
+      await this.call({ what: `${what} create the container`, signal }, (s) => container.createIfNotExists({ abortSignal: s }));
+      return;
+    }
+    const exists = await this.call({ what: `${what} check the container`, signal }, (s) => container.exists({ abortSignal: s }));
+    if (!exists) throw new Determinate(ErrorCode.NotFound, `${what}: the container ${container.containerName} does not exist (and opening without create makes none)`);
+  }
+
   blob(name: string): BlockBlobClient {
     return this.container.getBlockBlobClient(name);
   }

@@ -9,7 +9,8 @@
  * `endpoint` is the blob service URL (for Azurite:
  * `http://127.0.0.1:10000/devstoreaccount1`); it overrides the connection
  * string's. `createContainer=true` creates the container if it is missing (off by
- * default: a missing container is Determinate NotFound on every operation). `ca`
+ * default: opening checks that the container exists, and a missing one is
+ * Determinate NotFound; `create: false` never creates it, whatever this says). `ca`
  * is a PEM bundle the https endpoint's certificate must chain to, instead of
  * Node's trusted roots (`NODE_EXTRA_CA_CERTS` adds to those for the whole
  * process instead).

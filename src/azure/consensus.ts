@@ -12,11 +12,13 @@
  *
  * Opening checks that the container is reachable and applies conditional writes
  * (four requests on a probe blob it then deletes), after creating the container
- * when `createContainer=true`.
+ * when `createContainer=true`. Opened with `create: false` it writes nothing: the
+ * container must exist (else Determinate NotFound; a prefix always exists), and
+ * the probe runs before the first write.
  */
 import type { OpOptions } from '../consensus.js';
 import { invalidArgument } from '../errors.js';
-import { checkConditionalWrites, conditionalObjects } from '../objstore/conditional.js';
+import { checkedBeforeFirstWrite, conditionalObjects, type CheckedObjects } from '../objstore/conditional.js';
 import { ObjectConsensus, type ConsensusLayout } from '../objstore/consensus.js';
 import type { LocationUri } from '../uri.js';
 import { utf8Length } from '../validate.js';
@@ -28,15 +30,14 @@ import { AZURE_MAX_NAME_CHARS, CONSENSUS_NAME_OVERHEAD as SEGMENT_OVERHEAD, cons
 export type AzureConsensusOptions = Pick<AzureBlobOptions, 'container' | 'prefix' | 'endpoint' | 'connectionString' | 'credential' | 'ca' | 'display' | 'retry' | 'listPageSize'>;
 
 export class AzureConsensus extends ObjectConsensus {
-  readonly #objects;
-  readonly #probePrefix: string;
+  readonly #objects: CheckedObjects;
   readonly #client: AzureObjectClient;
 
   constructor(options: AzureConsensusOptions) {
     const s = azureSettings(options);
     const description = s.description.replace(/^AzureBlob/, 'AzureConsensus');
     const client = new AzureObjectClient(serviceClient(options).getContainerClient(options.container), s.retry, s.listPageSize);
-    const objects = conditionalObjects(client, description);
+    const objects = checkedBeforeFirstWrite(conditionalObjects(client, description), `${s.namePrefix}p/`, description);
     const room = AZURE_MAX_NAME_CHARS - Buffer.byteLength(s.namePrefix) - SEGMENT_OVERHEAD;
     if (room < 1) throw invalidArgument(`AzureConsensus prefix ${JSON.stringify(s.namePrefix)} leaves no room for keys in Azure's ${AZURE_MAX_NAME_CHARS}-character names`);
     const cap = consensusMaxKeyBytes(s.namePrefix);
@@ -63,18 +64,19 @@ export class AzureConsensus extends ObjectConsensus {
     });
     this.#objects = objects;
     this.#client = client;
-    this.#probePrefix = `${s.namePrefix}p/`;
   }
 
-  /** A handle, once the container has been shown to apply conditional writes (module comment). */
-  static async open(options: AzureConsensusOptions & { createContainer?: boolean }, opts?: OpOptions): Promise<AzureConsensus> {
+  /**
+   * A handle, once the container has been shown to apply conditional writes
+   * (module comment). With `create` false nothing is written: the container must
+   * exist, and the check runs before the handle's first write instead.
+   */
+  static async open(options: AzureConsensusOptions & { createContainer?: boolean }, opts?: OpOptions & { create?: boolean }): Promise<AzureConsensus> {
     const consensus = new AzureConsensus(options);
     try {
-      if (options.createContainer) {
-        const { container } = consensus.#client;
-        await consensus.#client.call({ what: `${consensus.description} create the container`, signal: opts?.signal }, (signal) => container.createIfNotExists({ abortSignal: signal }));
-      }
-      await checkConditionalWrites(consensus.#objects, consensus.#probePrefix, consensus.description, opts?.signal);
+      const create = opts?.create !== false;
+      await consensus.#client.openContainer(consensus.description, create && options.createContainer === true, opts?.signal);
+      if (create) await consensus.#objects.check(opts?.signal);
     } catch (err) {
       await consensus.close();
       throw err;
@@ -84,8 +86,8 @@ export class AzureConsensus extends ObjectConsensus {
 }
 
 /** `azure://CONTAINER[/PREFIX]?...` opened as Consensus: the same parameters as AzureBlob's. */
-export async function consensusFromUri(loc: LocationUri): Promise<AzureConsensus> {
-  return AzureConsensus.open(azureOptionsFromUri(loc));
+export async function consensusFromUri(loc: LocationUri, create = true): Promise<AzureConsensus> {
+  return AzureConsensus.open(azureOptionsFromUri(loc), { create });
 }
 
 /** A handle on `loc` that checks nothing at open, for removing a scratch location. */

@@ -81,10 +81,13 @@ export class AzureBlob extends BlobBase {
     this.#client = new AzureObjectClient(serviceClient(options).getContainerClient(options.container), this.#s.retry, this.#s.listPageSize);
   }
 
-  /** A handle, after creating the container if `createContainer` and it is missing. */
-  static async open(options: AzureBlobOptions & { createContainer?: boolean }, opts?: OpOptions): Promise<AzureBlob> {
+  /**
+   * A handle, after creating the container if `createContainer` and it is missing,
+   * or else checking that it exists; with `create` false it is only checked.
+   */
+  static async open(options: AzureBlobOptions & { createContainer?: boolean }, opts?: OpOptions & { create?: boolean }): Promise<AzureBlob> {
     const blob = new AzureBlob(options);
-    if (options.createContainer) await blob.#createContainer(opts);
+    await blob.#client.openContainer(blob.description, options.createContainer === true && opts?.create !== false, opts?.signal);
     return blob;
   }
 
@@ -205,16 +208,11 @@ export class AzureBlob extends BlobBase {
   protected async _close(): Promise<void> {
     // The SDK holds no per-client resources: its keep-alive HTTP agent is shared.
   }
-
-  async #createContainer(opts?: OpOptions): Promise<void> {
-    const { container } = this.#client;
-    await this.#client.call(this.#ctx('create the container', opts), (signal) => container.createIfNotExists({ abortSignal: signal }));
-  }
 }
 
 /** `azure://CONTAINER[/PREFIX]?endpoint=URL&createContainer=true` (see src/azure/config.ts). */
-export async function blobFromUri(loc: LocationUri): Promise<Blob> {
-  return AzureBlob.open(azureOptionsFromUri(loc));
+export async function blobFromUri(loc: LocationUri, create = true): Promise<Blob> {
+  return AzureBlob.open(azureOptionsFromUri(loc), { create });
 }
 
 function show(key: string): string {

@@ -2,8 +2,14 @@
  * Command-line options shared by every command, what a command receives, and the
  * parsers of option values (seqnos, counts, durations).
  */
+import { isAbsolute } from 'node:path';
+import { findBackend } from '../backend.js';
+import type { Blob } from '../blob.js';
+import type { Consensus } from '../consensus.js';
+import { openBlob, openConsensus } from '../location.js';
 import { SeqNo } from '../seqno.js';
-import { UsageError, type Progress } from './output.js';
+import { parseLocationUri } from '../uri.js';
+import { UsageError, writeErr, type Progress } from './output.js';
 
 /** The default locations: the embedded ones under `./.persist/`. */
 export const DEFAULT_CONSENSUS = 'sqlite:.persist/consensus.db';
@@ -73,7 +79,45 @@ export interface Command {
   run(ctx: Context): Promise<number>;
 }
 
-/** Reads `v5` or `5`. */
+/**
+ * The absolute form of a local location URI whose path is relative
+ * (`sqlite:.persist/consensus.db` -> `sqlite:/home/me/app/.persist/consensus.db`,
+ * parameters left out), by its backend's `localPath`; undefined for any other URI,
+ * and for one that does not parse (opening it says why).
+ */
+export function resolvedLocation(uri: string): string | undefined {
+  try {
+    const loc = parseLocationUri(uri);
+    const localPath = findBackend(loc.scheme)?.localPath;
+    if (localPath === undefined || loc.path === '' || isAbsolute(loc.path)) return undefined;
+    return `${loc.scheme}:${localPath(loc, process.cwd())}`;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Opens the command's Consensus or Blob location (inspection commands pass
+ * `create: false`), then, unless `--quiet`, says on stderr where a relative local
+ * URI resolved to (`consensus: sqlite:/abs/file.db`): a command run from another
+ * directory shows it is not looking at the location meant. Said after opening, so
+ * a failed open stays one line.
+ */
+export function openLocation(ctx: Context, kind: 'consensus', options?: { create?: boolean }): Promise<Consensus>;
+export function openLocation(ctx: Context, kind: 'blob', options?: { create?: boolean }): Promise<Blob>;
+export async function openLocation(ctx: Context, kind: 'consensus' | 'blob', options: { create?: boolean } = {}): Promise<Consensus | Blob> {
+  const uri = kind === 'consensus' ? ctx.consensusUri : ctx.blobUri;
+  const handle = await (kind === 'consensus' ? openConsensus(uri, options) : openBlob(uri, options));
+  tellResolved(ctx, kind, uri);
+  return handle;
+}
+
+/** Says on stderr, unless `--quiet`, where `uri` resolved to when it is a relative local one (`blob: file:/abs/dir`). */
+export function tellResolved(ctx: Context, kind: 'consensus' | 'blob', uri: string): void {
+  const resolved = resolvedLocation(uri);
+  if (resolved !== undefined && ctx.values.quiet !== true) writeErr(`${kind}: ${resolved}\n`);
+}
+
 /** Opens a handle, runs `work` with it, and closes it whatever happens. */
 export async function withHandle<H extends { close(): Promise<void> }, T>(open: () => Promise<H>, work: (h: H) => Promise<T>): Promise<T> {
   const h = await open();

@@ -12,7 +12,7 @@ import { CaSResult, type Consensus } from '../consensus.js';
 import { openBlob, openConsensus } from '../location.js';
 import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
-import { parseCount, parseDuration, usageIf, type Command, type Context } from './args.js';
+import { parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
 import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
@@ -145,6 +145,7 @@ async function runBench(ctx: Context): Promise<number> {
   const durationMs = parseDuration(ctx.values.duration, 'duration', 10_000);
   const mix = parseMix(ctx.values.mix ?? DEFAULT_MIX[target], target);
   const userUri = target === 'consensus' ? ctx.consensusUri : ctx.blobUri;
+  tellResolved(ctx, target, userUri);
   const id = scratchId();
   const scratch = deriveScratch(userUri, id);
   const keys = Array.from({ length: nKeys }, (_, i) => `bench-${id}-${i}`);

@@ -2,14 +2,15 @@
  * `persist-location blob ...`: inspect and operate on a Blob location.
  */
 import type { Blob } from '../blob.js';
-import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, withHandle, type Command, type Context } from './args.js';
+import { expectArgs, openLocation, withHandle, type Command, type Context } from './args.js';
 import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
 const WHERE = `The location is --blob URI (default file:.persist/blob).`;
 
-const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openBlob(ctx.blobUri), work);
+const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'blob'), work);
+/** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
+const inspectBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'blob', { create: false }), work);
 
 export const blobLs: Command = {
   name: 'blob ls',
@@ -30,7 +31,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['PREFIX'], 1);
     const prefix = ctx.args[0] ?? '';
-    const entries = await withBlob(ctx, async (b) => {
+    const entries = await inspectBlob(ctx, async (b) => {
       const out: { key: string; size: number }[] = [];
       for await (const m of b.list(prefix)) out.push({ key: m.key, size: m.sizeInBytes });
       return out.sort((x, y) => (x.key < y.key ? -1 : x.key > y.key ? 1 : 0));
@@ -64,7 +65,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['KEY']);
     const key = ctx.args[0]!;
-    const value = await withBlob(ctx, (b) => b.get(key));
+    const value = await inspectBlob(ctx, (b) => b.get(key));
     if (value === undefined) throw new Error(`no such key: ${showKey(key)}`);
     if (process.stdout.isTTY && asText(value.toContiguous()) === undefined) {
       // Raw bytes would garble the terminal; a pipe or a file gets them unchanged.

@@ -10,7 +10,7 @@ import { ErrorCode, ExternalError } from '../errors.js';
 import { backendPart, openBlob, openConsensus } from '../location.js';
 import type { StressReport } from '../testing/index.js';
 import { parseLocationUri, redactUri } from '../uri.js';
-import { parseCount, usageIf, type Command, type Context } from './args.js';
+import { parseCount, resolvedLocation, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
 import { EXIT, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
@@ -34,7 +34,8 @@ export interface CheckResult {
 export interface CheckReport {
   ok: boolean;
   durationMs: number;
-  locations: Partial<Record<LocationKind, { location: string; scratch: string }>>;
+  /** `resolved`: the absolute form of a relative local URI (see resolvedLocation). */
+  locations: Partial<Record<LocationKind, { location: string; resolved?: string; scratch: string }>>;
   checks: CheckResult[];
   cleanup: { target: LocationKind; scratch: string; removed: boolean; note?: string }[];
   /** With --faults: what was injected under withRetry, summed over every handle. */
@@ -181,7 +182,9 @@ async function runCheck(ctx: Context): Promise<number> {
   try {
     for (const target of targets) {
       const scratch = scratches.get(target)!;
-      report.locations[target] = { location: redactUri(target === 'consensus' ? ctx.consensusUri : ctx.blobUri), scratch: scratch.display };
+      const uri = target === 'consensus' ? ctx.consensusUri : ctx.blobUri;
+      const resolved = resolvedLocation(uri);
+      report.locations[target] = { location: redactUri(uri), ...(resolved !== undefined && { resolved }), scratch: scratch.display };
       if (target === 'consensus') report.checks.push(...(await checkConsensus(scratch, stressOpts, ctx.progress, gate, opened, opener)));
       else report.checks.push(...(await checkBlob(scratch, ctx.progress, gate, opened, opener)));
     }
@@ -378,7 +381,9 @@ function bigintJson(_key: string, value: unknown): unknown {
 export function formatReport(r: CheckReport): string[] {
   const lines: string[] = ['persist-location check', ''];
   for (const [target, loc] of Object.entries(r.locations)) {
-    lines.push(`${target.padEnd(10)} ${loc.location}`, `${''.padEnd(10)} scratch: ${loc.scratch}`);
+    lines.push(`${target.padEnd(10)} ${loc.location}`);
+    if (loc.resolved !== undefined) lines.push(`${''.padEnd(10)} resolved: ${loc.resolved}`);
+    lines.push(`${''.padEnd(10)} scratch: ${loc.scratch}`);
   }
   lines.push('');
   const rows = r.checks.map((c) => {

@@ -2,15 +2,16 @@
  * `persist-location consensus ...`: inspect and operate on a Consensus location.
  */
 import { CaSResult, SCAN_ALL, type Consensus, type VersionedData } from '../consensus.js';
-import { openConsensus } from '../location.js';
 import { update } from '../envelope/update.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
+import { expectArgs, openLocation, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
 import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInput, readStdin, showData, showKey, table } from './output.js';
 
 const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
 
-const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openConsensus(ctx.consensusUri), work);
+const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'consensus'), work);
+/** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
+const inspectConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'consensus', { create: false }), work);
 
 function versionJson(v: VersionedData): object {
   return { seqno: v.seqno.toString(), ...jsonData(v.data) };
@@ -33,7 +34,7 @@ Examples:
   persist-location consensus list --consensus postgres://app@db:5432/app --json`,
   async run(ctx) {
     expectArgs(ctx, []);
-    const keys = await withConsensus(ctx, async (c) => {
+    const keys = await inspectConsensus(ctx, async (c) => {
       const out: string[] = [];
       for await (const key of c.listKeys()) out.push(key);
       return out.sort();
@@ -65,7 +66,7 @@ Examples:
   async run(ctx) {
     expectArgs(ctx, ['KEY']);
     const key = ctx.args[0]!;
-    const head = await withConsensus(ctx, (c) => c.head(key));
+    const head = await inspectConsensus(ctx, (c) => c.head(key));
     if (ctx.values.json) {
       await printJson(head === undefined ? null : { key, ...versionJson(head) });
     } else if (head === undefined) {
@@ -101,7 +102,7 @@ Examples:
     const key = ctx.args[0]!;
     const from = ctx.values.from === undefined ? parseSeqNo('v0', '--from') : parseSeqNo(ctx.values.from, '--from');
     const limit = parseCount(ctx.values.limit, 'limit', SCAN_ALL);
-    const versions = await withConsensus(ctx, (c) => c.scan(key, from, limit));
+    const versions = await inspectConsensus(ctx, (c) => c.scan(key, from, limit));
     if (ctx.values.json) {
       await printJson(versions.map(versionJson));
     } else if (versions.length === 0) {

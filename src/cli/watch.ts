@@ -2,8 +2,7 @@
  * `persist-location watch KEY`: print a key's heads as they change.
  */
 import { watch } from '../envelope/watch.js';
-import { openConsensus } from '../location.js';
-import { expectArgs, parseDuration, withHandle, type Command } from './args.js';
+import { expectArgs, openLocation, parseDuration, withHandle, type Command } from './args.js';
 import { EXIT, jsonData, printLines, showData } from './output.js';
 
 export const watchCommand: Command = {
@@ -35,7 +34,7 @@ Examples:
     const interrupted = () => stop.abort();
     process.once('SIGINT', interrupted);
     try {
-      await withHandle(() => openConsensus(ctx.consensusUri), async (c) => {
+      await withHandle(() => openLocation(ctx, 'consensus', { create: false }), async (c) => {
         for await (const head of watch(c, key, { signal: stop.signal })) {
           if (ctx.values.json) await printLines([JSON.stringify({ key, seqno: head.seqno.toString(), ...jsonData(head.data) })]);
           else await printLines([`${head.seqno}  ${showData(head.data).text}`]);

@@ -22,7 +22,10 @@
  *
  * Opening (`openConsensus`, {@link EtcdConsensus.open}) reads one page of the
  * location within `timeoutMs`, so an unreachable cluster, a refused login or a
- * failed TLS handshake fails the open, not the first operation. A failed handshake
+ * failed TLS handshake fails the open, not the first operation; with no member
+ * listening it fails after a few attempts per endpoint (Determinate Unavailable
+ * naming the endpoints), not after `timeoutMs`. A key prefix always exists: opening with `create: false` is
+ * the same open. A failed handshake
  * (a server certificate the client does not trust or that names another host, a
  * client certificate missing or refused) is Determinate PermissionDenied naming the
  * problem and the files (kit/tls.ts); so is a refused password. Neither message
@@ -145,7 +148,7 @@ export class EtcdConsensus extends ConsensusBase {
   static async open(options: EtcdConsensusOptions, display?: string): Promise<EtcdConsensus> {
     const handle = new EtcdConsensus(options, display);
     try {
-      await handle.#probe();
+      await handle.#probe(options.endpoints.length);
     } catch (err) {
       await handle.close();
       throw err;
@@ -202,11 +205,24 @@ export class EtcdConsensus extends ConsensusBase {
     return this.#changes.changes(key, signal);
   }
 
-  /** One keys-only read of at most one head record: reachability, credentials and TLS. */
-  async #probe(): Promise<void> {
+  /**
+   * One keys-only read of at most one head record: reachability, credentials and
+   * TLS. Unlike an operation it does not retry until `timeoutMs` when no endpoint
+   * answers: etcd3 picks an endpoint at random, and a breaker skips one after 3
+   * failures (etcd/policies.ts), so 3 attempts per endpoint, and one more, reach a
+   * live member if there is one. A cluster with nothing listening fails the open
+   * after those few attempts (about half a second for one endpoint); a member
+   * that accepts the connection but never answers still takes `timeoutMs`.
+   */
+  async #probe(endpoints: number): Promise<void> {
     const [start, end] = this.#layout.headRange();
-    await this.#call('open', 'read', undefined, Date.now() + this.#timeoutMs, (o) =>
-      this.#client.kv.range({ key: start, range_end: end, limit: 1, keys_only: true }, o),
+    await this.#call(
+      'open',
+      'read',
+      undefined,
+      Date.now() + this.#timeoutMs,
+      (o) => this.#client.kv.range({ key: start, range_end: end, limit: 1, keys_only: true }, o),
+      3 * endpoints + 1,
     );
   }
 
@@ -364,7 +380,14 @@ export class EtcdConsensus extends ConsensusBase {
    * error, writes only on one that proves nothing was sent. Errors go through
    * {@link mapEtcdError}; an abort rejects at once (Indeterminate once sent).
    */
-  #call<T>(op: string, kind: 'read' | 'write', opts: OpOptions | undefined, deadline: number, request: (options: CallOptions) => Promise<T>): Promise<T> {
+  #call<T>(
+    op: string,
+    kind: 'read' | 'write',
+    opts: OpOptions | undefined,
+    deadline: number,
+    request: (options: CallOptions) => Promise<T>,
+    attempts = RETRY.attempts,
+  ): Promise<T> {
     const signal = opts?.signal;
     const what = `${this.description} ${op}`;
     return retry(
@@ -375,7 +398,7 @@ export class EtcdConsensus extends ConsensusBase {
           what,
         }),
       {
-        policy: RETRY,
+        policy: { ...RETRY, attempts },
         signal,
         // The last retry starts early enough to get an answer: an attempt begun with
         // a few ms left would only report the deadline, not why the earlier ones failed.

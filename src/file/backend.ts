@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { BackendDescriptor } from '../backend.js';
 import { lastSegment, splitRawUri } from '../scratch.js';
-import { boolParam, parseLocationUri, type LocationUri } from '../uri.js';
+import { boolParam, localPathOf, parseLocationUri, type LocationUri } from '../uri.js';
 
 function keepsDeleted(loc: LocationUri): boolean {
   return boolParam(loc, loc.params.getAll('keepDeleted').at(-1), 'keepDeleted') ?? false;
@@ -17,8 +17,9 @@ export const fileBackend: BackendDescriptor = {
     { uri: 'file:///abs/dir', description: '`FileBlob`: a directory, created if missing' },
     { uri: 'file:rel/dir', description: '`FileBlob` at a directory relative to the working directory' },
   ],
+  localPath: localPathOf,
   blob: {
-    open: async (loc) => (await import('./index.js')).blobFromUri(loc),
+    open: async (loc, { create }) => (await import('./index.js')).blobFromUri(loc, create),
     retriedByDefault: false,
     capabilities: (loc) => ({ keepsDeleted: keepsDeleted(loc), sharedAcrossProcesses: true, notifications: false }),
   },

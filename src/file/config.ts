@@ -2,11 +2,12 @@
  * FileBlob's options and its `file:` URIs: `file:///abs/dir`, `file:/abs/dir`,
  * `file:rel/dir` (relative to the current directory), `file://localhost/abs/dir`.
  * Parameters: `keepDeleted=true|false`, `writeOnOpen=true|false`. The directory is
- * created if missing (unless `writeOnOpen=false`).
+ * created if missing, unless `writeOnOpen=false` or the open says `create: false`
+ * (which also means writeOnOpen false). A path starting with `~` is refused
+ * (see `localPathOf` in src/uri.ts).
  */
-import { isAbsolute, resolve } from 'node:path';
 import { invalidArgument } from '../errors.js';
-import { boolParam, checkParams, type LocationUri } from '../uri.js';
+import { boolParam, checkParams, localPathOf, type LocationUri } from '../uri.js';
 
 /** Options of FileBlob. */
 export interface FileBlobOptions {
@@ -33,7 +34,7 @@ export interface FileBlobOptions {
  * The root directory and options a `file:` URI names. Rejects with Determinate
  * InvalidArgument for another host, a missing path or an unknown parameter.
  */
-export function fileUriOptions(loc: LocationUri): { root: string; options: FileBlobOptions } {
+export function fileUriOptions(loc: LocationUri, create = true): { root: string; options: FileBlobOptions } {
   const params = checkParams(loc, ['keepDeleted', 'writeOnOpen']);
   if (loc.authority !== undefined && loc.authority !== '' && loc.authority.toLowerCase() !== 'localhost') {
     throw invalidArgument(
@@ -41,11 +42,11 @@ export function fileUriOptions(loc: LocationUri): { root: string; options: FileB
     );
   }
   if (loc.path === '') throw invalidArgument(`${loc.display} names no directory; write file:///abs/dir or file:rel/dir`);
-  const root = isAbsolute(loc.path) ? loc.path : resolve(process.cwd(), loc.path);
+  const root = localPathOf(loc);
   const options: FileBlobOptions = {};
   const keepDeleted = boolParam(loc, params.keepDeleted, 'keepDeleted');
   const writeOnOpen = boolParam(loc, params.writeOnOpen, 'writeOnOpen');
   if (keepDeleted !== undefined) options.keepDeleted = keepDeleted;
-  if (writeOnOpen !== undefined) options.writeOnOpen = writeOnOpen;
+  if (writeOnOpen !== undefined || !create) options.writeOnOpen = create && writeOnOpen !== false;
   return { root, options };
 }

@@ -151,9 +151,12 @@ export class FileBlob extends BlobBase {
   }
 }
 
-/** Opens the FileBlob a `file:` URI names (see src/file/config.ts). */
-export async function blobFromUri(loc: LocationUri): Promise<FileBlob> {
-  const { root, options } = fileUriOptions(loc);
+/**
+ * Opens the FileBlob a `file:` URI names (see src/file/config.ts); with `create`
+ * false, as writeOnOpen false: a missing directory rejects Determinate NotFound.
+ */
+export async function blobFromUri(loc: LocationUri, create = true): Promise<FileBlob> {
+  const { root, options } = fileUriOptions(loc, create);
   return new FileBlob(root, options);
 }
 

@@ -84,7 +84,7 @@ export function findRoot(wanted: string): OpenedRoot {
     root = realpathSync(wanted);
   } catch (err) {
     if (errnoOf(err) !== 'ENOENT') throw err;
-    throw new Determinate(ErrorCode.NotFound, `FileBlob(${wanted}): ${wanted} does not exist (writeOnOpen: false creates nothing)`, { cause: err });
+    throw new Determinate(ErrorCode.NotFound, `FileBlob(${wanted}): the directory ${wanted} does not exist (and opening without create makes none)`, { cause: err });
   }
   if (!statSync(root).isDirectory()) throw invalidArgument(`FileBlob(${wanted}): ${wanted} is not a directory`);
   const outer = enclosingRoot(root);

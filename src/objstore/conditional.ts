@@ -69,3 +69,33 @@ export async function checkConditionalWrites(objects: ConditionalObjects, probeP
     await objects.delete(name, undefined).catch(() => {});
   }
 }
+
+/** {@link ConditionalObjects} that prove conditional writes once, before their first write. */
+export interface CheckedObjects extends ConditionalObjects {
+  /** Runs {@link checkConditionalWrites} now, unless it already passed (a failed run is tried again next time). */
+  check(signal?: AbortSignal): Promise<void>;
+}
+
+/**
+ * `objects` whose first `put` waits for {@link checkConditionalWrites}: a handle
+ * opened without writing anything (`create: false`) checks the store only when it
+ * is first asked to write, and a handle that checked at open (`check()`) never again.
+ */
+export function checkedBeforeFirstWrite(objects: ConditionalObjects, probePrefix: string, what: string): CheckedObjects {
+  let passed: Promise<void> | undefined;
+  const check = (signal?: AbortSignal): Promise<void> =>
+    (passed ??= checkConditionalWrites(objects, probePrefix, what, signal).catch((err: unknown) => {
+      passed = undefined;
+      throw err;
+    }));
+  return {
+    get: (name, signal) => objects.get(name, signal),
+    delete: (name, signal) => objects.delete(name, signal),
+    list: (prefix, signal) => objects.list(prefix, signal),
+    async put(name, body, condition, signal) {
+      await check(signal);
+      return objects.put(name, body, condition, signal);
+    },
+    check,
+  };
+}

@@ -19,7 +19,7 @@ export const postgresBackend: BackendDescriptor = {
     },
   ],
   consensus: {
-    open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
+    open: async (loc, { create }) => (await import('./index.js')).consensusFromUri(loc, create),
     capabilities: () => ({ sharedAcrossProcesses: true, notifications: false }),
   },
   scratch: {

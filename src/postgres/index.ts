@@ -2,7 +2,8 @@
  * `persist-location/postgres`: Consensus in a PostgreSQL schema, through the `pg`
  * driver and a connection pool.
  *
- * Layout (schema `consensus` unless `?schema=` says otherwise, created if missing):
+ * Layout (schema `consensus` unless `?schema=` says otherwise, created if missing
+ * unless the open says `create: false`):
  *
  *     heads    (key text COLLATE "C" PRIMARY KEY, seqno bigint)        -- one row per key ever written
  *     versions (key text COLLATE "C", seqno bigint, data bytea,
@@ -126,6 +127,11 @@ export interface PostgresConsensusOptions {
    * is asked for, not given. Without it, `watch` polls with backoff.
    */
   notify?: boolean;
+  /**
+   * Create the schema and its tables if missing (default true). With false, a schema
+   * without both tables rejects Determinate NotFound and no DDL is sent.
+   */
+  create?: boolean;
 }
 
 /**
@@ -171,7 +177,7 @@ export class PostgresConsensus extends ConsensusBase {
   readonly #changes: PostgresChanges;
 
   private constructor(
-    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString' | 'notify'>> & { display: string; client: pg.ClientConfig },
+    options: Required<Omit<PostgresConsensusOptions, 'display' | 'connectionString' | 'notify' | 'create'>> & { display: string; client: pg.ClientConfig },
   ) {
     super();
     this.schema = options.schema;
@@ -211,10 +217,12 @@ export class PostgresConsensus extends ConsensusBase {
    */
   declare readonly [CHANGES]?: (key: string, signal: AbortSignal) => AsyncIterable<void>;
 
-  /** Connects, creates the schema and tables if missing, and returns a ready handle. */
+  /** Connects, creates the schema and tables if missing (unless `create` is false), and returns a ready handle. */
   static async open(options: PostgresConsensusOptions): Promise<PostgresConsensus> {
     const schema = options.schema ?? DEFAULT_SCHEMA;
     validateSchemaName(schema);
+    const create = options.create ?? true;
+    if (typeof create !== 'boolean') throw invalidArgument(`PostgresConsensus option create must be true or false, got ${String(create)}`);
     const poolSize = positive(options.poolSize ?? 10, 'poolSize');
     if (options.notify !== undefined && typeof options.notify !== 'boolean') throw invalidArgument(`PostgresConsensus: notify must be a boolean, got ${String(options.notify)}`);
     const display = options.display ?? redactUri(String(options.connectionString));
@@ -229,11 +237,12 @@ export class PostgresConsensus extends ConsensusBase {
       display,
     });
     try {
-      const cockroach = await handle.#createSchema();
+      const cockroach = await handle.#createSchema(create);
       // CockroachDB refuses a statement that modifies one table in two subqueries
       // (the grouped statement updates and inserts heads), so each call goes alone.
       if (cockroach) handle.#batcher = handle.#newBatcher(1);
-      else if (options.notify === true && (await handle.#setUpNotify())) {
+      // Making the triggers is a write: an inspecting open (create false) polls instead.
+      else if (options.notify === true && create && (await handle.#setUpNotify())) {
         Object.defineProperty(handle, CHANGES, { value: (key: string, signal: AbortSignal) => handle.#changes.changes(key, signal) });
       }
     } catch (err) {
@@ -247,13 +256,20 @@ export class PostgresConsensus extends ConsensusBase {
    * Idempotent and safe when many processes open a fresh schema at once: `IF NOT
    * EXISTS` can still lose a race on the catalog's unique indexes, so those
    * errors are retried (the retry then finds the object). Resolves to whether the
-   * server is CockroachDB.
+   * server is CockroachDB. With `create` false it only looks, and rejects
+   * Determinate NotFound when the tables are not both there.
    */
-  async #createSchema(): Promise<boolean> {
+  async #createSchema(create: boolean): Promise<boolean> {
     const server = await this.#run<{ cockroach: boolean }>('open', undefined, { text: this.#sql.isCockroach });
     const cockroach = server.rows[0]?.cockroach === true;
     const exists = await this.#run<{ n: string }>('open', undefined, { text: this.#sql.tablesExist, values: [this.schema] });
     if (Number(exists.rows[0]?.n) === 2) return cockroach;
+    if (!create) {
+      throw new Determinate(
+        ErrorCode.NotFound,
+        `${this.description}: the schema ${this.schema} does not exist or lacks its tables (heads, versions), and opening without create makes none`,
+      );
+    }
     const ddls = statements(this.schema, cockroach);
     for (const ddl of [ddls.createSchema, ddls.createHeads, ddls.createVersions]) {
       await retry(() => this.#run('create schema', undefined, { text: ddl }), {
@@ -435,8 +451,8 @@ export class PostgresConsensus extends ConsensusBase {
 }
 
 /** Opens the location at a `postgres://` or `postgresql://` URI (see the module comment). */
-export async function consensusFromUri(loc: LocationUri): Promise<Consensus> {
-  return PostgresConsensus.open(postgresOptionsFromUri(loc));
+export async function consensusFromUri(loc: LocationUri, create = true): Promise<Consensus> {
+  return PostgresConsensus.open({ ...postgresOptionsFromUri(loc), create });
 }
 
 const OWN_PARAMS = ['schema', 'poolSize', 'connectTimeoutMs', 'statementTimeoutMs', 'casBatchSize', 'casConcurrency', 'notify'] as const;

@@ -1,7 +1,7 @@
 /** The S3 backend's descriptor: `s3:` locations, Consensus and Blob (see backend.ts). */
 import type { Blob } from '../blob.js';
 import type { Consensus } from '../consensus.js';
-import type { BackendDescriptor } from '../backend.js';
+import type { BackendDescriptor, PartOpenOptions } from '../backend.js';
 import { besidePrefix, emptyObjectStore } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
 import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
@@ -10,8 +10,8 @@ async function open(loc: LocationUri): Promise<Blob> {
   return (await import('./index.js')).blobFromUri(loc);
 }
 
-async function openConsensus(loc: LocationUri): Promise<Consensus> {
-  return (await import('./consensus.js')).consensusFromUri(loc);
+async function openConsensus(loc: LocationUri, { create }: PartOpenOptions): Promise<Consensus> {
+  return (await import('./consensus.js')).consensusFromUri(loc, create);
 }
 
 /** The object-name prefix of a location, as S3Blob writes it: no leading `/`, one trailing `/`. */

@@ -9,6 +9,7 @@ import {
   CreateMultipartUploadCommand,
   DeleteObjectCommand,
   GetObjectCommand,
+  HeadBucketCommand,
   HeadObjectCommand,
   ListObjectsV2Command,
   PutObjectCommand,
@@ -64,6 +65,31 @@ export class S3ObjectClient implements ObjectClient {
       if (missing.length > 0 && httpStatus(err) === 404 && errorName(err) !== 'NoSuchBucket') return missing[0];
       throw mapS3Error(err, { what: ctx.what, exposure: attempts.exposure, signal: ctx.signal });
     }
+  }
+
+  /**
+   * Checks that a region is set, the bucket exists and the credentials may read it
+   * (HeadBucket): Determinate InvalidArgument without a region, Determinate
+   * NotFound naming a missing bucket. `what` names the handle.
+   */
+  async checkBucket(what: string, signal: AbortSignal | undefined): Promise<void> {
+    try {
+      await this.sdk.config.region();
+    } catch (err) {
+      throw new Determinate(ErrorCode.InvalidArgument, `${what}: no AWS region: pass region= or set AWS_REGION`, { cause: err });
+    }
+    await this.headBucket(what, signal);
+  }
+
+  /** HeadBucket alone: Determinate NotFound naming a missing bucket. */
+  async headBucket(what: string, signal: AbortSignal | undefined): Promise<void> {
+    await this.send(new HeadBucketCommand({ Bucket: this.bucket }), { what: `${what} check bucket`, signal }).catch((err: unknown) => {
+      // HEAD has no body, so a missing bucket is a bare 404.
+      if (err instanceof ExternalError && err.code === ErrorCode.NotFound) {
+        throw new Determinate(ErrorCode.NotFound, `${what}: the bucket ${this.bucket} does not exist`, { cause: err });
+      }
+      throw err;
+    });
   }
 
   async get(name: string, range: ByteRange | undefined, conditions: Conditions, ctx: CallContext): Promise<GetOutcome> {

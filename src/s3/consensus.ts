@@ -12,12 +12,14 @@
  *
  * Opening checks that the bucket is reachable and applies conditional writes
  * (four requests on a probe object it then deletes): an S3-compatible store that
- * ignores them is refused with Determinate FailedPrecondition.
+ * ignores them is refused with Determinate FailedPrecondition. Opened with
+ * `create: false` it writes nothing: a HeadBucket (a missing bucket is Determinate
+ * NotFound; a prefix always exists), and the probe before the first write.
  */
 import { S3Client } from '@aws-sdk/client-s3';
 import type { OpOptions } from '../consensus.js';
 import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
-import { checkConditionalWrites, conditionalObjects } from '../objstore/conditional.js';
+import { checkedBeforeFirstWrite, conditionalObjects, type CheckedObjects } from '../objstore/conditional.js';
 import { ObjectConsensus, type ConsensusLayout } from '../objstore/consensus.js';
 import type { LocationUri } from '../uri.js';
 import { utf8Length } from '../validate.js';
@@ -29,15 +31,17 @@ import { CONSENSUS_NAME_OVERHEAD as SEGMENT_OVERHEAD, consensusMaxKeyBytes, deco
 export type S3ConsensusOptions = Pick<S3BlobOptions, 'bucket' | 'prefix' | 'client' | 'clientConfig' | 'listPageSize'>;
 
 export class S3Consensus extends ObjectConsensus {
-  readonly #objects;
-  readonly #probePrefix: string;
+  readonly #objects: CheckedObjects;
+  readonly #client: S3ObjectClient;
 
   constructor(options: S3ConsensusOptions) {
     const s = s3Settings(options);
     const description = `S3Consensus(s3://${s.bucket}/${s.prefix})`;
     const ownsClient = options.client === undefined;
     const sdk = options.client ?? new S3Client(defaultClientConfig(options.clientConfig ?? {}));
-    const objects = conditionalObjects(new S3ObjectClient(sdk, s.bucket, s.pageSize), description);
+    const client = new S3ObjectClient(sdk, s.bucket, s.pageSize);
+    const probePrefix = `${s.prefix}p/`;
+    const objects = checkedBeforeFirstWrite(conditionalObjects(client, description), probePrefix, description);
     const room = S3_MAX_OBJECT_NAME_BYTES - Buffer.byteLength(s.prefix) - SEGMENT_OVERHEAD;
     if (room < 1) throw invalidArgument(`S3Consensus prefix ${JSON.stringify(s.prefix)} leaves no room for keys in S3's ${S3_MAX_OBJECT_NAME_BYTES}-byte names`);
     const cap = consensusMaxKeyBytes(Buffer.byteLength(s.prefix));
@@ -66,14 +70,19 @@ export class S3Consensus extends ObjectConsensus {
       },
     });
     this.#objects = objects;
-    this.#probePrefix = `${s.prefix}p/`;
+    this.#client = client;
   }
 
-  /** A handle, once the bucket has been shown to apply conditional writes (module comment). */
-  static async open(options: S3ConsensusOptions, opts?: OpOptions): Promise<S3Consensus> {
+  /**
+   * A handle, once the bucket has been shown to apply conditional writes (module
+   * comment). With `create` false nothing is written: the bucket must exist
+   * (HeadBucket), and the check runs before the handle's first write instead.
+   */
+  static async open(options: S3ConsensusOptions, opts?: OpOptions & { create?: boolean }): Promise<S3Consensus> {
     const consensus = new S3Consensus(options);
     try {
-      await checkConditionalWrites(consensus.#objects, consensus.#probePrefix, consensus.description, opts?.signal);
+      if (opts?.create === false) await consensus.#client.checkBucket(consensus.description, opts.signal);
+      else await consensus.#objects.check(opts?.signal);
     } catch (err) {
       await consensus.close();
       if (err instanceof ExternalError) throw err;
@@ -91,8 +100,8 @@ function optionsFromUri(loc: LocationUri): S3ConsensusOptions {
 }
 
 /** `s3://BUCKET[/PREFIX]?...` opened as Consensus. */
-export async function consensusFromUri(loc: LocationUri): Promise<S3Consensus> {
-  return S3Consensus.open(optionsFromUri(loc));
+export async function consensusFromUri(loc: LocationUri, create = true): Promise<S3Consensus> {
+  return S3Consensus.open(optionsFromUri(loc), { create });
 }
 
 /** A handle on `loc` that checks nothing at open, for removing a scratch location. */

@@ -34,7 +34,7 @@
  *   marker, that marker is removed, which brings the previous version back;
  *   without versioning (or the permission to ask) it rejects Determinate NotFound.
  */
-import { HeadBucketCommand, GetBucketVersioningCommand, ListObjectVersionsCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
+import { GetBucketVersioningCommand, ListObjectVersionsCommand, DeleteObjectCommand, S3Client } from '@aws-sdk/client-s3';
 import { BlobBase } from '../base.js';
 import type { BlobMetadata } from '../blob.js';
 import { copyBytes } from '../bytes.js';
@@ -135,7 +135,7 @@ export class S3Blob extends BlobBase {
     const head = await this.#client.head(name, ctx);
     if (head === undefined) {
       // A HEAD's 404 has no body to tell a missing key from a missing bucket.
-      await this.#headBucket(opts?.signal);
+      await this.#client.headBucket(this.description, opts?.signal);
       return undefined;
     }
     await this.#client.delete(name, {}, ctx);
@@ -193,24 +193,7 @@ export class S3Blob extends BlobBase {
 
   /** Checks that the bucket exists and the credentials may read it (HeadBucket). */
   async check(opts?: OpOptions): Promise<void> {
-    try {
-      await this.#client.sdk.config.region();
-    } catch (err) {
-      throw new Determinate(ErrorCode.InvalidArgument, `${this.description}: no AWS region: pass region= or set AWS_REGION`, { cause: err });
-    }
-    await this.#headBucket(opts?.signal);
-  }
-
-  /** HeadBucket, with a missing bucket named as such. */
-  async #headBucket(signal: AbortSignal | undefined): Promise<void> {
-    const { bucket } = this.#s;
-    await this.#client.send(new HeadBucketCommand({ Bucket: bucket }), { what: `${this.description} check bucket`, signal }).catch((err: unknown) => {
-      // HEAD has no body, so a missing bucket is a bare 404.
-      if (err instanceof ExternalError && err.code === ErrorCode.NotFound) {
-        throw new Determinate(ErrorCode.NotFound, `${this.description}: the bucket ${bucket} does not exist`, { cause: err });
-      }
-      throw err;
-    });
+    await this.#client.checkBucket(this.description, opts?.signal);
   }
 
   protected async _close(): Promise<void> {

@@ -3,7 +3,7 @@ import { rm } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import type { BackendDescriptor } from '../backend.js';
 import { lastSegment, splitRawUri } from '../scratch.js';
-import { parseLocationUri } from '../uri.js';
+import { localPathOf, parseLocationUri } from '../uri.js';
 
 export const sqliteBackend: BackendDescriptor = {
   name: 'sqlite',
@@ -14,8 +14,9 @@ export const sqliteBackend: BackendDescriptor = {
     { uri: 'sqlite:///abs/file.db', description: '`SqliteConsensus`: a SQLite database file, created if missing' },
     { uri: 'sqlite:rel/file.db', description: '`SqliteConsensus` at a path relative to the working directory' },
   ],
+  localPath: localPathOf,
   consensus: {
-    open: async (loc) => (await import('./index.js')).consensusFromUri(loc),
+    open: async (loc, { create }) => (await import('./index.js')).consensusFromUri(loc, create),
     retriedByDefault: false,
     capabilities: () => ({ sharedAcrossProcesses: true, notifications: false }),
   },

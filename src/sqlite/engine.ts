@@ -8,6 +8,7 @@
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
+import { Determinate, ErrorCode } from '../errors.js';
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
 import type { Exposure } from '../kit/exposure.js';
 
@@ -48,6 +49,11 @@ export type BatchResult =
 
 export interface EngineOptions {
   synchronous: Synchronous;
+  /**
+   * Create the directory, the file and the table if missing (default true). With
+   * false the file must exist and hold the table, and nothing is written to it.
+   */
+  create?: boolean;
 }
 
 /** A {@link RawError} as an Error again, for the error table. */
@@ -86,13 +92,17 @@ export class Engine {
   readonly #keysAfter: Database.Statement<[string, bigint]>;
 
   /**
-   * Opens (creating the file, its directory and the table if missing). Throws the
-   * driver's error; SQLITE_BUSY here is retried by {@link openEngine}.
+   * Opens (creating the file, its directory and the table if missing, unless
+   * `options.create` is false). Throws the driver's error, or Determinate
+   * FailedPrecondition for a file without the table when it may not create it;
+   * SQLITE_BUSY here is retried by {@link openEngine}.
    */
   constructor(path: string, options: EngineOptions) {
-    mkdirSync(dirname(path), { recursive: true });
-    const db = new Database(path);
+    const create = options.create !== false;
+    if (create) mkdirSync(dirname(path), { recursive: true });
+    const db = new Database(path, { fileMustExist: !create });
     try {
+      if (!create) refuseForeign(db, path);
       // Waiting for locks happens in retryBusy, asynchronously, never inside SQLite
       // where it would block the event loop.
       db.pragma('busy_timeout = 0');
@@ -224,6 +234,24 @@ export class Engine {
   close(): void {
     this.#db.close();
   }
+}
+
+/**
+ * Throws Determinate FailedPrecondition unless `db` (opened without creating) is a
+ * SQLite database holding this backend's table; reads only, before any pragma
+ * that would write (switching to WAL).
+ */
+function refuseForeign(db: Database.Database, path: string): void {
+  let tables: number;
+  try {
+    tables = Number(db.prepare("SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'consensus'").pluck().get());
+  } catch (err) {
+    if ((err as { code?: unknown }).code !== 'SQLITE_NOTADB') throw err;
+    tables = -1;
+  }
+  if (tables === 1) return;
+  const what = tables < 0 ? 'is not a SQLite database' : 'is a SQLite database without the consensus table';
+  throw new Determinate(ErrorCode.FailedPrecondition, `${path} ${what}, so it is not a SqliteConsensus location (opening without create writes nothing to it)`);
 }
 
 /** Waits between attempts at a lock held by another connection: 1 ms doubling to 50 ms, until `busyTimeoutMs`. */

@@ -64,14 +64,16 @@
  * submitted after that are Determinate (never sent) until the handle is reopened.
  *
  * URI: `sqlite:///abs/file.db`, `sqlite:/abs/file.db` or `sqlite:rel/file.db`
- * (relative to the working directory); the file and its directory are created if
- * missing. Parameters:
+ * (relative to the working directory; a path starting with `~` is refused, see
+ * `localPathOf` in src/uri.ts); the file and its directory are created if missing,
+ * unless the open says `create: false`. Parameters:
  *
  * - `synchronous=full|normal|extra` (default `full`): `normal` skips the fsync at
  *   COMMIT, so a Committed write survives a crash of the process, not of the machine.
  * - `busyTimeoutMs=N` (default 10000): how long a write waits for another connection's lock.
  * - `worker=true|false` (default true): run write batches in a worker thread.
  */
+import { existsSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
 import { ConsensusBase } from '../base.js';
 import { CaSResult, type OpOptions, type VersionedData } from '../consensus.js';
@@ -81,7 +83,7 @@ import { Engine, KEYS_PAGE, openEngine, retryBusy, type Synchronous, type WriteO
 import { mapSqliteError } from './errors.js';
 import { GroupCommit } from './group-commit.js';
 import { InlineWriter, WorkerWriter, type Writer } from './writer.js';
-import { boolParam, checkParams, intParam, type LocationUri } from '../uri.js';
+import { boolParam, checkParams, intParam, localPathOf, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO, utf8Length } from '../validate.js';
 import { copyBytes } from '../bytes.js';
 import { CHANGES, Notifier } from '../envelope/changes.js';
@@ -99,6 +101,12 @@ export interface SqliteConsensusOptions {
   worker?: boolean;
   /** Used in messages instead of the path (e.g. the URI it was opened from). */
   displayName?: string;
+  /**
+   * Create the file, its directory and the table if missing (default true). With
+   * false a missing file rejects Determinate NotFound, a file that is not this
+   * backend's database Determinate FailedPrecondition, and nothing is written.
+   */
+  create?: boolean;
 }
 
 const SYNCHRONOUS: readonly Synchronous[] = ['full', 'normal', 'extra'];
@@ -152,7 +160,7 @@ export class SqliteConsensus extends ConsensusBase {
 
   /**
    * Opens the database at `path` (relative to the working directory), creating the
-   * file, its directory and the table if missing.
+   * file, its directory and the table if missing (unless `create` is false).
    */
   static async open(path: string, options: SqliteConsensusOptions = {}): Promise<SqliteConsensus> {
     const synchronous = options.synchronous ?? 'full';
@@ -164,12 +172,17 @@ export class SqliteConsensus extends ConsensusBase {
       throw invalidArgument(`busyTimeoutMs must be a non-negative integer, got ${String(busyTimeoutMs)}`);
     }
     if (typeof path !== 'string' || path === '') throw invalidArgument('the SQLite database path must be a non-empty string');
+    const create = options.create ?? true;
+    if (typeof create !== 'boolean') throw invalidArgument(`create must be true or false, got ${String(create)}`);
     const abs = resolvePath(path);
     const description = `SqliteConsensus(${options.displayName ?? abs})`;
+    if (!create && !existsSync(abs)) {
+      throw new Determinate(ErrorCode.NotFound, `${description}: the database file ${abs} does not exist (and opening without create makes none)`);
+    }
     let engine: Engine | undefined;
     try {
-      engine = await openEngine(abs, { synchronous }, busyTimeoutMs);
-      const writer = options.worker !== false ? await WorkerWriter.start(abs, { synchronous }, busyTimeoutMs) : new InlineWriter(engine, busyTimeoutMs);
+      engine = await openEngine(abs, { synchronous, create }, busyTimeoutMs);
+      const writer = options.worker !== false ? await WorkerWriter.start(abs, { synchronous, create }, busyTimeoutMs) : new InlineWriter(engine, busyTimeoutMs);
       return new SqliteConsensus(abs, synchronous, description, engine, writer, busyTimeoutMs);
     } catch (err) {
       engine?.close();
@@ -299,7 +312,7 @@ export class SqliteConsensus extends ConsensusBase {
 }
 
 /** `sqlite:` URIs for {@link openConsensus}; see the module comment for the forms. */
-export async function consensusFromUri(loc: LocationUri): Promise<SqliteConsensus> {
+export async function consensusFromUri(loc: LocationUri, create = true): Promise<SqliteConsensus> {
   const params = checkParams(loc, ['synchronous', 'busyTimeoutMs', 'worker']);
   if (loc.authority !== undefined && loc.authority !== '') {
     throw invalidArgument(`${loc.display}: a sqlite: URI names a local file, not a host; use sqlite:///abs/file.db or sqlite:rel/file.db`);
@@ -309,7 +322,8 @@ export async function consensusFromUri(loc: LocationUri): Promise<SqliteConsensu
   if (synchronous !== undefined && !SYNCHRONOUS.includes(synchronous as Synchronous)) {
     throw invalidArgument(`parameter synchronous of ${loc.display} must be one of ${SYNCHRONOUS.join(', ')}, got '${params.synchronous}'`);
   }
-  return SqliteConsensus.open(loc.path, {
+  return SqliteConsensus.open(localPathOf(loc), {
+    create,
     synchronous: synchronous as Synchronous | undefined,
     busyTimeoutMs: intParam(loc, params.busyTimeoutMs, 'busyTimeoutMs'),
     worker: boolParam(loc, params.worker, 'worker'),

@@ -64,8 +64,10 @@ export class WorkerWriter implements Writer {
       await worker.terminate();
       throw Object.assign(new Error(first.error.message), { code: first.error.code });
     }
+    const writer = new WorkerWriter(worker);
+    // After the constructor: adding a 'message' listener refs the worker's port again.
     worker.unref();
-    return new WorkerWriter(worker);
+    return writer;
   }
 
   run(members: readonly WriteOp[]): Promise<BatchResult> {
