@@ -12,7 +12,7 @@ import { CaSResult, type Consensus } from '../consensus.js';
 import { openBlob, openConsensus } from '../location.js';
 import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
-import { parseCount, parseDuration, usageIf, type Command, type Context } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
 import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
@@ -61,8 +61,8 @@ It works in a scratch namespace beside your location (the same one "check" uses,
 
 Options:
   --target consensus|blob  what to load (default consensus)
-  --consensus URI          Consensus location (default sqlite:.persist/consensus.db)
-  --blob URI               Blob location (default file:.persist/blob)
+${locationOptionHelp('  --consensus URI          ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI               ', 'Blob location', BLOB_DEFAULT)}
   --clients N              concurrent clients (default 16)
   --keys N                 distinct keys; fewer keys, more CaS contention (default 16)
   --value-size SIZE        bytes per written value: 256, 4k, 1m, at most 1024m

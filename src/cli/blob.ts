@@ -4,10 +4,10 @@
 import type { Blob } from '../blob.js';
 import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, withHandle, type Command, type Context } from './args.js';
+import { BLOB_DEFAULT, expectArgs, locationOptionHelp, withHandle, type Command, type Context } from './args.js';
 import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
-const WHERE = `The location is --blob URI (default file:.persist/blob).`;
+const WHERE = `The location is --blob URI (${BLOB_DEFAULT}).`;
 
 const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openBlob(ctx.blobUri), work);
 
@@ -151,7 +151,7 @@ Commands:
 ${blobCommands.map((c) => `  ${c.name.split(' ')[1]!.padEnd(10)} ${c.summary}`).join('\n')}
 
 Options:
-  --blob URI       the location (default file:.persist/blob)
+${locationOptionHelp('  --blob URI       ', 'the location', BLOB_DEFAULT)}
   --json           JSON output (ls)
 
 Run "persist-location blob COMMAND --help" for more.`;

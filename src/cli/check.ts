@@ -10,7 +10,7 @@ import { ErrorCode, ExternalError } from '../errors.js';
 import { backendPart, openBlob, openConsensus } from '../location.js';
 import type { StressReport } from '../testing/index.js';
 import { parseLocationUri, redactUri } from '../uri.js';
-import { parseCount, usageIf, type Command, type Context } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
 import { EXIT, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
@@ -115,8 +115,8 @@ If a scratch namespace cannot be removed, the report says what is left and how t
 remove it.
 
 Options:
-  --consensus URI         Consensus location (default sqlite:.persist/consensus.db)
-  --blob URI              Blob location (default file:.persist/blob)
+${locationOptionHelp('  --consensus URI         ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI              ', 'Blob location', BLOB_DEFAULT)}
   --only consensus|blob   check only one of the two
   --ops N                 operations of the linearizability run, at least 100
                           (default 2000)

@@ -5,10 +5,10 @@ import { CaSResult, SCAN_ALL, type Consensus, type VersionedData } from '../cons
 import { openConsensus } from '../location.js';
 import { update } from '../envelope/update.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
+import { CONSENSUS_DEFAULT, expectArgs, locationOptionHelp, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
 import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInput, readStdin, showData, showKey, table } from './output.js';
 
-const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
+const WHERE = `The location is --consensus URI (${CONSENSUS_DEFAULT}).`;
 
 const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openConsensus(ctx.consensusUri), work);
 
@@ -217,7 +217,7 @@ Commands:
 ${consensusCommands.map((c) => `  ${c.name.split(' ')[1]!.padEnd(10)} ${c.summary}`).join('\n')}
 
 Options:
-  --consensus URI  the location (default sqlite:.persist/consensus.db)
+${locationOptionHelp('  --consensus URI  ', 'the location', CONSENSUS_DEFAULT)}
   --json           JSON output (list, head, scan)
 
 SeqNos are written v5 or 5. Run "persist-location consensus COMMAND --help" for more.`;

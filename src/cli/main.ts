@@ -11,13 +11,13 @@ import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { allBackends, registerBackend, type BackendDescriptor } from '../backend.js';
 import { ExternalError } from '../errors.js';
-import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, wrapText, type Command, type OptionValues } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, GLOBAL_OPTIONS, OPTIONS, chosenLocations, locationOptionHelp, wrapText, type Command, type OptionValues } from './args.js';
 import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
 import { watchCommand } from './watch.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
-import { EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
+import { BLOB_ENV, CONSENSUS_ENV, EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
 
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench, watchCommand];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
@@ -50,8 +50,8 @@ Commands:
   bench                 measure throughput and latency under a workload
 
 Options for every command:
-  --consensus URI   Consensus location (default ${DEFAULT_CONSENSUS})
-  --blob URI        Blob location (default ${DEFAULT_BLOB})
+${locationOptionHelp('  --consensus URI   ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI        ', 'Blob location', BLOB_DEFAULT)}
   --json            JSON on stdout (only check, bench, list, head, scan, ls)
   -q, --quiet       no progress on stderr
   -v, --verbose     on failure, show the stack trace and causes
@@ -64,7 +64,10 @@ Options for every command:
 Locations (what --consensus and --blob accept):
 ${locationHelp()}
 
-Passwords in URIs are never printed. SeqNos are written v5 or 5.
+A location comes from its option, else from the environment variable
+${CONSENSUS_ENV} or ${BLOB_ENV} (so a shell or a service names it once), else
+the embedded default under ./.persist/. Passwords in URIs are never printed,
+wherever they were given. SeqNos are written v5 or 5.
 
 Exit codes:
   0   success
@@ -220,8 +223,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return await command.run({
         args: positionals.slice(words),
         values,
-        consensusUri: values.consensus ?? DEFAULT_CONSENSUS,
-        blobUri: values.blob ?? DEFAULT_BLOB,
+        ...chosenLocations(values, process.env),
         progress,
       });
     } catch (err) {

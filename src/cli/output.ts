@@ -297,8 +297,9 @@ export function secretsOf(uris: readonly (string | undefined)[]): string[] {
 /** Environment variables whose values are secrets: passwords, keys, tokens, connection strings. */
 const SECRET_ENV = /pass|secret|token|(^|_)key($|_)|credential|connection_?string|sas|signature/i;
 
-/** Environment variables that may hold location URIs. */
-const URI_ENV = ['PERSIST_CONSENSUS', 'PERSIST_BLOB'];
+/** The environment variables naming the locations when `--consensus` / `--blob` is not given. */
+export const CONSENSUS_ENV = 'PERSIST_CONSENSUS';
+export const BLOB_ENV = 'PERSIST_BLOB';
 
 /**
  * Secrets in the environment, for {@link neverPrint}: the values of secret-looking
@@ -310,7 +311,7 @@ export function envSecrets(env: NodeJS.ProcessEnv): string[] {
   const found: string[] = [];
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined || value === '') continue;
-    if (URI_ENV.includes(name)) found.push(...uriSecrets(value));
+    if (name === CONSENSUS_ENV || name === BLOB_ENV) found.push(...uriSecrets(value));
     if (!SECRET_ENV.test(name)) continue;
     found.push(value);
     for (const part of value.split(';')) {

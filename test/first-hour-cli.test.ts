@@ -1,0 +1,86 @@
+// A newcomer's first hour with the CLI (issue 15): the locations named once in the
+// environment, listings and summaries that behave the same everywhere, bytes that
+// are refused rather than rewritten. The real binary, spawned in temporary folders.
+import assert from 'node:assert/strict';
+import { spawnSync } from 'node:child_process';
+import { existsSync, mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { after, describe, test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const BIN = fileURLToPath(new URL('../../bin/persist-location.js', import.meta.url));
+
+interface Ran {
+  status: number | null;
+  out: string;
+  err: string;
+}
+
+/** Runs the CLI in `cwd` with the environment variables of this process minus the location ones, plus `env`. */
+function cli(cwd: string, args: readonly string[], env: Record<string, string> = {}, input = ''): Ran {
+  const base: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
+  delete base.PERSIST_CONSENSUS;
+  delete base.PERSIST_BLOB;
+  const r = spawnSync(process.execPath, [BIN, ...args], { cwd, input, timeout: 60_000, env: { ...base, ...env } });
+  if (r.error) throw r.error;
+  return { status: r.status, out: r.stdout.toString('utf8'), err: r.stderr.toString('utf8') };
+}
+
+function ok(r: Ran, what: string): Ran {
+  assert.equal(r.status, 0, `${what} exited ${r.status}\nstdout: ${r.out}\nstderr: ${r.err}`);
+  return r;
+}
+
+const dirs: string[] = [];
+function freshDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'persist-first-hour-'));
+  dirs.push(dir);
+  return dir;
+}
+after(() => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+describe('locations from PERSIST_CONSENSUS and PERSIST_BLOB', () => {
+  test('every command uses them when no option is given; an option wins; none falls back to ./.persist/', () => {
+    const cwd = freshDir();
+    const elsewhere = freshDir();
+    const env = { PERSIST_CONSENSUS: `sqlite:${elsewhere}/c.db`, PERSIST_BLOB: `file:${elsewhere}/b` };
+
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'none', '1', 'one'], env), 'cas');
+    assert.match(ok(cli(cwd, ['consensus', 'list'], env), 'list').out, /^k$/m);
+    assert.match(ok(cli(cwd, ['consensus', 'head', 'k'], env), 'head').out, /one/);
+    assert.match(ok(cli(cwd, ['watch', 'k', '--timeout', '300ms'], env), 'watch').out, /v1\s+one/);
+    ok(cli(cwd, ['blob', 'put', 'x', '-'], env, 'hello'), 'put');
+    assert.equal(ok(cli(cwd, ['blob', 'get', 'x'], env), 'get').out, 'hello');
+    assert.ok(existsSync(join(elsewhere, 'c.db')) && existsSync(join(elsewhere, 'b')));
+    assert.ok(!existsSync(join(cwd, '.persist')), 'nothing was written to the embedded default');
+
+    const checked = JSON.parse(ok(cli(cwd, ['check', '--only', 'consensus', '--ops', '100', '--clients', '4', '--json', '-q'], env), 'check').out);
+    assert.equal(checked.locations.consensus.location, env.PERSIST_CONSENSUS);
+    const benched = JSON.parse(ok(cli(cwd, ['bench', '--target', 'blob', '--duration', '200ms', '--clients', '2', '--json', '-q'], env), 'bench').out);
+    assert.equal(benched.location, env.PERSIST_BLOB);
+
+    // An option beats the environment; an empty variable counts as unset.
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'none', '1', 'two', '--consensus', `sqlite:${cwd}/flag.db`], env), 'cas --consensus');
+    assert.ok(existsSync(join(cwd, 'flag.db')));
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'none', '1', 'three'], { PERSIST_CONSENSUS: '' }), 'cas with an empty PERSIST_CONSENSUS');
+    assert.ok(existsSync(join(cwd, '.persist', 'consensus.db')));
+  });
+
+  test('a password in them is never printed', () => {
+    const password = 'envS3cretPw';
+    const r = cli(freshDir(), ['consensus', 'list', '-v'], { PERSIST_CONSENSUS: `postgres://app:${password}@127.0.0.1:1/db` });
+    assert.equal(r.status, 1, r.err);
+    assert.match(r.err, /127\.0\.0\.1:1/);
+    assert.ok(!(r.out + r.err).includes(password), r.err);
+  });
+
+  test('--help says where a location comes from', () => {
+    for (const args of [['--help'], ['consensus', '--help'], ['blob', '--help'], ['check', '--help'], ['bench', '--help'], ['watch', '--help']]) {
+      const help = ok(cli(freshDir(), args), args.join(' ')).out;
+      assert.match(help, args[0] === 'blob' ? /\$PERSIST_BLOB/ : /\$PERSIST_CONSENSUS/, args.join(' '));
+    }
+  });
+});
