@@ -18,7 +18,7 @@ interface Ran {
 }
 
 /** Runs the CLI in `cwd` with the environment variables of this process minus the location ones, plus `env`. */
-function cli(cwd: string, args: readonly string[], env: Record<string, string> = {}, input = ''): Ran {
+function cli(cwd: string, args: readonly string[], env: Record<string, string> = {}, input: string | Buffer = ''): Ran {
   const base: NodeJS.ProcessEnv = { ...process.env, NO_COLOR: '1' };
   delete base.PERSIST_CONSENSUS;
   delete base.PERSIST_BLOB;
@@ -82,5 +82,53 @@ describe('locations from PERSIST_CONSENSUS and PERSIST_BLOB', () => {
       const help = ok(cli(freshDir(), args), args.join(' ')).out;
       assert.match(help, args[0] === 'blob' ? /\$PERSIST_BLOB/ : /\$PERSIST_CONSENSUS/, args.join(' '));
     }
+  });
+});
+
+describe('one convention for every command', () => {
+  test('listings: data on stdout, one count line on stderr, empty or not; -q drops it', () => {
+    const cwd = freshDir();
+    for (const args of [['consensus', 'list'], ['consensus', 'scan', 'k'], ['blob', 'ls']]) {
+      const empty = ok(cli(cwd, args), args.join(' '));
+      assert.equal(empty.out, '', `${args.join(' ')} on an empty location prints no data`);
+      assert.match(empty.err, /^no (keys|versions) .+\n$/, args.join(' '));
+    }
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'none', '1', 'one']), 'cas');
+    ok(cli(cwd, ['blob', 'put', 'x', '-'], {}, 'hello'), 'put');
+    const expected: [string[], RegExp, RegExp][] = [
+      [['consensus', 'list'], /^k\n$/, /^1 key in sqlite:\.persist\/consensus\.db\n$/],
+      [['consensus', 'scan', 'k'], /^v1 +3 B +one\n$/, /^1 version of k from v0\n$/],
+      [['blob', 'ls'], /^5 B +x\n$/, /^1 key, 5 B in file:\.persist\/blob\n$/],
+    ];
+    for (const [args, out, err] of expected) {
+      const r = ok(cli(cwd, args), args.join(' '));
+      assert.match(r.out, out, args.join(' '));
+      assert.match(r.err, err, args.join(' '));
+      assert.equal(ok(cli(cwd, [...args, '-q']), `${args.join(' ')} -q`).err, '');
+    }
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'v1', '2', 'two']), 'cas');
+    assert.match(ok(cli(cwd, ['consensus', 'truncate', 'k', '2']), 'truncate').out, /^deleted 1 version of k below v2\n$/);
+  });
+
+  test('a check FAIL line names the kind and code of the error, as every other command does', () => {
+    const r = cli(freshDir(), ['check', '--only', 'consensus', '--consensus', 'postgres://app:pw@127.0.0.1:1/db', '-q']);
+    assert.equal(r.status, 1, r.out + r.err);
+    assert.match(r.out, /FAIL +consensus: open location[^\n]*\n +[^\n]*ECONNREFUSED[^\n]*\[Determinate Unavailable\]\n/);
+    assert.match(r.out, /^3 of 3 checks did not pass/m);
+    const direct = cli(freshDir(), ['consensus', 'list', '--consensus', 'postgres://app:pw@127.0.0.1:1/db']);
+    assert.match(direct.err, /\[Determinate Unavailable\]\n$/);
+  });
+
+  test('cas DATA that is not valid UTF-8 is refused with a pointer to --data-file, nothing written', () => {
+    const cwd = freshDir();
+    const invalid = Buffer.from([0x61, 0xff, 0x62]);
+    const r = spawnSync(process.execPath, [BIN, 'consensus', 'cas', 'k', 'none', '1', invalid as unknown as string], { cwd, timeout: 60_000 });
+    assert.equal(r.status, 64, r.stderr.toString());
+    assert.match(r.stderr.toString(), /DATA is not valid UTF-8 text.*--data-file FILE/);
+    assert.match(ok(cli(cwd, ['consensus', 'list']), 'list').err, /^no keys/);
+    // The same bytes through --data-file - are stored exactly.
+    ok(cli(cwd, ['consensus', 'cas', 'k', 'none', '1', '--data-file', '-'], {}, invalid), 'cas --data-file -');
+    const head = JSON.parse(ok(cli(cwd, ['consensus', 'head', 'k', '--json']), 'head').out) as { encoding: string; data: string };
+    assert.deepEqual(Buffer.from(head.data, head.encoding as BufferEncoding), invalid);
   });
 });

@@ -14,7 +14,7 @@ import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
-import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
+import { EXIT, UsageError, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
 
 const OPS = {
@@ -184,7 +184,7 @@ async function runBench(ctx: Context): Promise<number> {
         ? await consensusWorkload(scratch.uri, clients, keys, value, () => mismatches++)
         : await blobWorkload(scratch.uri, clients, keys, value, `bench-${id}-`);
     try {
-      ctx.progress.start(`bench ${target}: preparing ${nKeys} keys`);
+      ctx.progress.start(`bench ${target}: preparing ${plural(nKeys, 'key')}`);
       await workload.setup();
       ctx.progress.finish();
       ctx.progress.start(`bench ${target}`);
@@ -200,7 +200,7 @@ async function runBench(ctx: Context): Promise<number> {
       const ticker = setInterval(() => {
         const elapsed = performance.now() - began;
         // The line shows the elapsed time already: the detail is what was done in it.
-        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${errors} errors` : ''}`, false);
+        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${plural(errors, 'error')}` : ''}`, false);
       }, 100);
       try {
         await Promise.all(
@@ -354,7 +354,7 @@ function formatBench(r: BenchReport): string[] {
     '',
     `location   ${r.location}`,
     `scratch    ${r.scratch}`,
-    `workload   ${r.clients} clients, ${r.keys} keys, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
+    `workload   ${plural(r.clients, 'client')}, ${plural(r.keys, 'key')}, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
     '',
     ...table(rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']).map((l) => `  ${l}`),
     '',

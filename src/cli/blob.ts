@@ -5,7 +5,7 @@ import type { Blob } from '../blob.js';
 import { openBlob } from '../location.js';
 import { redactUri } from '../uri.js';
 import { BLOB_DEFAULT, expectArgs, locationOptionHelp, withHandle, type Command, type Context } from './args.js';
-import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
+import { EXIT, asText, formatBytes, plural, printJson, printLines, printSummary, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
 const WHERE = `The location is --blob URI (${BLOB_DEFAULT}).`;
 
@@ -18,7 +18,8 @@ export const blobLs: Command = {
   help: `Usage: persist-location blob ls [PREFIX] [--json]
 
 Lists the keys of the Blob location that start with PREFIX (default: all keys),
-sorted, with their sizes, then a total. Keys that are not plain printable text are
+sorted, with their sizes; the count and total size follow on standard error (so a
+pipe gets only the listing; --quiet leaves them out). Keys that are not plain printable text are
 shown JSON-quoted. ${WHERE}
 
 Options:
@@ -37,13 +38,12 @@ Examples:
     });
     if (ctx.values.json) {
       await printJson(entries);
-    } else if (entries.length === 0) {
-      noteEmpty(prefix === '' ? `no keys in ${redactUri(ctx.blobUri)}` : `no keys starting with ${JSON.stringify(prefix)} in ${redactUri(ctx.blobUri)}`);
-    } else {
-      const total = entries.reduce((sum, e) => sum + e.size, 0);
-      const rows = entries.map((e) => [formatBytes(e.size), showKey(e.key)]);
-      await printLines([...table(rows, ['r', 'l']), `${entries.length} key${entries.length === 1 ? '' : 's'}, ${formatBytes(total)}`]);
+      return EXIT.ok;
     }
+    const total = entries.reduce((sum, e) => sum + e.size, 0);
+    await printLines(table(entries.map((e) => [formatBytes(e.size), showKey(e.key)]), ['r', 'l']));
+    const where = `${prefix === '' ? '' : ` starting with ${JSON.stringify(prefix)}`} in ${redactUri(ctx.blobUri)}`;
+    printSummary(entries.length === 0 ? `no keys${where}` : `${plural(entries.length, 'key')}, ${formatBytes(total)}${where}`, ctx.values.quiet);
     return EXIT.ok;
   },
 };

@@ -13,7 +13,7 @@ import { parseLocationUri, redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
-import { EXIT, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
+import { EXIT, errorKind, formatDuration, plural, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
 
 /** One line of the report. */
@@ -268,9 +268,9 @@ export function stressProblem(
   const storageErrors = r.failed + r.unknown;
   const mostFailed = storageErrors * 2 > r.ops;
   if (r.ok && !mostFailed) return undefined;
-  if (r.errors.length > 0) return `${r.errors.length} operation(s) failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
+  if (r.errors.length > 0) return `${plural(r.errors.length, 'operation')} failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
   if (r.verdict === 'violation') {
-    return `the history is NOT linearizable: ${r.violations.length} violation(s), first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
+    return `the history is NOT linearizable: ${plural(r.violations.length, 'violation')}, first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
   }
   if (r.verdict !== 'ok') {
     return `the history could not be checked (verdict ${r.verdict}; undecided keys: ${r.undecidedKeys.length}); try fewer --ops or more --keys`;
@@ -363,7 +363,7 @@ function describe(err: unknown): string {
   const parts: string[] = [];
   let e: unknown = err;
   for (let depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
-    const text = e instanceof Error ? `${e.name === 'Error' || e.name === 'ConformanceError' ? '' : `${e.name}: `}${e.message}` : String(e);
+    const text = e instanceof Error ? `${e.name === 'Error' || e.name === 'ConformanceError' || e instanceof ExternalError ? '' : `${e.name}: `}${e.message}${errorKind(e)}` : String(e);
     if (!parts.some((p) => p.includes(text))) parts.push(text);
     e = e instanceof Error ? e.cause : undefined;
   }
@@ -416,8 +416,8 @@ export function formatReport(r: CheckReport): string[] {
   const passed = r.checks.filter((c) => c.status === 'pass').length;
   lines.push(
     r.ok
-      ? `All ${passed} checks passed in ${formatDuration(r.durationMs)}.`
-      : `${r.checks.length - passed} of ${r.checks.length} checks did not pass (${formatDuration(r.durationMs)}).`,
+      ? `All ${plural(passed, 'check')} passed in ${formatDuration(r.durationMs)}.`
+      : `${r.checks.length - passed} of ${plural(r.checks.length, 'check')} did not pass (${formatDuration(r.durationMs)}).`,
   );
   return lines;
 }

@@ -10,14 +10,13 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { allBackends, registerBackend, type BackendDescriptor } from '../backend.js';
-import { ExternalError } from '../errors.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, GLOBAL_OPTIONS, OPTIONS, chosenLocations, locationOptionHelp, wrapText, type Command, type OptionValues } from './args.js';
 import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
 import { watchCommand } from './watch.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
-import { BLOB_ENV, CONSENSUS_ENV, EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
+import { BLOB_ENV, CONSENSUS_ENV, EXIT, OutputClosed, errorKind, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
 
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench, watchCommand];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
@@ -248,8 +247,7 @@ function failureText(err: unknown, verbose: boolean): string {
     return `persist-location: ${err.message} (see ${helpFor})\n`;
   }
   const message = err instanceof Error ? err.message : String(err);
-  const kind = err instanceof ExternalError ? ` [${err.determinate ? 'Determinate' : 'Indeterminate'} ${err.code}]` : '';
-  let text = `persist-location: ${firstLine(message)}${kind}\n`;
+  let text = `persist-location: ${firstLine(message)}${errorKind(err)}\n`;
   if (verbose) {
     let e: unknown = err;
     for (let depth = 0; e !== undefined && e !== null && depth < 8; depth++) {
