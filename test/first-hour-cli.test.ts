@@ -132,3 +132,19 @@ describe('one convention for every command', () => {
     assert.deepEqual(Buffer.from(head.data, head.encoding as BufferEncoding), invalid);
   });
 });
+
+describe('check --processes', () => {
+  test('the linearizability run is spread over child processes and checked as one history', () => {
+    const r = ok(cli(freshDir(), ['check', '--only', 'consensus', '--processes', '3', '--clients', '6', '--ops', '300', '--keys', '4', '--json', '-q']), 'check --processes 3');
+    const report = JSON.parse(r.out) as { ok: boolean; checks: { name: string; stats?: { ops: number }; stress?: { verdict: string; committed: number } }[] };
+    assert.equal(report.ok, true);
+    const run = report.checks.find((c) => c.name === 'consensus linearizability')!;
+    assert.equal(run.stress?.verdict, 'ok');
+    assert.ok(run.stress!.committed > 0);
+    // 300 operations, then final reads (head and scan of 4 keys) by each of the 3 children and by the parent.
+    assert.equal(run.stats?.ops, 300 + (3 + 1) * 4 * 2);
+    const refused = cli(freshDir(), ['check', '--processes', '2', '--faults', '0.1']);
+    assert.equal(refused.status, 64, refused.err);
+    assert.match(refused.err, /--faults and --processes cannot be used together/);
+  });
+});

@@ -51,6 +51,7 @@ export const OPTIONS = {
   'value-size': { type: 'string' },
   duration: { type: 'string' },
   mix: { type: 'string' },
+  processes: { type: 'string' },
   // consensus
   from: { type: 'string' },
   limit: { type: 'string' },

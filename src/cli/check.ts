@@ -12,6 +12,7 @@ import type { StressReport } from '../testing/index.js';
 import { parseLocationUri, redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
+import { killChildren, stressInProcesses } from './processes.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
 import { EXIT, errorKind, formatDuration, plural, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
@@ -97,7 +98,7 @@ const FAULT_RETRY = { minDelayMs: 1, maxDelayMs: 100 };
 export const check: Command = {
   name: 'check',
   summary: 'verify a location: conformance suites and a linearizability run',
-  options: ['ops', 'clients', 'keys', 'only', 'json', 'faults'],
+  options: ['ops', 'clients', 'keys', 'processes', 'only', 'json', 'faults'],
   get help() {
     return `Usage: persist-location check [--consensus URI] [--blob URI] [options]
 
@@ -122,6 +123,9 @@ ${locationOptionHelp('  --blob URI              ', 'Blob location', BLOB_DEFAULT
                           (default 2000)
   --clients N             its concurrent clients (default 16)
   --keys N                its keys; fewer keys, more contention (default 8)
+  --processes N           spread its clients over N child processes, their
+                          histories checked as one (default 1: this process);
+                          one Node process cannot load a server from more cores
   --faults RATE           inject faults into a RATE share (0 to 1) of the calls,
                           under withRetry: reports what was injected, and the
                           checks pass only if withRetry recovered from it
@@ -132,7 +136,7 @@ Exit code 0 only if every check passed, 1 otherwise.
 
 Examples:
   persist-location check
-  persist-location check --ops 10000 --clients 32
+  persist-location check --ops 10000 --clients 32 --processes 4
   persist-location check --only consensus --consensus postgres://app@db:5432/app
   persist-location check --json > check-report.json
   persist-location check --faults 0.1`;
@@ -156,9 +160,12 @@ async function runCheck(ctx: Context): Promise<number> {
     ops: parseCount(ctx.values.ops, 'ops', 2000, 100),
     clients: parseCount(ctx.values.clients, 'clients', 16),
     keys: parseCount(ctx.values.keys, 'keys', 8),
+    processes: parseCount(ctx.values.processes, 'processes', 1),
+    backends: ctx.values.backend ?? [],
   };
   const faults = ctx.values.faults === undefined ? undefined : Number(ctx.values.faults);
   usageIf(faults !== undefined && !(faults >= 0 && faults <= 1), `--faults must be a number from 0 to 1, got '${ctx.values.faults}'`);
+  usageIf(faults !== undefined && stressOpts.processes > 1, '--faults and --processes cannot be used together (the faults are injected in this process)');
   const opener = new Opener(faults);
   const targets: LocationKind[] = only === undefined ? ['consensus', 'blob'] : [only as LocationKind];
   // Derive every scratch name first, so a URI that has none fails before any work.
@@ -176,7 +183,10 @@ async function runCheck(ctx: Context): Promise<number> {
   const stopWatching = removeOnInterrupt(
     targets.map((t) => [scratches.get(t)!, t] as const),
     () => ctx.progress.silence(),
-    () => gate.shut(),
+    () => {
+      killChildren();
+      return gate.shut();
+    },
   );
   try {
     for (const target of targets) {
@@ -207,7 +217,7 @@ async function runCheck(ctx: Context): Promise<number> {
 
 async function checkConsensus(
   scratch: ScratchLocation,
-  stressOpts: { ops: number; clients: number; keys: number },
+  stressOpts: { ops: number; clients: number; keys: number; processes: number; backends: readonly string[] },
   progress: Progress,
   gate: Gate,
   reached: Set<LocationKind>,
@@ -241,10 +251,12 @@ async function checkConsensus(
 
   let stress: StressReport | undefined;
   const linearizability = await step('consensus', 'consensus linearizability', progress, async () => {
-    stress = await stressConsensus(() => open(scratch.uri, true), {
-      ...stressOpts,
-      onProgress: (done, total) => progress.tick(done, total),
-    });
+    const { processes, backends: _b, ...inOne } = stressOpts;
+    const onProgress = (done: number, total: number) => progress.tick(done, total);
+    stress =
+      processes > 1
+        ? await stressInProcesses(scratch.uri, () => open(scratch.uri), { ...stressOpts, onProgress })
+        : await stressConsensus(() => open(scratch.uri, true), { ...inOne, onProgress });
     const problem = stressProblem(stress);
     if (problem !== undefined) throw new Error(problem);
   });

@@ -108,7 +108,7 @@ const BACKENDS_ENV = 'PERSIST_LOCATION_BACKENDS';
  * exports its descriptor as default (registered here). A module that does neither is
  * a usage error, as is one that cannot be imported.
  */
-async function loadBackends(fromFlags: readonly string[]): Promise<void> {
+export async function loadBackends(fromFlags: readonly string[]): Promise<void> {
   const fromEnv = (process.env[BACKENDS_ENV] ?? '').split(',').map((m) => m.trim());
   const specs = [...new Set([...fromEnv, ...fromFlags].filter((m) => m !== ''))];
   for (const spec of specs) {
