@@ -9,6 +9,11 @@ export class SegmentedBytes {
   /** Total length in bytes. */
   readonly length: number;
 
+  /** The same as {@link length}, under the name a `Uint8Array` gives it, for code that takes either. */
+  get byteLength(): number {
+    return this.length;
+  }
+
   constructor(segments: Uint8Array | readonly Uint8Array[]) {
     this.segments = segments instanceof Uint8Array ? [segments] : [...segments];
     let length = 0;
@@ -29,6 +34,28 @@ export class SegmentedBytes {
       offset += s.byteLength;
     }
     return out;
+  }
+
+  /**
+   * The value decoded as UTF-8 (a byte sequence that is not UTF-8 becomes U+FFFD),
+   * segment by segment: no contiguous copy of the bytes is made.
+   */
+  text(): string {
+    const decoder = new TextDecoder('utf-8', { ignoreBOM: true });
+    let text = '';
+    for (const s of this.segments) text += decoder.decode(s, { stream: true });
+    return text + decoder.decode();
+  }
+
+  /**
+   * The value as a string, like `Buffer#toString`: UTF-8 text by default (see
+   * {@link text}), or `hex`, `base64`, `latin1`, ... of the whole value. So
+   * `String(value)` and `${value}` give its text, as they do for a Buffer.
+   */
+  toString(encoding: BufferEncoding = 'utf8'): string {
+    if (encoding === 'utf8' || encoding === 'utf-8') return this.text();
+    const bytes = this.toContiguous();
+    return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString(encoding);
   }
 
   /** Iterates the segments. */

@@ -9,11 +9,33 @@ import type { Consensus } from '../consensus.js';
 import { openBlob, openConsensus } from '../location.js';
 import { SeqNo } from '../seqno.js';
 import { parseLocationUri } from '../uri.js';
-import { UsageError, writeErr, type Progress } from './output.js';
+import { BLOB_ENV, CONSENSUS_ENV, UsageError, writeErr, type Progress } from './output.js';
 
 /** The default locations: the embedded ones under `./.persist/`. */
 export const DEFAULT_CONSENSUS = 'sqlite:.persist/consensus.db';
 export const DEFAULT_BLOB = 'file:.persist/blob';
+
+/** How help texts say where a location comes from without its option (two lines). */
+export const CONSENSUS_DEFAULT = `default $${CONSENSUS_ENV},\nelse ${DEFAULT_CONSENSUS}`;
+export const BLOB_DEFAULT = `default $${BLOB_ENV},\nelse ${DEFAULT_BLOB}`;
+
+/** A help line for a location option: `lead` then the description, its second line indented under the first. */
+export function locationOptionHelp(lead: string, what: string, source: string): string {
+  const [first, second] = source.split('\n');
+  return `${lead}${what} (${first}\n${' '.repeat(lead.length)}${second})`;
+}
+
+/**
+ * The locations a command works on: `--consensus` / `--blob`, else the environment
+ * variables (an empty one counts as unset), else the embedded defaults.
+ */
+export function chosenLocations(values: OptionValues, env: NodeJS.ProcessEnv): { consensusUri: string; blobUri: string } {
+  const fromEnv = (name: string) => (env[name] === '' ? undefined : env[name]);
+  return {
+    consensusUri: values.consensus ?? fromEnv(CONSENSUS_ENV) ?? DEFAULT_CONSENSUS,
+    blobUri: values.blob ?? fromEnv(BLOB_ENV) ?? DEFAULT_BLOB,
+  };
+}
 
 /** Every option any command accepts, for `node:util` parseArgs. */
 export const OPTIONS = {
@@ -35,6 +57,7 @@ export const OPTIONS = {
   'value-size': { type: 'string' },
   duration: { type: 'string' },
   mix: { type: 'string' },
+  processes: { type: 'string' },
   // consensus
   from: { type: 'string' },
   limit: { type: 'string' },

@@ -12,9 +12,9 @@ import { CaSResult, type Consensus } from '../consensus.js';
 import { openBlob, openConsensus } from '../location.js';
 import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
-import { parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
-import { EXIT, UsageError, formatBytes, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
+import { EXIT, UsageError, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
 
 const OPS = {
@@ -61,8 +61,8 @@ It works in a scratch namespace beside your location (the same one "check" uses,
 
 Options:
   --target consensus|blob  what to load (default consensus)
-  --consensus URI          Consensus location (default sqlite:.persist/consensus.db)
-  --blob URI               Blob location (default file:.persist/blob)
+${locationOptionHelp('  --consensus URI          ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI               ', 'Blob location', BLOB_DEFAULT)}
   --clients N              concurrent clients (default 16)
   --keys N                 distinct keys; fewer keys, more CaS contention (default 16)
   --value-size SIZE        bytes per written value: 256, 4k, 1m, at most 1024m
@@ -185,7 +185,7 @@ async function runBench(ctx: Context): Promise<number> {
         ? await consensusWorkload(scratch.uri, clients, keys, value, () => mismatches++)
         : await blobWorkload(scratch.uri, clients, keys, value, `bench-${id}-`);
     try {
-      ctx.progress.start(`bench ${target}: preparing ${nKeys} keys`);
+      ctx.progress.start(`bench ${target}: preparing ${plural(nKeys, 'key')}`);
       await workload.setup();
       ctx.progress.finish();
       ctx.progress.start(`bench ${target}`);
@@ -201,7 +201,7 @@ async function runBench(ctx: Context): Promise<number> {
       const ticker = setInterval(() => {
         const elapsed = performance.now() - began;
         // The line shows the elapsed time already: the detail is what was done in it.
-        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${errors} errors` : ''}`, false);
+        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${plural(errors, 'error')}` : ''}`, false);
       }, 100);
       try {
         await Promise.all(
@@ -355,7 +355,7 @@ function formatBench(r: BenchReport): string[] {
     '',
     `location   ${r.location}`,
     `scratch    ${r.scratch}`,
-    `workload   ${r.clients} clients, ${r.keys} keys, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
+    `workload   ${plural(r.clients, 'client')}, ${plural(r.keys, 'key')}, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
     '',
     ...table(rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']).map((l) => `  ${l}`),
     '',

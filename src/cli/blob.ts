@@ -3,10 +3,10 @@
  */
 import type { Blob } from '../blob.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, openLocation, withHandle, type Command, type Context } from './args.js';
-import { EXIT, asText, formatBytes, noteEmpty, printJson, printLines, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
+import { BLOB_DEFAULT, expectArgs, locationOptionHelp, openLocation, withHandle, type Command, type Context } from './args.js';
+import { EXIT, asText, formatBytes, plural, printJson, printLines, printSummary, readInput, readStdin, showKey, table, writeErr, writeOut } from './output.js';
 
-const WHERE = `The location is --blob URI (default file:.persist/blob).`;
+const WHERE = `The location is --blob URI (${BLOB_DEFAULT}).`;
 
 const withBlob = <T>(ctx: Context, work: (b: Blob) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'blob'), work);
 /** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
@@ -19,7 +19,8 @@ export const blobLs: Command = {
   help: `Usage: persist-location blob ls [PREFIX] [--json]
 
 Lists the keys of the Blob location that start with PREFIX (default: all keys),
-sorted, with their sizes, then a total. Keys that are not plain printable text are
+sorted, with their sizes; the count and total size follow on standard error (so a
+pipe gets only the listing; --quiet leaves them out). Keys that are not plain printable text are
 shown JSON-quoted. ${WHERE}
 
 Options:
@@ -38,13 +39,12 @@ Examples:
     });
     if (ctx.values.json) {
       await printJson(entries);
-    } else if (entries.length === 0) {
-      noteEmpty(prefix === '' ? `no keys in ${redactUri(ctx.blobUri)}` : `no keys starting with ${JSON.stringify(prefix)} in ${redactUri(ctx.blobUri)}`);
-    } else {
-      const total = entries.reduce((sum, e) => sum + e.size, 0);
-      const rows = entries.map((e) => [formatBytes(e.size), showKey(e.key)]);
-      await printLines([...table(rows, ['r', 'l']), `${entries.length} key${entries.length === 1 ? '' : 's'}, ${formatBytes(total)}`]);
+      return EXIT.ok;
     }
+    const total = entries.reduce((sum, e) => sum + e.size, 0);
+    await printLines(table(entries.map((e) => [formatBytes(e.size), showKey(e.key)]), ['r', 'l']));
+    const where = `${prefix === '' ? '' : ` starting with ${JSON.stringify(prefix)}`} in ${redactUri(ctx.blobUri)}`;
+    printSummary(entries.length === 0 ? `no keys${where}` : `${plural(entries.length, 'key')}, ${formatBytes(total)}${where}`, ctx.values.quiet);
     return EXIT.ok;
   },
 };
@@ -152,7 +152,7 @@ Commands:
 ${blobCommands.map((c) => `  ${c.name.split(' ')[1]!.padEnd(10)} ${c.summary}`).join('\n')}
 
 Options:
-  --blob URI       the location (default file:.persist/blob)
+${locationOptionHelp('  --blob URI       ', 'the location', BLOB_DEFAULT)}
   --json           JSON output (ls)
 
 Run "persist-location blob COMMAND --help" for more.`;

@@ -10,10 +10,11 @@ import { ErrorCode, ExternalError } from '../errors.js';
 import { backendPart, openBlob, openConsensus } from '../location.js';
 import type { StressReport } from '../testing/index.js';
 import { parseLocationUri, redactUri } from '../uri.js';
-import { parseCount, resolvedLocation, usageIf, type Command, type Context } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, resolvedLocation, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
+import { killChildren, stressInProcesses } from './processes.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
-import { EXIT, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
+import { EXIT, errorKind, formatDuration, plural, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
 
 /** One line of the report. */
@@ -98,7 +99,7 @@ const FAULT_RETRY = { minDelayMs: 1, maxDelayMs: 100 };
 export const check: Command = {
   name: 'check',
   summary: 'verify a location: conformance suites and a linearizability run',
-  options: ['ops', 'clients', 'keys', 'only', 'json', 'faults'],
+  options: ['ops', 'clients', 'keys', 'processes', 'only', 'json', 'faults'],
   get help() {
     return `Usage: persist-location check [--consensus URI] [--blob URI] [options]
 
@@ -116,13 +117,16 @@ If a scratch namespace cannot be removed, the report says what is left and how t
 remove it.
 
 Options:
-  --consensus URI         Consensus location (default sqlite:.persist/consensus.db)
-  --blob URI              Blob location (default file:.persist/blob)
+${locationOptionHelp('  --consensus URI         ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI              ', 'Blob location', BLOB_DEFAULT)}
   --only consensus|blob   check only one of the two
   --ops N                 operations of the linearizability run, at least 100
                           (default 2000)
   --clients N             its concurrent clients (default 16)
   --keys N                its keys; fewer keys, more contention (default 8)
+  --processes N           spread its clients over N child processes, their
+                          histories checked as one (default 1: this process);
+                          one Node process cannot load a server from more cores
   --faults RATE           inject faults into a RATE share (0 to 1) of the calls,
                           under withRetry: reports what was injected, and the
                           checks pass only if withRetry recovered from it
@@ -133,7 +137,7 @@ Exit code 0 only if every check passed, 1 otherwise.
 
 Examples:
   persist-location check
-  persist-location check --ops 10000 --clients 32
+  persist-location check --ops 10000 --clients 32 --processes 4
   persist-location check --only consensus --consensus postgres://app@db:5432/app
   persist-location check --json > check-report.json
   persist-location check --faults 0.1`;
@@ -157,9 +161,12 @@ async function runCheck(ctx: Context): Promise<number> {
     ops: parseCount(ctx.values.ops, 'ops', 2000, 100),
     clients: parseCount(ctx.values.clients, 'clients', 16),
     keys: parseCount(ctx.values.keys, 'keys', 8),
+    processes: parseCount(ctx.values.processes, 'processes', 1),
+    backends: ctx.values.backend ?? [],
   };
   const faults = ctx.values.faults === undefined ? undefined : Number(ctx.values.faults);
   usageIf(faults !== undefined && !(faults >= 0 && faults <= 1), `--faults must be a number from 0 to 1, got '${ctx.values.faults}'`);
+  usageIf(faults !== undefined && stressOpts.processes > 1, '--faults and --processes cannot be used together (the faults are injected in this process)');
   const opener = new Opener(faults);
   const targets: LocationKind[] = only === undefined ? ['consensus', 'blob'] : [only as LocationKind];
   // Derive every scratch name first, so a URI that has none fails before any work.
@@ -177,7 +184,10 @@ async function runCheck(ctx: Context): Promise<number> {
   const stopWatching = removeOnInterrupt(
     targets.map((t) => [scratches.get(t)!, t] as const),
     () => ctx.progress.silence(),
-    () => gate.shut(),
+    () => {
+      killChildren();
+      return gate.shut();
+    },
   );
   try {
     for (const target of targets) {
@@ -210,7 +220,7 @@ async function runCheck(ctx: Context): Promise<number> {
 
 async function checkConsensus(
   scratch: ScratchLocation,
-  stressOpts: { ops: number; clients: number; keys: number },
+  stressOpts: { ops: number; clients: number; keys: number; processes: number; backends: readonly string[] },
   progress: Progress,
   gate: Gate,
   reached: Set<LocationKind>,
@@ -244,10 +254,12 @@ async function checkConsensus(
 
   let stress: StressReport | undefined;
   const linearizability = await step('consensus', 'consensus linearizability', progress, async () => {
-    stress = await stressConsensus(() => open(scratch.uri, true), {
-      ...stressOpts,
-      onProgress: (done, total) => progress.tick(done, total),
-    });
+    const { processes, backends: _b, ...inOne } = stressOpts;
+    const onProgress = (done: number, total: number) => progress.tick(done, total);
+    stress =
+      processes > 1
+        ? await stressInProcesses(scratch.uri, () => open(scratch.uri), { ...stressOpts, onProgress })
+        : await stressConsensus(() => open(scratch.uri, true), { ...inOne, onProgress });
     const problem = stressProblem(stress);
     if (problem !== undefined) throw new Error(problem);
   });
@@ -271,9 +283,9 @@ export function stressProblem(
   const storageErrors = r.failed + r.unknown;
   const mostFailed = storageErrors * 2 > r.ops;
   if (r.ok && !mostFailed) return undefined;
-  if (r.errors.length > 0) return `${r.errors.length} operation(s) failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
+  if (r.errors.length > 0) return `${plural(r.errors.length, 'operation')} failed with a non-storage error (a backend bug), first: ${r.errors[0]}`;
   if (r.verdict === 'violation') {
-    return `the history is NOT linearizable: ${r.violations.length} violation(s), first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
+    return `the history is NOT linearizable: ${plural(r.violations.length, 'violation')}, first: ${JSON.stringify(r.violations[0], bigintJson).slice(0, 500)}`;
   }
   if (r.verdict !== 'ok') {
     return `the history could not be checked (verdict ${r.verdict}; undecided keys: ${r.undecidedKeys.length}); try fewer --ops or more --keys`;
@@ -366,7 +378,7 @@ function describe(err: unknown): string {
   const parts: string[] = [];
   let e: unknown = err;
   for (let depth = 0; e !== undefined && e !== null && depth < 4; depth++) {
-    const text = e instanceof Error ? `${e.name === 'Error' || e.name === 'ConformanceError' ? '' : `${e.name}: `}${e.message}` : String(e);
+    const text = e instanceof Error ? `${e.name === 'Error' || e.name === 'ConformanceError' || e instanceof ExternalError ? '' : `${e.name}: `}${e.message}${errorKind(e)}` : String(e);
     if (!parts.some((p) => p.includes(text))) parts.push(text);
     e = e instanceof Error ? e.cause : undefined;
   }
@@ -421,8 +433,8 @@ export function formatReport(r: CheckReport): string[] {
   const passed = r.checks.filter((c) => c.status === 'pass').length;
   lines.push(
     r.ok
-      ? `All ${passed} checks passed in ${formatDuration(r.durationMs)}.`
-      : `${r.checks.length - passed} of ${r.checks.length} checks did not pass (${formatDuration(r.durationMs)}).`,
+      ? `All ${plural(passed, 'check')} passed in ${formatDuration(r.durationMs)}.`
+      : `${r.checks.length - passed} of ${plural(r.checks.length, 'check')} did not pass (${formatDuration(r.durationMs)}).`,
   );
   return lines;
 }

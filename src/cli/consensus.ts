@@ -4,10 +4,10 @@
 import { CaSResult, SCAN_ALL, type Consensus, type VersionedData } from '../consensus.js';
 import { update } from '../envelope/update.js';
 import { redactUri } from '../uri.js';
-import { expectArgs, openLocation, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
-import { EXIT, formatBytes, jsonData, noteEmpty, printJson, printLines, readInput, readStdin, showData, showKey, table } from './output.js';
+import { CONSENSUS_DEFAULT, expectArgs, locationOptionHelp, openLocation, parseCount, parseSeqNo, usageIf, withHandle, type Command, type Context } from './args.js';
+import { EXIT, formatBytes, jsonData, plural, printJson, printLines, printSummary, readInput, readStdin, showData, showKey, table } from './output.js';
 
-const WHERE = `The location is --consensus URI (default sqlite:.persist/consensus.db).`;
+const WHERE = `The location is --consensus URI (${CONSENSUS_DEFAULT}).`;
 
 const withConsensus = <T>(ctx: Context, work: (c: Consensus) => Promise<T>): Promise<T> => withHandle(() => openLocation(ctx, 'consensus'), work);
 /** For the commands that only look: opens with `create: false`, so a missing location is an error, not an empty one. */
@@ -17,14 +17,28 @@ function versionJson(v: VersionedData): object {
   return { seqno: v.seqno.toString(), ...jsonData(v.data) };
 }
 
+/**
+ * DATA given as an argument, as UTF-8. Node has already decoded the command line,
+ * putting U+FFFD in place of bytes that are not UTF-8: writing that would silently
+ * store other bytes than the ones given, so it is refused with a pointer to --data-file.
+ */
+function argumentBytes(text: string, what: string): Uint8Array {
+  usageIf(
+    text.includes('\uFFFD'),
+    `${what} is not valid UTF-8 text (or holds U+FFFD, which stands for bytes that are not): give binary data with --data-file FILE, or --data-file - to read standard input`,
+  );
+  return Buffer.from(text, 'utf8');
+}
+
 export const consensusList: Command = {
   name: 'consensus list',
   summary: 'list every key that has data',
   options: ['json'],
   help: `Usage: persist-location consensus list [--json]
 
-Lists every key of the Consensus location, one per line, sorted. Keys that are not
-plain printable text are shown JSON-quoted. ${WHERE}
+Lists every key of the Consensus location, one per line, sorted; the count follows
+on standard error (so a pipe gets only the keys; --quiet leaves it out). Keys that
+are not plain printable text are shown JSON-quoted. ${WHERE}
 
 Options:
   --json           print a JSON array of keys
@@ -39,9 +53,12 @@ Examples:
       for await (const key of c.listKeys()) out.push(key);
       return out.sort();
     });
-    if (ctx.values.json) await printJson(keys);
-    else if (keys.length === 0) noteEmpty(`no keys in ${redactUri(ctx.consensusUri)}`);
-    else await printLines(keys.map(showKey));
+    if (ctx.values.json) {
+      await printJson(keys);
+      return EXIT.ok;
+    }
+    await printLines(keys.map(showKey));
+    printSummary(`${keys.length === 0 ? 'no keys' : plural(keys.length, 'key')} in ${redactUri(ctx.consensusUri)}`, ctx.values.quiet);
     return EXIT.ok;
   },
 };
@@ -87,7 +104,8 @@ export const consensusScan: Command = {
 
 Shows the versions of KEY with seqno >= SEQNO (default v0), oldest first, at most N
 of them (default all): one line per version with its seqno, size and data (long
-values are cut short; use --json or "head" for a whole value). ${WHERE}
+values are cut short; use --json or "head" for a whole value); the count follows on
+standard error (--quiet leaves it out). ${WHERE}
 
 Options:
   --from SEQNO     first seqno to show, written v5 or 5 (default v0)
@@ -105,15 +123,14 @@ Examples:
     const versions = await inspectConsensus(ctx, (c) => c.scan(key, from, limit));
     if (ctx.values.json) {
       await printJson(versions.map(versionJson));
-    } else if (versions.length === 0) {
-      await printLines([`${showKey(key)}: no versions from ${from}`]);
-    } else {
-      const rows = versions.map((v) => {
-        const { text, note } = showData(v.data, 60);
-        return [v.seqno.toString(), formatBytes(v.data.byteLength), `${text}${note === '' ? '' : `  ${note}`}`];
-      });
-      await printLines(table(rows, ['l', 'r', 'l']));
+      return EXIT.ok;
     }
+    const rows = versions.map((v) => {
+      const { text, note } = showData(v.data, 60);
+      return [v.seqno.toString(), formatBytes(v.data.byteLength), `${text}${note === '' ? '' : `  ${note}`}`];
+    });
+    await printLines(table(rows, ['l', 'r', 'l']));
+    printSummary(`${versions.length === 0 ? 'no versions' : plural(versions.length, 'version')} of ${showKey(key)} from ${from}`, ctx.values.quiet);
     return EXIT.ok;
   },
 };
@@ -128,8 +145,8 @@ export const consensusCas: Command = {
 
 Makes {SEQNO, DATA} the head of KEY if, and only if, the current head's seqno is
 EXPECTED (write "none" for a key that has no data yet). SEQNO must be greater than
-EXPECTED. DATA is taken as UTF-8 text; --data-file reads the bytes of a file instead
-("-" for standard input). ${WHERE}
+EXPECTED. DATA is taken as UTF-8 text (an argument that is not valid UTF-8 is
+refused); --data-file reads the bytes of a file instead ("-" for standard input). ${WHERE}
 
 Prints "Committed" and exits 0, or prints "ExpectationMismatch" with the actual head
 and exits 2: nothing was written.
@@ -154,7 +171,7 @@ Examples:
       usageIf(fromFile !== undefined, '--next and --data-file cannot be used together');
       expectArgs(ctx, ['KEY']);
       const key = ctx.args[0]!;
-      const data = Buffer.from(appended, 'utf8');
+      const data = argumentBytes(appended, '--next DATA');
       return withConsensus(ctx, async (c) => {
         const head = await update(c, key, () => data);
         await printLines([`Committed: ${showKey(key)} is now at ${head!.seqno} (${formatBytes(data.byteLength)})`]);
@@ -167,7 +184,7 @@ Examples:
     const expected = expectedText === 'none' ? undefined : parseSeqNo(expectedText, 'EXPECTED');
     const seqno = parseSeqNo(seqnoText, 'SEQNO');
     let data: Uint8Array;
-    if (fromFile === undefined) data = Buffer.from(dataText!, 'utf8');
+    if (fromFile === undefined) data = argumentBytes(dataText!, 'DATA');
     else if (fromFile === '-') data = await readStdin();
     else data = await readInput(fromFile);
     return withConsensus(ctx, async (c) => {
@@ -202,7 +219,7 @@ Examples:
     const key = ctx.args[0]!;
     const seqno = parseSeqNo(ctx.args[1]!, 'SEQNO');
     const deleted = await withConsensus(ctx, (c) => c.truncate(key, seqno));
-    await printLines([`deleted ${deleted} version${deleted === 1 ? '' : 's'} of ${showKey(key)} below ${seqno}`]);
+    await printLines([`deleted ${plural(deleted, 'version')} of ${showKey(key)} below ${seqno}`]);
     return EXIT.ok;
   },
 };
@@ -218,7 +235,7 @@ Commands:
 ${consensusCommands.map((c) => `  ${c.name.split(' ')[1]!.padEnd(10)} ${c.summary}`).join('\n')}
 
 Options:
-  --consensus URI  the location (default sqlite:.persist/consensus.db)
+${locationOptionHelp('  --consensus URI  ', 'the location', CONSENSUS_DEFAULT)}
   --json           JSON output (list, head, scan)
 
 SeqNos are written v5 or 5. Run "persist-location consensus COMMAND --help" for more.`;

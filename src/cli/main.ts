@@ -10,14 +10,13 @@ import { isAbsolute, join, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { parseArgs } from 'node:util';
 import { allBackends, registerBackend, type BackendDescriptor } from '../backend.js';
-import { ExternalError } from '../errors.js';
-import { DEFAULT_BLOB, DEFAULT_CONSENSUS, GLOBAL_OPTIONS, OPTIONS, wrapText, type Command, type OptionValues } from './args.js';
+import { BLOB_DEFAULT, CONSENSUS_DEFAULT, GLOBAL_OPTIONS, OPTIONS, chosenLocations, locationOptionHelp, wrapText, type Command, type OptionValues } from './args.js';
 import { bench } from './bench.js';
 import { blobCommands, blobGroupHelp } from './blob.js';
 import { check } from './check.js';
 import { watchCommand } from './watch.js';
 import { consensusCommands, consensusGroupHelp } from './consensus.js';
-import { EXIT, OutputClosed, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
+import { BLOB_ENV, CONSENSUS_ENV, EXIT, OutputClosed, errorKind, Progress, UsageError, envSecrets, neverPrint, secretsOf, tolerateClosedOutput, writeErr, writeOut } from './output.js';
 
 const COMMANDS: readonly Command[] = [check, ...consensusCommands, ...blobCommands, bench, watchCommand];
 const GROUPS: Record<string, string> = { consensus: consensusGroupHelp, blob: blobGroupHelp };
@@ -50,8 +49,8 @@ Commands:
   bench                 measure throughput and latency under a workload
 
 Options for every command:
-  --consensus URI   Consensus location (default ${DEFAULT_CONSENSUS})
-  --blob URI        Blob location (default ${DEFAULT_BLOB})
+${locationOptionHelp('  --consensus URI   ', 'Consensus location', CONSENSUS_DEFAULT)}
+${locationOptionHelp('  --blob URI        ', 'Blob location', BLOB_DEFAULT)}
   --json            JSON on stdout (only check, bench, list, head, scan, ls)
   -q, --quiet       no progress on stderr
   -v, --verbose     on failure, show the stack trace and causes
@@ -64,7 +63,10 @@ Options for every command:
 Locations (what --consensus and --blob accept):
 ${locationHelp()}
 
-Passwords in URIs are never printed. SeqNos are written v5 or 5.
+A location comes from its option, else from the environment variable
+${CONSENSUS_ENV} or ${BLOB_ENV} (so a shell or a service names it once), else
+the embedded default under ./.persist/. Passwords in URIs are never printed,
+wherever they were given. SeqNos are written v5 or 5.
 
 Exit codes:
   0   success
@@ -106,7 +108,7 @@ const BACKENDS_ENV = 'PERSIST_LOCATION_BACKENDS';
  * exports its descriptor as default (registered here). A module that does neither is
  * a usage error, as is one that cannot be imported.
  */
-async function loadBackends(fromFlags: readonly string[]): Promise<void> {
+export async function loadBackends(fromFlags: readonly string[]): Promise<void> {
   const fromEnv = (process.env[BACKENDS_ENV] ?? '').split(',').map((m) => m.trim());
   const specs = [...new Set([...fromEnv, ...fromFlags].filter((m) => m !== ''))];
   for (const spec of specs) {
@@ -220,8 +222,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       return await command.run({
         args: positionals.slice(words),
         values,
-        consensusUri: values.consensus ?? DEFAULT_CONSENSUS,
-        blobUri: values.blob ?? DEFAULT_BLOB,
+        ...chosenLocations(values, process.env),
         progress,
       });
     } catch (err) {
@@ -246,8 +247,7 @@ function failureText(err: unknown, verbose: boolean): string {
     return `persist-location: ${err.message} (see ${helpFor})\n`;
   }
   const message = err instanceof Error ? err.message : String(err);
-  const kind = err instanceof ExternalError ? ` [${err.determinate ? 'Determinate' : 'Indeterminate'} ${err.code}]` : '';
-  let text = `persist-location: ${firstLine(message)}${kind}\n`;
+  let text = `persist-location: ${firstLine(message)}${errorKind(err)}\n`;
   if (verbose) {
     let e: unknown = err;
     for (let depth = 0; e !== undefined && e !== null && depth < 8; depth++) {

@@ -5,6 +5,7 @@
  */
 import { readFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
+import { ExternalError } from '../errors.js';
 import { redactUrisIn, scrub, spellings, uriSecrets } from '../uri.js';
 
 /** Exit codes, documented in `persist-location --help`. */
@@ -78,9 +79,23 @@ export function writeOut(data: string | Uint8Array): Promise<void> {
   });
 }
 
-/** On a terminal, says on stderr that a listing found nothing (a pipe gets no output at all). */
-export function noteEmpty(what: string): void {
-  if (process.stdout.isTTY) writeErr(`(${what})\n`);
+/**
+ * The closing line of a listing (`3 keys, 97.7 KiB`, `no keys in ...`), empty or not:
+ * on stderr, so that stdout holds only the listed data, on a terminal or in a pipe.
+ * `--quiet` leaves it out.
+ */
+export function printSummary(line: string, quiet: boolean | undefined): void {
+  if (quiet !== true) writeErr(`${line}\n`);
+}
+
+/** A count and its noun, singular or plural: `1 key`, `16 clients`, `0 versions`. */
+export function plural(count: number, noun: string): string {
+  return `${count} ${noun}${count === 1 ? '' : 's'}`;
+}
+
+/** How a failure names an {@link ExternalError}'s kind and code, ` [Determinate InvalidArgument]`; empty for other errors. */
+export function errorKind(err: unknown): string {
+  return err instanceof ExternalError ? ` [${err.determinate ? 'Determinate' : 'Indeterminate'} ${err.code}]` : '';
 }
 
 /** Prints lines to stdout. */
@@ -297,8 +312,9 @@ export function secretsOf(uris: readonly (string | undefined)[]): string[] {
 /** Environment variables whose values are secrets: passwords, keys, tokens, connection strings. */
 const SECRET_ENV = /pass|secret|token|(^|_)key($|_)|credential|connection_?string|sas|signature/i;
 
-/** Environment variables that may hold location URIs. */
-const URI_ENV = ['PERSIST_CONSENSUS', 'PERSIST_BLOB'];
+/** The environment variables naming the locations when `--consensus` / `--blob` is not given. */
+export const CONSENSUS_ENV = 'PERSIST_CONSENSUS';
+export const BLOB_ENV = 'PERSIST_BLOB';
 
 /**
  * Secrets in the environment, for {@link neverPrint}: the values of secret-looking
@@ -310,7 +326,7 @@ export function envSecrets(env: NodeJS.ProcessEnv): string[] {
   const found: string[] = [];
   for (const [name, value] of Object.entries(env)) {
     if (value === undefined || value === '') continue;
-    if (URI_ENV.includes(name)) found.push(...uriSecrets(value));
+    if (name === CONSENSUS_ENV || name === BLOB_ENV) found.push(...uriSecrets(value));
     if (!SECRET_ENV.test(name)) continue;
     found.push(value);
     for (const part of value.split(';')) {

@@ -2,7 +2,8 @@
  * `persist-location watch KEY`: print a key's heads as they change.
  */
 import { watch } from '../envelope/watch.js';
-import { expectArgs, openLocation, parseDuration, withHandle, type Command } from './args.js';
+import { CONSENSUS_DEFAULT, expectArgs, openLocation, parseDuration, withHandle, type Command } from './args.js';
+import { openConsensus } from '../location.js';
 import { EXIT, jsonData, printLines, showData } from './output.js';
 
 export const watchCommand: Command = {
@@ -16,7 +17,7 @@ each ("v5  <data>"; versions written in quick succession may be skipped, a head
 is never older than the one before). Runs until interrupted (Ctrl-C) or, with
 --timeout, until that much time has passed (then exits 0). Uses the backend's own
 notifications where it has them, else reads the key with growing pauses.
-The location is --consensus URI (default sqlite:.persist/consensus.db).
+The location is --consensus URI (${CONSENSUS_DEFAULT}).
 
 Options:
   --timeout DURATION  stop after DURATION (500ms, 10s, 2m)
