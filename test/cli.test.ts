@@ -409,7 +409,8 @@ describe('persist-location (spawned)', () => {
     assert.deepEqual(JSON.parse(ok(cli(dir, ['blob', 'ls', 'bin/', '--json']), 'ls').out), [{ key: 'bin/data', size: bytes.length }]);
     const listed = ok(cli(dir, ['blob', 'ls']), 'ls');
     assert.match(listed.out, /^97\.7 KiB +bin\/data\n +0 B +empty\n +11 B +text\n$/);
-    assert.match(listed.err, /^3 keys, 97\.7 KiB in file:\.persist\/blob\n$/);
+    // The resolved location, then the count.
+    assert.match(listed.err, /^blob: file:\/.+\/\.persist\/blob\n3 keys, 97\.7 KiB in file:\.persist\/blob\n$/);
 
     assert.match(ok(cli(dir, ['blob', 'rm', 'text']), 'rm').out, /deleted text \(11 B\)/);
     assert.match(ok(cli(dir, ['blob', 'rm', 'text']), 'rm again').out, /text did not exist/);

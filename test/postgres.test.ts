@@ -243,25 +243,6 @@ test('PostgresConsensus passes the conformance suite (a fresh schema per open)',
   await consensusImplTest(async () => openConsensus(server.url()));
 });
 
-test('a process that forgets close() still exits once its work is done', async () => {
-  // pg drops idle connections after 30 s; until then they would hold the process.
-  const script = new URL('./fixtures/forget-close.js', import.meta.url).pathname;
-  const child = spawn(process.execPath, [script, server.url()], { stdio: ['ignore', 'pipe', 'pipe'] });
-  let output = '';
-  child.stdout.on('data', (d: Buffer) => (output += d.toString()));
-  child.stderr.on('data', (d: Buffer) => (output += d.toString()));
-  let timer: NodeJS.Timeout | undefined;
-  const exited = await Promise.race([
-    new Promise<boolean>((resolve) => child.on('exit', () => resolve(true))),
-    new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 15_000))),
-  ]);
-  clearTimeout(timer);
-  if (!exited) child.kill('SIGKILL');
-  assert.ok(exited, `the child was still running 15 s after it started: ${output}`);
-  assert.equal(child.exitCode, 0, output);
-  assert.match(output, /read done, not closing/);
-});
-
 test('postgresql:// opens the same location as postgres://, in the schema it names', async () => {
   const url = server.url();
   const a = await openConsensus(url);
