@@ -70,21 +70,23 @@ async function loadVega(): Promise<VegaModules> {
   }
 }
 
-/** The Vega-Lite spec of one chart: lines with points, colour by series, baselines dashed. */
+/** The Vega-Lite spec of one chart: lines with points, colour by series, baselines dashed (the page says so). */
 function chartSpec(chart: ReportChart): object {
   const values = chart.points.map((p) => ({ ...p, kind: chart.baselines.includes(p.series) ? 'baseline' : 'ours' }));
   const axis = (a: { label: string; log: boolean }) => ({ title: a.label, scale: { type: a.log ? 'log' : 'linear' }, ...(a.log ? { axis: { tickCount: 6 } } : {}) });
   return {
     width: 360,
     height: 220,
+    // Node measures text without fonts; room on the right keeps a browser's wider last tick label inside.
+    padding: { left: 5, top: 5, bottom: 5, right: 24 },
     title: { text: chart.title, fontSize: 13, anchor: 'start' },
     data: { values },
     mark: { type: 'line', point: true, clip: true },
     encoding: {
       x: { field: 'x', type: 'quantitative', ...axis(chart.x) },
       y: { field: 'y', type: 'quantitative', ...axis(chart.y) },
-      color: { field: 'series', type: 'nominal', legend: { title: null, orient: 'bottom', columns: 2, labelLimit: 300 } },
-      strokeDash: { field: 'kind', type: 'nominal', scale: { domain: ['ours', 'baseline'], range: [[1, 0], [5, 3]] }, legend: { title: null, orient: 'bottom' } },
+      color: { field: 'series', type: 'nominal', legend: { title: null, orient: 'bottom', columns: 2, labelLimit: 190, symbolType: 'stroke', symbolStrokeWidth: 3 } },
+      strokeDash: { field: 'kind', type: 'nominal', scale: { domain: ['ours', 'baseline'], range: [[1, 0], [5, 3]] }, legend: null },
       tooltip: [{ field: 'series' }, { field: 'x' }, { field: 'y', format: '.4~g' }],
     },
     config: { font: 'sans-serif', view: { stroke: '#ccc' } },
@@ -137,7 +139,7 @@ export async function renderReportHtml(data: ReportData): Promise<string> {
 body { font-family: sans-serif; margin: 1.5em; color: #222; }
 h1 { font-size: 1.4em; margin-bottom: .2em; } h2 { font-size: 1.15em; border-bottom: 1px solid #ddd; }
 .facts { color: #555; } .charts { display: flex; flex-wrap: wrap; gap: 1em; }
-figure { margin: 0; max-width: 440px; } figcaption { font-size: .8em; color: #555; }
+figure { margin: 0; width: 460px; } figcaption { font-size: .8em; color: #555; }
 </style></head><body>
 <h1>${escapeHtml(data.title)}</h1>
 <p class="facts">${facts.join(' · ')}</p>

@@ -1,0 +1,439 @@
+// The backends the report measures, each with the baseline it is drawn beside: the
+// same storage driven directly (a plain Map, a raw better-sqlite3 transaction, the
+// CaS statement through raw `pg`, the etcd3 txn EtcdConsensus sends, conditional
+// PutObject/GetObject and upload/download through the SDKs, a write+fsync+rename
+// loop). Every `open`/`raw` call gets a fresh location, so that key counts are exact.
+import Database from 'better-sqlite3';
+import { randomUUID } from 'node:crypto';
+import { constants } from 'node:fs';
+import { mkdir, mkdtemp, open as openFile, readFile, rename, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import type { Blob, Consensus } from 'persist-location';
+import { MemBlob, MemConsensus } from 'persist-location';
+
+const MiB = 1024 * 1024;
+
+/** The baseline for Consensus: `cas` throws when the head is not `expected` (0n: none yet). */
+export interface RawConsensus {
+  cas(key: string, expected: bigint, data: Uint8Array): Promise<void>;
+  head(key: string): Promise<unknown>;
+  /** Reads every key once; returns how many. */
+  listKeys(): Promise<number>;
+  close(): Promise<void>;
+}
+
+export interface RawBlob {
+  set(key: string, data: Uint8Array): Promise<void>;
+  get(key: string): Promise<unknown>;
+  close(): Promise<void>;
+}
+
+/** How far a backend is taken: the points past these are left out, and the chart says so. */
+export interface Limits {
+  versions: number;
+  keys: number;
+  valueBytes: number;
+}
+
+export interface ConsensusTarget {
+  open(tag: string): Promise<Consensus>;
+  raw(tag: string): Promise<RawConsensus>;
+  ours: string;
+  baseline: string;
+  limits: Limits;
+  /** Said on every chart of this target (e.g. the server runs on an emulator). */
+  note?: string;
+}
+
+export interface BlobTarget {
+  open(tag: string): Promise<Blob>;
+  raw(tag: string): Promise<RawBlob>;
+  ours: string;
+  baseline: string;
+  valueBytes: number;
+  note?: string;
+}
+
+export interface Started {
+  consensus?: ConsensusTarget;
+  blob?: BlobTarget;
+  stop(): Promise<void>;
+}
+
+export type Backend = () => Promise<Started>;
+
+const mismatch = (key: string) => new Error(`baseline CaS mismatch on ${key}: each loop owns its keys`);
+
+async function scratchDir(name: string): Promise<{ dir: string; remove: () => Promise<void> }> {
+  const dir = await mkdtemp(join(tmpdir(), `persist-report-${name}-`));
+  return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+const mem: Backend = async () => ({
+  consensus: {
+    ours: 'MemConsensus',
+    baseline: 'plain Map',
+    limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
+    open: async (tag) => new MemConsensus({ name: `report-${tag}-${randomUUID()}` }),
+    raw: async () => {
+      const map = new Map<string, { seqno: bigint; data: Uint8Array }[]>();
+      return {
+        async cas(key, expected, data) {
+          const versions = map.get(key) ?? [];
+          if ((versions[versions.length - 1]?.seqno ?? 0n) !== expected) throw mismatch(key);
+          versions.push({ seqno: expected + 1n, data: Uint8Array.from(data) });
+          map.set(key, versions);
+        },
+        async head(key) {
+          const versions = map.get(key);
+          return versions?.[versions.length - 1];
+        },
+        async listKeys() {
+          let n = 0;
+          for (const _ of map.keys()) n++;
+          return n;
+        },
+        async close() {},
+      };
+    },
+  },
+  blob: {
+    ours: 'MemBlob',
+    baseline: 'plain Map',
+    valueBytes: 4 * MiB,
+    open: async (tag) => new MemBlob({ name: `report-${tag}-${randomUUID()}` }),
+    raw: async () => {
+      const map = new Map<string, Uint8Array>();
+      return {
+        async set(key, data) {
+          map.set(key, Uint8Array.from(data));
+        },
+        async get(key) {
+          return map.get(key);
+        },
+        async close() {},
+      };
+    },
+  },
+  stop: async () => {},
+});
+
+const sqlite: Backend = async () => {
+  const { SqliteConsensus } = await import('persist-location/sqlite');
+  const scratch = await scratchDir('sqlite');
+  return {
+    consensus: {
+      ours: 'SqliteConsensus (defaults)',
+      baseline: 'raw better-sqlite3 transaction',
+      limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
+      open: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}-${randomUUID()}.db`)),
+      raw: async (tag) => {
+        // The same schema and durability (WAL, synchronous=full) on one connection.
+        const db = new Database(join(scratch.dir, `raw-${tag}-${randomUUID()}.db`));
+        db.pragma('journal_mode = WAL');
+        db.pragma('synchronous = full');
+        db.defaultSafeIntegers(true);
+        db.exec('CREATE TABLE consensus (key TEXT NOT NULL, seqno INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, seqno)) WITHOUT ROWID');
+        const headSeqno = db.prepare('SELECT seqno FROM consensus WHERE key = ? ORDER BY seqno DESC LIMIT 1').pluck();
+        const head = db.prepare('SELECT seqno, data FROM consensus WHERE key = ? ORDER BY seqno DESC LIMIT 1');
+        const insert = db.prepare('INSERT INTO consensus (key, seqno, data) VALUES (?, ?, ?)');
+        const keys = db.prepare('SELECT DISTINCT key FROM consensus').pluck();
+        const cas = db.transaction((key: string, expected: bigint, data: Uint8Array) => {
+          if (((headSeqno.get(key) as bigint | undefined) ?? 0n) !== expected) throw mismatch(key);
+          insert.run(key, expected + 1n, data);
+        });
+        return {
+          async cas(key, expected, data) {
+            cas.immediate(key, expected, data);
+          },
+          async head(key) {
+            return head.get(key);
+          },
+          async listKeys() {
+            let n = 0;
+            for (const _ of keys.iterate()) n++;
+            return n;
+          },
+          async close() {
+            db.close();
+          },
+        };
+      },
+    },
+    stop: scratch.remove,
+  };
+};
+
+const file: Backend = async () => {
+  const { FileBlob } = await import('persist-location/file');
+  const scratch = await scratchDir('file');
+  return {
+    blob: {
+      ours: 'FileBlob',
+      baseline: 'write+fsync+rename+dir fsync / readFile',
+      valueBytes: 4 * MiB,
+      open: async (tag) => new FileBlob(join(scratch.dir, `${tag}-${randomUUID()}`)),
+      raw: async (tag) => {
+        const dir = join(scratch.dir, `raw-${tag}-${randomUUID()}`);
+        await mkdir(dir);
+        let tmp = 0;
+        return {
+          async set(key, data) {
+            const t = join(dir, `.tmp-${tmp++}`);
+            const fh = await openFile(t, 'wx');
+            try {
+              await fh.write(data, 0, data.length, 0);
+              await fh.sync();
+            } finally {
+              await fh.close();
+            }
+            await rename(t, join(dir, key));
+            const d = await openFile(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+            try {
+              await d.sync();
+            } finally {
+              await d.close();
+            }
+          },
+          get: (key) => readFile(join(dir, key)),
+          async close() {},
+        };
+      },
+    },
+    stop: scratch.remove,
+  };
+};
+
+const postgres: Backend = async () => {
+  const { startPostgres } = await import('../../test/servers/postgres.js');
+  const { PostgresConsensus } = await import('persist-location/postgres');
+  const pg = (await import('pg')).default;
+  const server = await startPostgres({ embedded: true });
+  const schemaName = (tag: string) => `${tag.replace(/[^a-z0-9]/g, '')}_${randomUUID().slice(0, 8)}`;
+  return {
+    consensus: {
+      ours: 'PostgresConsensus (defaults)',
+      baseline: 'raw pg, the same CaS statement',
+      limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
+      note: 'embedded PostgreSQL 17 on loopback',
+      open: (tag) => PostgresConsensus.open({ connectionString: server.baseUrl, schema: schemaName(tag) }),
+      raw: async (tag) => {
+        const s = `raw_${schemaName(tag)}`;
+        await server.sql(`CREATE SCHEMA "${s}"`);
+        await server.sql(`CREATE TABLE "${s}".heads (key text PRIMARY KEY, seqno bigint NOT NULL)`);
+        await server.sql(`CREATE TABLE "${s}".versions (key text NOT NULL, seqno bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (key, seqno))`);
+        const pool = new pg.Pool({ connectionString: server.baseUrl, max: 16 });
+        const casSql = `WITH h AS (UPDATE "${s}".heads SET seqno = $3::bigint WHERE key = $1::text AND seqno = $2::bigint RETURNING key) INSERT INTO "${s}".versions (key, seqno, data) SELECT key, $3::bigint, $4::bytea FROM h`;
+        return {
+          async cas(key, expected, data) {
+            if (expected === 0n) await pool.query(`INSERT INTO "${s}".heads VALUES ($1, 0) ON CONFLICT DO NOTHING`, [key]);
+            const r = await pool.query({ name: `cas-${s}`, text: casSql, values: [key, expected.toString(), (expected + 1n).toString(), data] });
+            if (r.rowCount !== 1) throw mismatch(key);
+          },
+          async head(key) {
+            const r = await pool.query({ name: `head-${s}`, text: `SELECT seqno, data FROM "${s}".versions WHERE key = $1 ORDER BY seqno DESC LIMIT 1`, values: [key] });
+            return r.rows[0];
+          },
+          async listKeys() {
+            const r = await pool.query(`SELECT key FROM "${s}".heads`);
+            return r.rows.length;
+          },
+          close: () => pool.end(),
+        };
+      },
+    },
+    stop: () => server.stop(),
+  };
+};
+
+const etcd: Backend = async () => {
+  const { startEtcd } = await import('../../test/servers/etcd.js');
+  const { EtcdConsensus } = await import('persist-location/etcd');
+  const etcd3 = await import('etcd3');
+  const cluster = await startEtcd(1);
+  const hex16 = (n: bigint) => Buffer.from(n.toString(16).padStart(16, '0'));
+  return {
+    consensus: {
+      ours: 'EtcdConsensus (defaults)',
+      baseline: 'raw etcd3 kv.txn',
+      limits: { versions: 100_000, keys: 100_000, valueBytes: 1 * MiB },
+      note: 'one etcd member on loopback; values up to 1 MiB (etcd refuses requests past 1.5 MiB)',
+      open: async (tag) => new EtcdConsensus({ endpoints: cluster.endpoints, prefix: `/report-${tag}-${randomUUID()}` }),
+      raw: async (tag) => {
+        const client = new etcd3.Etcd3({ hosts: cluster.endpoints });
+        const prefix = `/raw-${tag}-${randomUUID()}/`;
+        const headKey = (key: string) => Buffer.from(`${prefix}\0h/${key}`);
+        return {
+          async cas(key, expected, data) {
+            const k = headKey(key);
+            const compare: import('etcd3').ICompare =
+              expected === 0n
+                ? { key: k, target: etcd3.CompareTarget.Create, result: etcd3.CompareResult.Equal, create_revision: 0 }
+                : { key: k, target: etcd3.CompareTarget.Value, result: etcd3.CompareResult.Equal, value: hex16(expected) };
+            const next = expected + 1n;
+            const res = await client.kv.txn({
+              compare: [compare],
+              success: [{ request_put: { key: Buffer.from(`${prefix}\0v/${key}/${hex16(next).toString()}`), value: Buffer.from(data) } }, { request_put: { key: k, value: hex16(next) } }],
+              failure: [],
+            });
+            if (!res.succeeded) throw mismatch(key);
+          },
+          async head(key) {
+            const h = await client.kv.range({ key: headKey(key) });
+            const seqno = h.kvs[0]?.value.toString();
+            return seqno === undefined ? undefined : client.kv.range({ key: Buffer.from(`${prefix}\0v/${key}/${seqno}`) });
+          },
+          async listKeys() {
+            const start = Buffer.from(`${prefix}\0h/`);
+            const end = Buffer.from(`${prefix}\0h0`);
+            let from = start;
+            let n = 0;
+            for (;;) {
+              const page = await client.kv.range({ key: from, range_end: end, limit: 5000, keys_only: true });
+              n += page.kvs.length;
+              if (!page.more || page.kvs.length === 0) return n;
+              from = Buffer.concat([page.kvs[page.kvs.length - 1]!.key, Buffer.from([0])]);
+            }
+          },
+          async close() {
+            client.close();
+          },
+        };
+      },
+    },
+    stop: () => cluster.stop(),
+  };
+};
+
+const s3: Backend = async () => {
+  const { S3RVER_CREDENTIALS, S3rverProcess } = await import('../../test/servers/s3rver.js');
+  const { S3Blob, S3Consensus, defaultClientConfig } = await import('persist-location/s3');
+  const sdk = await import('@aws-sdk/client-s3');
+  process.env.AWS_ACCESS_KEY_ID = S3RVER_CREDENTIALS.accessKeyId;
+  process.env.AWS_SECRET_ACCESS_KEY = S3RVER_CREDENTIALS.secretAccessKey;
+  const server = await S3rverProcess.start(['report'], { atomic: true });
+  const clientConfig = { endpoint: server.endpoint, region: 'us-east-1', forcePathStyle: true };
+  const Bucket = 'report';
+  const rawClient = (tag: string) => {
+    const client = new sdk.S3Client(defaultClientConfig(clientConfig));
+    const prefix = `raw-${tag}-${randomUUID()}/`;
+    const put = (key: string, data: Uint8Array, etag?: string | null) =>
+      client.send(new sdk.PutObjectCommand({ Bucket, Key: prefix + key, Body: data, ContentLength: data.length, ...(etag === undefined ? {} : etag === null ? { IfNoneMatch: '*' } : { IfMatch: etag }) }));
+    const get = async (key: string) => (await client.send(new sdk.GetObjectCommand({ Bucket, Key: prefix + key }))).Body!.transformToByteArray();
+    return { client, prefix, put, get };
+  };
+  const note = 's3rver (file-backed emulator, atomic conditional writes) on loopback: far slower than S3, and the baseline pays the same';
+  return {
+    consensus: {
+      ours: 'S3Consensus',
+      baseline: 'raw conditional PutObject / GetObject',
+      limits: { versions: 1_000, keys: 2_000, valueBytes: 4 * MiB },
+      note,
+      open: (tag) => S3Consensus.open({ bucket: Bucket, prefix: `c-${tag}-${randomUUID()}`, clientConfig }),
+      raw: async (tag) => {
+        const { client, prefix, put, get } = rawClient(tag);
+        const etags = new Map<string, string>();
+        return {
+          async cas(key, expected, data) {
+            const out = await put(key, data, expected === 0n ? null : etags.get(key));
+            etags.set(key, out.ETag!);
+          },
+          head: get,
+          async listKeys() {
+            let n = 0;
+            let token: string | undefined;
+            do {
+              const page = await client.send(new sdk.ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }));
+              n += page.KeyCount ?? 0;
+              token = page.NextContinuationToken;
+            } while (token !== undefined);
+            return n;
+          },
+          async close() {
+            client.destroy();
+          },
+        };
+      },
+    },
+    blob: {
+      ours: 'S3Blob',
+      baseline: 'raw PutObject / GetObject',
+      valueBytes: 4 * MiB,
+      note,
+      open: async (tag) => new S3Blob({ bucket: Bucket, prefix: `b-${tag}-${randomUUID()}`, clientConfig }),
+      raw: async (tag) => {
+        const { client, put, get } = rawClient(tag);
+        return {
+          set: async (key, data) => void (await put(key, data)),
+          get,
+          async close() {
+            client.destroy();
+          },
+        };
+      },
+    },
+    stop: () => server.stop(),
+  };
+};
+
+const azure: Backend = async () => {
+  const { startAzurite } = await import('../../test/servers/azurite.js');
+  const { AzureBlob, AzureConsensus } = await import('persist-location/azure');
+  const { BlobServiceClient } = await import('@azure/storage-blob');
+  const server = await startAzurite();
+  const container = 'report';
+  const { connectionString } = server;
+  const service = BlobServiceClient.fromConnectionString(connectionString, { retryOptions: { maxTries: 1 }, keepAliveOptions: { enable: true } });
+  const containerClient = service.getContainerClient(container);
+  await containerClient.createIfNotExists();
+  const rawBlob = (tag: string) => {
+    const prefix = `raw-${tag}-${randomUUID()}/`;
+    const put = (key: string, data: Uint8Array, etag?: string | null) =>
+      containerClient.getBlockBlobClient(prefix + key).upload(data, data.length, etag === undefined ? {} : { conditions: etag === null ? { ifNoneMatch: '*' } : { ifMatch: etag } });
+    const get = (key: string) => containerClient.getBlockBlobClient(prefix + key).downloadToBuffer();
+    return { prefix, put, get };
+  };
+  const note = 'azurite (emulator) on loopback';
+  return {
+    consensus: {
+      ours: 'AzureConsensus',
+      baseline: 'raw conditional upload / download',
+      limits: { versions: 1_000, keys: 5_000, valueBytes: 4 * MiB },
+      note,
+      open: (tag) => AzureConsensus.open({ container, prefix: `c-${tag}-${randomUUID()}`, connectionString }),
+      raw: async (tag) => {
+        const { prefix, put, get } = rawBlob(tag);
+        const etags = new Map<string, string>();
+        return {
+          async cas(key, expected, data) {
+            const out = await put(key, data, expected === 0n ? null : etags.get(key));
+            etags.set(key, out.etag!);
+          },
+          head: get,
+          async listKeys() {
+            let n = 0;
+            for await (const _ of containerClient.listBlobsFlat({ prefix })) n++;
+            return n;
+          },
+          async close() {},
+        };
+      },
+    },
+    blob: {
+      ours: 'AzureBlob',
+      baseline: 'raw upload / download',
+      valueBytes: 4 * MiB,
+      note,
+      open: async (tag) => new AzureBlob({ container, prefix: `b-${tag}-${randomUUID()}`, connectionString }),
+      raw: async (tag) => {
+        const { put, get } = rawBlob(tag);
+        return { set: async (key, data) => void (await put(key, data)), get, async close() {} };
+      },
+    },
+    stop: () => server.stop(),
+  };
+};
+
+/** Every backend, in the order the report shows them. */
+export const BACKENDS: Record<string, Backend> = { sqlite, file, postgres, etcd, s3, azure, mem };
