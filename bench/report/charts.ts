@@ -35,12 +35,15 @@ export function makePlan(quick: boolean): Plan {
         versions: [0, 1000, 10_000, 100_000],
         sizes: [64, 1 * KiB, 16 * KiB, 256 * KiB, 4 * MiB],
         keys: [1000, 10_000, 100_000, 1_000_000],
-        fillMs: 60_000,
+        fillMs: 45_000,
         checkerOps: [1000, 10_000, 50_000, 100_000],
       };
 }
 
 const VALUE = randomBytes(4 * KiB);
+
+/** Progress lines; `failure` marks a chart that could not be made (the page lists them). */
+export type Log = (line: string, failure?: boolean) => void;
 
 type Axis = ReportChart['x'];
 const CLIENTS: Axis = { label: 'concurrent clients', log: true };
@@ -53,25 +56,24 @@ function chart(id: string, group: string, title: string, x: Axis, y: Axis, basel
 }
 
 /** Runs `work`; a failure becomes the chart's note instead of ending the report. */
-async function attempt(what: string, work: () => Promise<ReportChart[]>, log: (line: string) => void): Promise<ReportChart[]> {
+async function attempt(what: string, work: () => Promise<ReportChart[]>, log: Log): Promise<ReportChart[]> {
   try {
     return await work();
   } catch (err) {
-    log(`${what}: failed: ${err instanceof Error ? err.message : String(err)}`);
+    log(`${what}: failed: ${err instanceof Error ? err.message : String(err)}`, true);
     return [];
   }
 }
 
 /** One client's compare-and-set loop on its own key, for ours and for the baseline. */
-function oursCas(c: Consensus) {
-  const heads = new Map<string, bigint>();
+function oursCas(c: Consensus, heads = new Map<string, bigint>()) {
   const run = async (key: string, data: Uint8Array = VALUE) => {
     const e = heads.get(key) ?? 0n;
     const r = await c.compareAndSet(key, e === 0n ? undefined : new SeqNo(e), { seqno: new SeqNo(e + 1n), data });
     if (r !== 'Committed') throw new Error(`unexpected ${r} on ${key}: each loop owns its keys`);
     heads.set(key, e + 1n);
   };
-  return { run, count: (key: string) => Number(heads.get(key) ?? 0n) };
+  return { run, heads, count: (key: string) => Number(heads.get(key) ?? 0n) };
 }
 
 function rawCas(raw: RawConsensus) {
@@ -99,21 +101,40 @@ async function fill(count: () => number, target: number, deadline: number, step:
   return count() >= target;
 }
 
-async function withBoth<T>(t: ConsensusTarget, tag: string, work: (ours: Consensus, raw: RawConsensus) => Promise<T>): Promise<T> {
+/** Opens ours (and its filler, or ours again when it has none) and the baseline at `tag`, runs `work`, closes them. */
+async function withBoth<T>(t: ConsensusTarget, tag: string, work: (ours: Consensus, raw: RawConsensus, filler: Consensus) => Promise<T>): Promise<T> {
   const ours = await t.open(tag);
   try {
-    const raw = await t.raw(tag);
+    const filler = t.openFiller === undefined ? ours : await t.openFiller(tag);
     try {
-      return await work(ours, raw);
+      const raw = await t.raw(tag);
+      try {
+        return await work(ours, raw, filler);
+      } finally {
+        await raw.close();
+      }
     } finally {
-      await raw.close();
+      if (filler !== ours) await filler.close();
     }
   } finally {
     await ours.close();
   }
 }
 
-export async function consensusCharts(name: string, t: ConsensusTarget, plan: Plan, log: (line: string) => void): Promise<ReportChart[]> {
+/** Runs `work` with the baseline in its fast mode, if it has one. */
+async function fastly<T>(raw: RawConsensus, work: () => Promise<T>): Promise<T> {
+  raw.fast?.(true);
+  try {
+    return await work();
+  } finally {
+    raw.fast?.(false);
+  }
+}
+
+const fillerNote = (t: ConsensusTarget) =>
+  t.openFiller === undefined ? undefined : 'Ours is filled through a second handle with less durability (synchronous=normal), the baseline likewise; points are measured with the defaults.';
+
+export async function consensusCharts(name: string, t: ConsensusTarget, plan: Plan, log: Log): Promise<ReportChart[]> {
   const group = `${name}: Consensus`;
   const charts: ReportChart[] = [];
   const base = t.baseline;
@@ -138,21 +159,23 @@ export async function consensusCharts(name: string, t: ConsensusTarget, plan: Pl
 
   charts.push(
     ...(await attempt(`${name} versions`, () =>
-      withBoth(t, 'versions', async (ours, raw) => {
+      withBoth(t, 'versions', async (ours, raw, filler) => {
         const cas: ReportPoint[] = [];
         const head: ReportPoint[] = [];
         const o = oursCas(ours);
+        const oFill = oursCas(filler, o.heads);
         const r = rawCas(raw);
         const oursDeadline = performance.now() + plan.fillMs;
         const rawDeadline = performance.now() + plan.fillMs;
         const levels = plan.versions.filter((v) => v <= t.limits.versions);
         const missed = new Set<string>();
         for (const level of levels) {
-          for (const [series, loop, deadline, headOf] of [
-            [base, r, rawDeadline, () => raw.head('v')],
-            [t.ours, o, oursDeadline, () => ours.head('v')],
+          for (const [series, loop, filling, deadline, headOf] of [
+            [base, r, (step: () => Promise<boolean>) => fastly(raw, step), rawDeadline, () => raw.head('v')],
+            [t.ours, o, (step: () => Promise<boolean>) => step(), oursDeadline, () => ours.head('v')],
           ] as const) {
-            if (!(await fill(() => loop.count('v'), level, deadline, () => loop.run('v')))) {
+            const step = loop === o ? () => oFill.run('v') : () => loop.run('v');
+            if (!(await filling(() => fill(() => loop.count('v'), level, deadline, step)))) {
               missed.add(`${series} reached ${loop.count('v')} of ${level}`);
               continue;
             }
@@ -164,6 +187,7 @@ export async function consensusCharts(name: string, t: ConsensusTarget, plan: Pl
         const notes = [
           t.note,
           'x = versions kept on the key (0 drawn at 1); filled by compareAndSet on the one key, one at a time.',
+          fillerNote(t),
           levels.length < plan.versions.length ? `Not measured past ${t.limits.versions} versions on this backend (too slow to fill here).` : undefined,
           missed.size > 0 ? `Filling stopped after ${plan.fillMs / 1000} s: ${[...missed].join('; ')}.` : undefined,
         ];
@@ -216,8 +240,8 @@ async function peakRss<T>(work: () => Promise<T>): Promise<{ result: T; seconds:
   }
 }
 
-async function keysCharts(name: string, group: string, t: ConsensusTarget, plan: Plan, log: (line: string) => void): Promise<ReportChart[]> {
-  return withBoth(t, 'keys', async (ours, raw) => {
+async function keysCharts(name: string, group: string, t: ConsensusTarget, plan: Plan, log: Log): Promise<ReportChart[]> {
+  return withBoth(t, 'keys', async (ours, raw, filler) => {
     const time: ReportPoint[] = [];
     const memory: ReportPoint[] = [];
     const levels = plan.keys.filter((k) => k <= t.limits.keys);
@@ -228,12 +252,20 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
     const rawDeadline = performance.now() + plan.fillMs;
     for (const level of levels) {
       const sides = [
-        { series: t.baseline, side: 'raw' as const, deadline: rawDeadline, write: (k: string) => raw.cas(k, 0n, VALUE.subarray(0, 64)), list: () => raw.listKeys() },
+        {
+          series: t.baseline,
+          side: 'raw' as const,
+          deadline: rawDeadline,
+          filling: (step: () => Promise<boolean>) => fastly(raw, step),
+          write: (k: string) => raw.cas(k, 0n, VALUE.subarray(0, 64)),
+          list: () => raw.listKeys(),
+        },
         {
           series: t.ours,
           side: 'ours' as const,
           deadline: oursDeadline,
-          write: async (k: string) => void (await ours.compareAndSet(k, undefined, { seqno: new SeqNo(1), data: VALUE.subarray(0, 64) })),
+          filling: (step: () => Promise<boolean>) => step(),
+          write: async (k: string) => void (await filler.compareAndSet(k, undefined, { seqno: new SeqNo(1), data: VALUE.subarray(0, 64) })),
           list: async () => {
             let n = 0;
             for await (const _ of ours.listKeys()) n++;
@@ -242,7 +274,7 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
         },
       ];
       for (const s of sides) {
-        if (!(await fill(() => filled[s.side], level, s.deadline, () => s.write(key(filled[s.side]++)), 64))) {
+        if (!(await s.filling(() => fill(() => filled[s.side], level, s.deadline, () => s.write(key(filled[s.side]++)), 64)))) {
           missed.push(`${s.series} reached ${filled[s.side]} of ${level}`);
           continue;
         }
@@ -256,6 +288,7 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
     const notes = [
       t.note,
       'Filled by compareAndSet (one version per key, 64 B) from 64 concurrent loops, ours and the baseline alike.',
+      fillerNote(t),
       levels.length < plan.keys.length ? `Not measured past ${t.limits.keys} keys on this backend (too slow to fill here).` : undefined,
       missed.length > 0 ? `Filling stopped after ${plan.fillMs / 1000} s: ${missed.join('; ')}.` : undefined,
     ];
@@ -270,7 +303,7 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
   });
 }
 
-export async function blobCharts(name: string, t: BlobTarget, plan: Plan, log: (line: string) => void): Promise<ReportChart[]> {
+export async function blobCharts(name: string, t: BlobTarget, plan: Plan, log: Log): Promise<ReportChart[]> {
   const group = `${name}: Blob`;
   const both = async <T>(tag: string, work: (ours: Blob, raw: Awaited<ReturnType<BlobTarget['raw']>>) => Promise<T>): Promise<T> => {
     const ours = await t.open(tag);
@@ -334,7 +367,7 @@ export async function blobCharts(name: string, t: BlobTarget, plan: Plan, log: (
  * must do with the same history: one pass grouping operations by key and sorting
  * each key's by start time.
  */
-export async function checkerCharts(plan: Plan, log: (line: string) => void): Promise<ReportChart[]> {
+export async function checkerCharts(plan: Plan, log: Log): Promise<ReportChart[]> {
   const points: ReportPoint[] = [];
   const baseline = 'group by key + sort (lower bound)';
   for (const ops of plan.checkerOps) {

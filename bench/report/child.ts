@@ -3,7 +3,7 @@
 import { writeFile } from 'node:fs/promises';
 import { performance } from 'node:perf_hooks';
 import type { ReportChart } from '../../src/cli/report-html.js';
-import { blobCharts, checkerCharts, consensusCharts, makePlan } from './charts.js';
+import { blobCharts, checkerCharts, consensusCharts, makePlan, type Log } from './charts.js';
 import { BACKENDS } from './targets.js';
 
 const [name, mode, out] = process.argv.slice(2);
@@ -13,8 +13,12 @@ if (name === undefined || out === undefined || (mode !== 'quick' && mode !== 'fu
 }
 const plan = makePlan(mode === 'quick');
 const began = performance.now();
-const log = (line: string) => console.log(`  ${((performance.now() - began) / 1000).toFixed(1).padStart(6)} s  ${line}`);
 const charts: ReportChart[] = [];
+const failures: string[] = [];
+const log: Log = (line, failure) => {
+  console.log(`  ${((performance.now() - began) / 1000).toFixed(1).padStart(6)} s  ${line}`);
+  if (failure === true) failures.push(line);
+};
 if (name === 'checker') {
   charts.push(...(await checkerCharts(plan, log)));
 } else {
@@ -28,6 +32,6 @@ if (name === 'checker') {
     await started.stop();
   }
 }
-await writeFile(out, JSON.stringify(charts));
+await writeFile(out, JSON.stringify({ charts, failures }));
 // Drivers may keep sockets or timers alive; the charts are written.
 process.exit(0);

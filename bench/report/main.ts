@@ -17,8 +17,8 @@ import { BACKENDS } from './targets.js';
 const BUDGET_S: Record<string, [number, number]> = {
   sqlite: [240, 60],
   file: [60, 30],
-  postgres: [300, 90],
-  etcd: [240, 60],
+  postgres: [360, 90],
+  etcd: [300, 60],
   s3: [150, 60],
   azure: [150, 60],
   mem: [150, 40],
@@ -37,7 +37,7 @@ function gitCommit(): string {
 }
 
 /** Runs one backend's child; resolves with its charts, or with why there are none. */
-function runChild(name: string, quick: boolean, out: string): Promise<{ charts: ReportChart[]; failure?: string }> {
+function runChild(name: string, quick: boolean, out: string): Promise<{ charts: ReportChart[]; failures: string[] }> {
   const budgetS = BUDGET_S[name]![quick ? 1 : 0];
   const child = spawn(process.execPath, ['--expose-gc', new URL('./child.js', import.meta.url).pathname, name, quick ? 'quick' : 'full', out], {
     stdio: ['ignore', 'inherit', 'inherit'],
@@ -60,19 +60,18 @@ function runChild(name: string, quick: boolean, out: string): Promise<{ charts: 
   return new Promise((resolve) => {
     child.once('error', (err) => {
       clearTimeout(timer);
-      resolve({ charts: [], failure: `${name}: could not start: ${err.message}` });
+      resolve({ charts: [], failures: [`${name}: could not start: ${err.message}`] });
     });
     child.once('exit', async (code, signal) => {
       clearTimeout(timer);
       // Whatever it left running in its group goes with it.
       killGroup('SIGKILL');
-      if (timedOut) return resolve({ charts: [], failure: `${name}: stopped after its budget of ${budgetS} s` });
-      if (code !== 0) return resolve({ charts: [], failure: `${name}: exited with ${signal ?? code}` });
+      if (timedOut) return resolve({ charts: [], failures: [`${name}: stopped after its budget of ${budgetS} s`] });
+      if (code !== 0) return resolve({ charts: [], failures: [`${name}: exited with ${signal ?? code}`] });
       try {
-        const charts = JSON.parse(await readFile(out, 'utf8')) as ReportChart[];
-        resolve({ charts });
+        resolve(JSON.parse(await readFile(out, 'utf8')) as { charts: ReportChart[]; failures: string[] });
       } catch (err) {
-        resolve({ charts: [], failure: `${name}: wrote no charts (${err instanceof Error ? err.message : String(err)})` });
+        resolve({ charts: [], failures: [`${name}: wrote no charts (${err instanceof Error ? err.message : String(err)})`] });
       }
     });
   });
@@ -92,10 +91,8 @@ export async function runReport(dir: string, quick: boolean, only: string[] = []
       console.log(`\n[${i + 1}/${names.length}] ${name} (${((performance.now() - began) / 1000).toFixed(0)} s so far)`);
       const r = await runChild(name, quick, join(scratch, `${name}.json`));
       charts.push(...r.charts);
-      if (r.failure !== undefined) {
-        console.log(r.failure);
-        failures.push(r.failure);
-      }
+      for (const f of r.failures) console.log(f);
+      failures.push(...r.failures);
     }
   } finally {
     await rm(scratch, { recursive: true, force: true });

@@ -20,6 +20,8 @@ export interface RawConsensus {
   head(key: string): Promise<unknown>;
   /** Reads every key once; returns how many. */
   listKeys(): Promise<number>;
+  /** Makes later writes cheaper and less durable (on) or as durable as ours again (off), for filling. */
+  fast?(on: boolean): void;
   close(): Promise<void>;
 }
 
@@ -38,6 +40,11 @@ export interface Limits {
 
 export interface ConsensusTarget {
   open(tag: string): Promise<Consensus>;
+  /**
+   * A second handle on the location `open(tag)` opened, cheaper and less durable per
+   * write, used only to fill it (the points are measured on the first).
+   */
+  openFiller?(tag: string): Promise<Consensus>;
   raw(tag: string): Promise<RawConsensus>;
   ours: string;
   baseline: string;
@@ -127,7 +134,9 @@ const sqlite: Backend = async () => {
       ours: 'SqliteConsensus (defaults)',
       baseline: 'raw better-sqlite3 transaction',
       limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
-      open: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}-${randomUUID()}.db`)),
+      // The scratch directory is this process's own: a tag names one database file.
+      open: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}.db`)),
+      openFiller: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}.db`), { synchronous: 'normal' }),
       raw: async (tag) => {
         // The same schema and durability (WAL, synchronous=full) on one connection.
         const db = new Database(join(scratch.dir, `raw-${tag}-${randomUUID()}.db`));
@@ -154,6 +163,9 @@ const sqlite: Backend = async () => {
             let n = 0;
             for (const _ of keys.iterate()) n++;
             return n;
+          },
+          fast(on) {
+            db.pragma(`synchronous = ${on ? 'normal' : 'full'}`);
           },
           async close() {
             db.close();
@@ -224,6 +236,8 @@ const postgres: Backend = async () => {
         await server.sql(`CREATE TABLE "${s}".heads (key text PRIMARY KEY, seqno bigint NOT NULL)`);
         await server.sql(`CREATE TABLE "${s}".versions (key text NOT NULL, seqno bigint NOT NULL, data bytea NOT NULL, PRIMARY KEY (key, seqno))`);
         const pool = new pg.Pool({ connectionString: server.baseUrl, max: 16 });
+        // An idle connection cut when the server stops must not end the process.
+        pool.on('error', () => {});
         const casSql = `WITH h AS (UPDATE "${s}".heads SET seqno = $3::bigint WHERE key = $1::text AND seqno = $2::bigint RETURNING key) INSERT INTO "${s}".versions (key, seqno, data) SELECT key, $3::bigint, $4::bytea FROM h`;
         return {
           async cas(key, expected, data) {
