@@ -10,7 +10,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { machineFacts, writeReport, type ReportChart, type ReportData } from '../../src/cli/report-html.js';
-import { makePlan } from './charts.js';
+import { makePlan } from '../../src/cli/report-charts.js';
 import { BACKENDS } from './targets.js';
 
 /** Wall-clock budget of one backend's process (full plan, quick plan). */

@@ -1,66 +1,17 @@
 // The backends the report measures, each with the baseline it is drawn beside: the
-// same storage driven directly (a plain Map, a raw better-sqlite3 transaction, the
-// CaS statement through raw `pg`, the etcd3 txn EtcdConsensus sends, conditional
-// PutObject/GetObject and upload/download through the SDKs, a write+fsync+rename
-// loop). Every `open`/`raw` call gets a fresh location, so that key counts are exact.
-import Database from 'better-sqlite3';
+// same storage driven directly (the embedded ones' in src/cli/report-baselines.ts;
+// here the CaS statement through raw `pg`, the etcd3 txn EtcdConsensus sends, and
+// conditional PutObject/GetObject and upload/download through the SDKs). Every
+// `open`/`raw` call with a new tag gets a fresh location, so that key counts are exact.
 import { randomUUID } from 'node:crypto';
-import { constants } from 'node:fs';
-import { mkdir, mkdtemp, open as openFile, readFile, rename, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import type { Blob, Consensus } from 'persist-location';
 import { MemBlob, MemConsensus } from 'persist-location';
+import { BASELINE_NAMES, fileRawBlob, memRawBlob, memRawConsensus, sqliteRawConsensus } from '../../src/cli/report-baselines.js';
+import type { BlobTarget, ConsensusTarget } from '../../src/cli/report-charts.js';
 
 const MiB = 1024 * 1024;
-
-/** The baseline for Consensus: `cas` throws when the head is not `expected` (0n: none yet). */
-export interface RawConsensus {
-  cas(key: string, expected: bigint, data: Uint8Array): Promise<void>;
-  head(key: string): Promise<unknown>;
-  /** Reads every key once; returns how many. */
-  listKeys(): Promise<number>;
-  /** Makes later writes cheaper and less durable (on) or as durable as ours again (off), for filling. */
-  fast?(on: boolean): void;
-  close(): Promise<void>;
-}
-
-export interface RawBlob {
-  set(key: string, data: Uint8Array): Promise<void>;
-  get(key: string): Promise<unknown>;
-  close(): Promise<void>;
-}
-
-/** How far a backend is taken: the points past these are left out, and the chart says so. */
-export interface Limits {
-  versions: number;
-  keys: number;
-  valueBytes: number;
-}
-
-export interface ConsensusTarget {
-  open(tag: string): Promise<Consensus>;
-  /**
-   * A second handle on the location `open(tag)` opened, cheaper and less durable per
-   * write, used only to fill it (the points are measured on the first).
-   */
-  openFiller?(tag: string): Promise<Consensus>;
-  raw(tag: string): Promise<RawConsensus>;
-  ours: string;
-  baseline: string;
-  limits: Limits;
-  /** Said on every chart of this target (e.g. the server runs on an emulator). */
-  note?: string;
-}
-
-export interface BlobTarget {
-  open(tag: string): Promise<Blob>;
-  raw(tag: string): Promise<RawBlob>;
-  ours: string;
-  baseline: string;
-  valueBytes: number;
-  note?: string;
-}
 
 export interface Started {
   consensus?: ConsensusTarget;
@@ -80,48 +31,17 @@ async function scratchDir(name: string): Promise<{ dir: string; remove: () => Pr
 const mem: Backend = async () => ({
   consensus: {
     ours: 'MemConsensus',
-    baseline: 'plain Map',
+    baseline: BASELINE_NAMES.mem,
     limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
     open: async (tag) => new MemConsensus({ name: `report-${tag}-${randomUUID()}` }),
-    raw: async () => {
-      const map = new Map<string, { seqno: bigint; data: Uint8Array }[]>();
-      return {
-        async cas(key, expected, data) {
-          const versions = map.get(key) ?? [];
-          if ((versions[versions.length - 1]?.seqno ?? 0n) !== expected) throw mismatch(key);
-          versions.push({ seqno: expected + 1n, data: Uint8Array.from(data) });
-          map.set(key, versions);
-        },
-        async head(key) {
-          const versions = map.get(key);
-          return versions?.[versions.length - 1];
-        },
-        async listKeys() {
-          let n = 0;
-          for (const _ of map.keys()) n++;
-          return n;
-        },
-        async close() {},
-      };
-    },
+    raw: async () => memRawConsensus(),
   },
   blob: {
     ours: 'MemBlob',
-    baseline: 'plain Map',
+    baseline: BASELINE_NAMES.mem,
     valueBytes: 4 * MiB,
     open: async (tag) => new MemBlob({ name: `report-${tag}-${randomUUID()}` }),
-    raw: async () => {
-      const map = new Map<string, Uint8Array>();
-      return {
-        async set(key, data) {
-          map.set(key, Uint8Array.from(data));
-        },
-        async get(key) {
-          return map.get(key);
-        },
-        async close() {},
-      };
-    },
+    raw: async () => memRawBlob(),
   },
   stop: async () => {},
 });
@@ -132,46 +52,12 @@ const sqlite: Backend = async () => {
   return {
     consensus: {
       ours: 'SqliteConsensus (defaults)',
-      baseline: 'raw better-sqlite3 transaction',
+      baseline: BASELINE_NAMES.sqlite,
       limits: { versions: 100_000, keys: 1_000_000, valueBytes: 4 * MiB },
       // The scratch directory is this process's own: a tag names one database file.
       open: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}.db`)),
       openFiller: (tag) => SqliteConsensus.open(join(scratch.dir, `${tag}.db`), { synchronous: 'normal' }),
-      raw: async (tag) => {
-        // The same schema and durability (WAL, synchronous=full) on one connection.
-        const db = new Database(join(scratch.dir, `raw-${tag}-${randomUUID()}.db`));
-        db.pragma('journal_mode = WAL');
-        db.pragma('synchronous = full');
-        db.defaultSafeIntegers(true);
-        db.exec('CREATE TABLE consensus (key TEXT NOT NULL, seqno INTEGER NOT NULL, data BLOB NOT NULL, PRIMARY KEY (key, seqno)) WITHOUT ROWID');
-        const headSeqno = db.prepare('SELECT seqno FROM consensus WHERE key = ? ORDER BY seqno DESC LIMIT 1').pluck();
-        const head = db.prepare('SELECT seqno, data FROM consensus WHERE key = ? ORDER BY seqno DESC LIMIT 1');
-        const insert = db.prepare('INSERT INTO consensus (key, seqno, data) VALUES (?, ?, ?)');
-        const keys = db.prepare('SELECT DISTINCT key FROM consensus').pluck();
-        const cas = db.transaction((key: string, expected: bigint, data: Uint8Array) => {
-          if (((headSeqno.get(key) as bigint | undefined) ?? 0n) !== expected) throw mismatch(key);
-          insert.run(key, expected + 1n, data);
-        });
-        return {
-          async cas(key, expected, data) {
-            cas.immediate(key, expected, data);
-          },
-          async head(key) {
-            return head.get(key);
-          },
-          async listKeys() {
-            let n = 0;
-            for (const _ of keys.iterate()) n++;
-            return n;
-          },
-          fast(on) {
-            db.pragma(`synchronous = ${on ? 'normal' : 'full'}`);
-          },
-          async close() {
-            db.close();
-          },
-        };
-      },
+      raw: (tag) => sqliteRawConsensus(join(scratch.dir, `raw-${tag}.db`)),
     },
     stop: scratch.remove,
   };
@@ -183,35 +69,10 @@ const file: Backend = async () => {
   return {
     blob: {
       ours: 'FileBlob',
-      baseline: 'write+fsync+rename+dir fsync / readFile',
+      baseline: BASELINE_NAMES.file,
       valueBytes: 4 * MiB,
       open: async (tag) => new FileBlob(join(scratch.dir, `${tag}-${randomUUID()}`)),
-      raw: async (tag) => {
-        const dir = join(scratch.dir, `raw-${tag}-${randomUUID()}`);
-        await mkdir(dir);
-        let tmp = 0;
-        return {
-          async set(key, data) {
-            const t = join(dir, `.tmp-${tmp++}`);
-            const fh = await openFile(t, 'wx');
-            try {
-              await fh.write(data, 0, data.length, 0);
-              await fh.sync();
-            } finally {
-              await fh.close();
-            }
-            await rename(t, join(dir, key));
-            const d = await openFile(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-            try {
-              await d.sync();
-            } finally {
-              await d.close();
-            }
-          },
-          get: (key) => readFile(join(dir, key)),
-          async close() {},
-        };
-      },
+      raw: (tag) => fileRawBlob(join(scratch.dir, `raw-${tag}`)),
     },
     stop: scratch.remove,
   };
