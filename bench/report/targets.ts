@@ -9,7 +9,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { MemBlob, MemConsensus } from 'persist-location';
 import { BASELINE_NAMES, fileRawBlob, memRawBlob, memRawConsensus, sqliteRawConsensus } from '../../src/cli/report-baselines.js';
-import type { BlobTarget, ConsensusTarget } from '../../src/cli/report-charts.js';
+import type { BlobTarget, ConsensusTarget, RawBlob, RawConsensus } from '../../src/cli/report-charts.js';
 
 const MiB = 1024 * 1024;
 
@@ -26,6 +26,31 @@ const mismatch = (key: string) => new Error(`baseline CaS mismatch on ${key}: ea
 async function scratchDir(name: string): Promise<{ dir: string; remove: () => Promise<void> }> {
   const dir = await mkdtemp(join(tmpdir(), `persist-report-${name}-`));
   return { dir, remove: () => rm(dir, { recursive: true, force: true }) };
+}
+
+/** An object store driven through its SDK: `put` returns the new ETag; `etag` null means "only if absent". */
+interface ObjectStore {
+  put(key: string, data: Uint8Array, etag?: string | null): Promise<string>;
+  get(key: string): Promise<unknown>;
+  /** Counts the objects under the baseline's prefix. */
+  count(): Promise<number>;
+  close(): Promise<void>;
+}
+
+/** The object-store baselines: CaS is a conditional put (if absent, then if the last ETag still matches). */
+function objectStore(store: ObjectStore): { consensus: RawConsensus; blob: RawBlob } {
+  const etags = new Map<string, string>();
+  return {
+    consensus: {
+      async cas(key, expected, data) {
+        etags.set(key, await store.put(key, data, expected === 0n ? null : etags.get(key)));
+      },
+      head: (key) => store.get(key),
+      listKeys: () => store.count(),
+      close: () => store.close(),
+    },
+    blob: { set: async (key, data) => void (await store.put(key, data)), get: (key) => store.get(key), close: () => store.close() },
+  };
 }
 
 const mem: Backend = async () => ({
@@ -193,10 +218,24 @@ const s3: Backend = async () => {
   const rawClient = (tag: string) => {
     const client = new sdk.S3Client(defaultClientConfig(clientConfig));
     const prefix = `raw-${tag}-${randomUUID()}/`;
-    const put = (key: string, data: Uint8Array, etag?: string | null) =>
-      client.send(new sdk.PutObjectCommand({ Bucket, Key: prefix + key, Body: data, ContentLength: data.length, ...(etag === undefined ? {} : etag === null ? { IfNoneMatch: '*' } : { IfMatch: etag }) }));
-    const get = async (key: string) => (await client.send(new sdk.GetObjectCommand({ Bucket, Key: prefix + key }))).Body!.transformToByteArray();
-    return { client, prefix, put, get };
+    return objectStore({
+      async put(key, data, etag) {
+        const conditions = etag === undefined ? {} : etag === null ? { IfNoneMatch: '*' } : { IfMatch: etag };
+        return (await client.send(new sdk.PutObjectCommand({ Bucket, Key: prefix + key, Body: data, ContentLength: data.length, ...conditions }))).ETag!;
+      },
+      get: async (key) => (await client.send(new sdk.GetObjectCommand({ Bucket, Key: prefix + key }))).Body!.transformToByteArray(),
+      async count() {
+        let n = 0;
+        let token: string | undefined;
+        do {
+          const page = await client.send(new sdk.ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }));
+          n += page.KeyCount ?? 0;
+          token = page.NextContinuationToken;
+        } while (token !== undefined);
+        return n;
+      },
+      close: async () => client.destroy(),
+    });
   };
   const note = 's3rver (file-backed emulator, atomic conditional writes) on loopback: far slower than S3, and the baseline pays the same';
   return {
@@ -206,30 +245,7 @@ const s3: Backend = async () => {
       limits: { versions: 1_000, keys: 2_000, valueBytes: 4 * MiB },
       note,
       open: (tag) => S3Consensus.open({ bucket: Bucket, prefix: `c-${tag}-${randomUUID()}`, clientConfig }),
-      raw: async (tag) => {
-        const { client, prefix, put, get } = rawClient(tag);
-        const etags = new Map<string, string>();
-        return {
-          async cas(key, expected, data) {
-            const out = await put(key, data, expected === 0n ? null : etags.get(key));
-            etags.set(key, out.ETag!);
-          },
-          head: get,
-          async listKeys() {
-            let n = 0;
-            let token: string | undefined;
-            do {
-              const page = await client.send(new sdk.ListObjectsV2Command({ Bucket, Prefix: prefix, ContinuationToken: token }));
-              n += page.KeyCount ?? 0;
-              token = page.NextContinuationToken;
-            } while (token !== undefined);
-            return n;
-          },
-          async close() {
-            client.destroy();
-          },
-        };
-      },
+      raw: async (tag) => rawClient(tag).consensus,
     },
     blob: {
       ours: 'S3Blob',
@@ -237,16 +253,7 @@ const s3: Backend = async () => {
       valueBytes: 4 * MiB,
       note,
       open: async (tag) => new S3Blob({ bucket: Bucket, prefix: `b-${tag}-${randomUUID()}`, clientConfig }),
-      raw: async (tag) => {
-        const { client, put, get } = rawClient(tag);
-        return {
-          set: async (key, data) => void (await put(key, data)),
-          get,
-          async close() {
-            client.destroy();
-          },
-        };
-      },
+      raw: async (tag) => rawClient(tag).blob,
     },
     stop: () => server.stop(),
   };
@@ -264,10 +271,19 @@ const azure: Backend = async () => {
   await containerClient.createIfNotExists();
   const rawBlob = (tag: string) => {
     const prefix = `raw-${tag}-${randomUUID()}/`;
-    const put = (key: string, data: Uint8Array, etag?: string | null) =>
-      containerClient.getBlockBlobClient(prefix + key).upload(data, data.length, etag === undefined ? {} : { conditions: etag === null ? { ifNoneMatch: '*' } : { ifMatch: etag } });
-    const get = (key: string) => containerClient.getBlockBlobClient(prefix + key).downloadToBuffer();
-    return { prefix, put, get };
+    return objectStore({
+      async put(key, data, etag) {
+        const options = etag === undefined ? {} : { conditions: etag === null ? { ifNoneMatch: '*' } : { ifMatch: etag } };
+        return (await containerClient.getBlockBlobClient(prefix + key).upload(data, data.length, options)).etag!;
+      },
+      get: (key) => containerClient.getBlockBlobClient(prefix + key).downloadToBuffer(),
+      async count() {
+        let n = 0;
+        for await (const _ of containerClient.listBlobsFlat({ prefix })) n++;
+        return n;
+      },
+      close: async () => {},
+    });
   };
   const note = 'azurite (emulator) on loopback';
   return {
@@ -277,23 +293,7 @@ const azure: Backend = async () => {
       limits: { versions: 1_000, keys: 5_000, valueBytes: 4 * MiB },
       note,
       open: (tag) => AzureConsensus.open({ container, prefix: `c-${tag}-${randomUUID()}`, connectionString }),
-      raw: async (tag) => {
-        const { prefix, put, get } = rawBlob(tag);
-        const etags = new Map<string, string>();
-        return {
-          async cas(key, expected, data) {
-            const out = await put(key, data, expected === 0n ? null : etags.get(key));
-            etags.set(key, out.etag!);
-          },
-          head: get,
-          async listKeys() {
-            let n = 0;
-            for await (const _ of containerClient.listBlobsFlat({ prefix })) n++;
-            return n;
-          },
-          async close() {},
-        };
-      },
+      raw: async (tag) => rawBlob(tag).consensus,
     },
     blob: {
       ours: 'AzureBlob',
@@ -301,10 +301,7 @@ const azure: Backend = async () => {
       valueBytes: 4 * MiB,
       note,
       open: async (tag) => new AzureBlob({ container, prefix: `b-${tag}-${randomUUID()}`, connectionString }),
-      raw: async (tag) => {
-        const { put, get } = rawBlob(tag);
-        return { set: async (key, data) => void (await put(key, data)), get, async close() {} };
-      },
+      raw: async (tag) => rawBlob(tag).blob,
     },
     stop: () => server.stop(),
   };

@@ -169,10 +169,19 @@ function oursWrite(c: Consensus) {
   };
 }
 
-/** Opens the sides at `tag` (baseline first, when there is one), runs `work`, closes them. */
-async function withSides<T>(t: ConsensusTarget, tag: string, work: (sides: ConsensusSide[]) => Promise<T>): Promise<T> {
+/** Runs `work` with a list it pushes closers onto, then runs them, last first, whatever happened. */
+async function closingAfter<T>(work: (closing: (() => Promise<void>)[]) => Promise<T>): Promise<T> {
   const closing: (() => Promise<void>)[] = [];
   try {
+    return await work(closing);
+  } finally {
+    for (const close of closing.reverse()) await close();
+  }
+}
+
+/** Opens the sides at `tag` (baseline first, when there is one), runs `work`, closes them. */
+function withSides<T>(t: ConsensusTarget, tag: string, work: (sides: ConsensusSide[]) => Promise<T>): Promise<T> {
+  return closingAfter(async (closing) => {
     const sides: ConsensusSide[] = [];
     if (t.raw !== undefined) {
       const raw = await t.raw(tag);
@@ -214,10 +223,8 @@ async function withSides<T>(t: ConsensusTarget, tag: string, work: (sides: Conse
       },
       filling: (work) => work(),
     });
-    return await work(sides);
-  } finally {
-    for (const close of closing.reverse()) await close();
-  }
+    return work(sides);
+  });
 }
 
 const latency = (series: string, x: number, m: LatencySummary): ReportPoint[] => [
@@ -237,6 +244,18 @@ async function fill(count: () => number, target: number, deadline: number, step:
 
 const fillerNote = (t: ConsensusTarget) =>
   t.openFiller === undefined ? undefined : `Ours is filled through a second handle with less durability (synchronous=normal)${t.raw === undefined ? '' : ', the baseline likewise'}; points are measured with the defaults.`;
+/** The notes of a chart whose points need filling: how it was filled, and which points are missing and why. */
+function fillNotes(t: ConsensusTarget, plan: Plan, how: string, planned: number[], limit: number, unit: string, missed: string[]): (string | undefined)[] {
+  return [
+    t.note,
+    noBaseline(t),
+    how,
+    fillerNote(t),
+    planned.some((level) => level > limit) ? `Not measured past ${limit} ${unit} on this backend (too slow to fill here).` : undefined,
+    missed.length > 0 ? `Filling stopped after ${plan.fillMs / 1000} s: ${missed.join('; ')}.` : undefined,
+  ];
+}
+
 const noBaseline = (t: { raw?: unknown }) => (t.raw === undefined ? 'No baseline: there is no raw driver loop for this storage here.' : undefined);
 const baselinesOf = (t: { raw?: unknown; baseline: string }, suffixes: string[]) => (t.raw === undefined ? [] : suffixes.map((s) => `${t.baseline}${s}`));
 
@@ -282,14 +301,7 @@ export async function consensusCharts(name: string, t: ConsensusTarget, plan: Pl
           }
           log(`${name} versions ${level}: done`);
         }
-        const notes = [
-          t.note,
-          noBaseline(t),
-          'x = versions kept on the key (0 drawn at 1); filled by compareAndSet on the one key, one at a time.',
-          fillerNote(t),
-          levels.length < plan.versions.length ? `Not measured past ${t.limits.versions} versions on this backend (too slow to fill here).` : undefined,
-          missed.size > 0 ? `Filling stopped after ${plan.fillMs / 1000} s: ${[...missed].join('; ')}.` : undefined,
-        ];
+        const notes = fillNotes(t, plan, 'x = versions kept on the key (0 drawn at 1); filled by compareAndSet on the one key, one at a time.', plan.versions, t.limits.versions, 'versions', [...missed]);
         const versions: Axis = { label: 'versions retained on the key', log: true };
         return [
           chart(`${name}.cas-versions`, group, 'compareAndSet latency vs versions retained', versions, MS, p50p99, cas, notes),
@@ -360,14 +372,7 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
       }
       log(`${name} keys ${level}: done`);
     }
-    const notes = [
-      t.note,
-      noBaseline(t),
-      'Filled by compareAndSet (one version per key, 64 B) from 64 concurrent loops, ours and the baseline alike.',
-      fillerNote(t),
-      levels.length < plan.keys.length ? `Not measured past ${t.limits.keys} keys on this backend (too slow to fill here).` : undefined,
-      missed.length > 0 ? `Filling stopped after ${plan.fillMs / 1000} s: ${missed.join('; ')}.` : undefined,
-    ];
+    const notes = fillNotes(t, plan, 'Filled by compareAndSet (one version per key, 64 B) from 64 concurrent loops, ours and the baseline alike.', plan.keys, t.limits.keys, 'keys', missed);
     const keys: Axis = { label: 'keys in the location', log: true };
     const baselines = baselinesOf(t, ['']);
     return [
@@ -383,9 +388,8 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
 export async function blobCharts(name: string, t: BlobTarget, plan: Plan, log: Log): Promise<ReportChart[]> {
   const group = `${name}: Blob`;
   type Side = { series: string; set(key: string, data: Uint8Array): Promise<unknown>; get(key: string): Promise<unknown> };
-  const withBlobSides = async <T>(tag: string, work: (sides: Side[]) => Promise<T>): Promise<T> => {
-    const closing: (() => Promise<void>)[] = [];
-    try {
+  const withBlobSides = <T>(tag: string, work: (sides: Side[]) => Promise<T>): Promise<T> =>
+    closingAfter(async (closing) => {
       const sides: Side[] = [];
       if (t.raw !== undefined) {
         const raw = await t.raw(tag);
@@ -395,11 +399,8 @@ export async function blobCharts(name: string, t: BlobTarget, plan: Plan, log: L
       const ours = await t.open(tag);
       closing.push(() => ours.close());
       sides.push({ series: t.ours, set: (k, d) => ours.set(k, d), get: (k) => ours.get(k) });
-      return await work(sides);
-    } finally {
-      for (const close of closing.reverse()) await close();
-    }
-  };
+      return work(sides);
+    });
   const baselines = baselinesOf(t, [' set', ' get']);
   const clients = await attempt(`${name} blob clients`, () =>
     withBlobSides('clients', async (sides) => {
