@@ -79,6 +79,8 @@ function runChild(name: string, quick: boolean, out: string): Promise<{ charts: 
 
 export async function runReport(dir: string, quick: boolean, only: string[] = []): Promise<number> {
   const began = performance.now();
+  // Read before measuring: what is measured is the checkout as it is now.
+  const commit = gitCommit();
   const plan = makePlan(quick);
   const names = [...Object.keys(BACKENDS), 'checker'].filter((n) => only.length === 0 || only.some((o) => n.includes(o)));
   const total = names.reduce((s, n) => s + BUDGET_S[n]![quick ? 1 : 0], 0);
@@ -103,7 +105,7 @@ export async function runReport(dir: string, quick: boolean, only: string[] = []
     date: new Date().toISOString(),
     machine: machineFacts(),
     node: process.version,
-    commit: gitCommit(),
+    commit,
     notes: [
       `Made by \`npm run bench -- --report DIR${quick ? ' --quick' : ''}\` in ${seconds.toFixed(0)} s (${quick ? 'quick plan: fewer points, ' : ''}${plan.pointMs} ms per point).`,
       'Every point of ours is measured next to its baseline, alternately, in the same run on the same machine. p50/p99 are over all the operations of a point.',

@@ -12,7 +12,7 @@ import { mkdir } from 'node:fs/promises';
 import { resolve } from 'node:path';
 import { openBlob, openConsensus } from '../location.js';
 import { parseLocationUri, redactUri } from '../uri.js';
-import { usageIf, type Context } from './args.js';
+import { tellResolved, usageIf, type Context } from './args.js';
 import { EXIT, writeErr } from './output.js';
 import { BASELINE_NAMES, fileRawBlob, memRawBlob, memRawConsensus, sqliteRawConsensus } from './report-baselines.js';
 import { blobCharts, consensusCharts, type BlobTarget, type ConsensusTarget, type Log, type Plan } from './report-charts.js';
@@ -72,6 +72,7 @@ export async function runBenchReport(ctx: Context, dir: string): Promise<number>
   usageIf(targetText !== 'consensus' && targetText !== 'blob', `--target must be consensus or blob, got '${targetText}'`);
   const target = targetText as 'consensus' | 'blob';
   const userUri = target === 'consensus' ? ctx.consensusUri : ctx.blobUri;
+  tellResolved(ctx, target, userUri);
   const scratch = deriveScratch(userUri, scratchId());
   const charts: ReportChart[] = [];
   const failures: string[] = [];
