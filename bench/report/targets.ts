@@ -242,7 +242,7 @@ const s3: Backend = async () => {
     consensus: {
       ours: 'S3Consensus',
       baseline: 'raw conditional PutObject / GetObject',
-      limits: { versions: 1_000, keys: 2_000, valueBytes: 4 * MiB },
+      limits: { versions: 3_000, keys: 3_000, valueBytes: 4 * MiB },
       note,
       open: (tag) => S3Consensus.open({ bucket: Bucket, prefix: `c-${tag}-${randomUUID()}`, clientConfig }),
       raw: async (tag) => rawClient(tag).consensus,
@@ -290,7 +290,7 @@ const azure: Backend = async () => {
     consensus: {
       ours: 'AzureConsensus',
       baseline: 'raw conditional upload / download',
-      limits: { versions: 1_000, keys: 5_000, valueBytes: 4 * MiB },
+      limits: { versions: 3_000, keys: 10_000, valueBytes: 4 * MiB },
       note,
       open: (tag) => AzureConsensus.open({ container, prefix: `c-${tag}-${randomUUID()}`, connectionString }),
       raw: async (tag) => rawBlob(tag).consensus,
