@@ -383,9 +383,9 @@ async function keysCharts(name: string, group: string, t: ConsensusTarget, plan:
     const baselines = baselinesOf(t, ['']);
     return [
       chart(`${name}.listkeys-time`, group, 'listKeys: time to read every key', keys, { label: 'ms', log: true }, baselines, time, notes),
-      chart(`${name}.listkeys-memory`, group, "listKeys: peak growth of this process's memory", keys, { label: 'MiB (JS heap + buffers, sampled every 5 ms)', log: true }, baselines, memory, [
+      chart(`${name}.listkeys-memory`, group, "listKeys: peak growth of this process's memory", keys, { label: 'MiB held (heap + buffers)', log: true }, baselines, memory, [
         ...notes,
-        'Growth of this process\'s JS heap and buffers while listing, after a collection (points below 0.01 MiB drawn at 0.01); worker threads and server processes (PostgreSQL, etcd, emulators) are not counted.',
+        'Peak growth of this process\'s JS heap and buffers while listing (sampled every 5 ms, after a collection; garbage not yet collected counts; points below 0.01 MiB drawn at 0.01); worker threads and server processes (PostgreSQL, etcd, emulators) are not counted.',
       ]),
     ];
   });

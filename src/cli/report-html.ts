@@ -85,7 +85,7 @@ function chartSpec(chart: ReportChart): object {
     encoding: {
       x: { field: 'x', type: 'quantitative', ...axis(chart.x) },
       y: { field: 'y', type: 'quantitative', ...axis(chart.y) },
-      color: { field: 'series', type: 'nominal', legend: { title: null, orient: 'bottom', columns: 2, labelLimit: 190, symbolType: 'stroke', symbolStrokeWidth: 3 } },
+      color: { field: 'series', type: 'nominal', legend: { title: null, orient: 'bottom', columns: 1, labelLimit: 400, symbolType: 'stroke', symbolStrokeWidth: 3 } },
       strokeDash: { field: 'kind', type: 'nominal', scale: { domain: ['ours', 'baseline'], range: [[1, 0], [5, 3]] }, legend: null },
       tooltip: [{ field: 'series' }, { field: 'x' }, { field: 'y', format: '.4~g' }],
     },
