@@ -58,6 +58,7 @@ export const OPTIONS = {
   duration: { type: 'string' },
   mix: { type: 'string' },
   processes: { type: 'string' },
+  report: { type: 'string' },
   // consensus
   from: { type: 'string' },
   limit: { type: 'string' },

@@ -15,6 +15,7 @@ import { redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
 import { EXIT, UsageError, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
+import { runBenchReport } from './bench-report.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
 
 const OPS = {
@@ -49,7 +50,7 @@ export interface BenchReport {
 export const bench: Command = {
   name: 'bench',
   summary: 'measure throughput and latency under a workload',
-  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix', 'json'],
+  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix', 'json', 'report'],
   help: `Usage: persist-location bench [--target consensus|blob] [options]
 
 Runs concurrent clients, each issuing its next operation as soon as the previous one
@@ -73,6 +74,10 @@ ${locationOptionHelp('  --blob URI               ', 'Blob location', BLOB_DEFAUL
                            consensus ops: cas head scan truncate; blob ops: get set list delete
   --json                   print the report as JSON on stdout
   --quiet                  no progress line
+  --report DIR             instead, measure a series of workloads (clients 1-64, versions
+                           retained, value sizes, number of keys) and write DIR/index.html
+                           (charts; needs the packages vega and vega-lite) and
+                           DIR/report.json; the other workload options are ignored
 
 A cas that finds another client's write first (ExpectationMismatch) counts as a cas
 and is followed by a head to learn the new seqno, which counts as a head.
@@ -136,6 +141,7 @@ interface Workload {
 
 async function runBench(ctx: Context): Promise<number> {
   usageIf(ctx.args.length > 0, `unexpected argument '${ctx.args[0]}' (bench takes options only)`);
+  if (ctx.values.report !== undefined) return runBenchReport(ctx, ctx.values.report);
   const targetText = ctx.values.target ?? 'consensus';
   usageIf(targetText !== 'consensus' && targetText !== 'blob', `--target must be consensus or blob, got '${targetText}'`);
   const target = targetText as Target;
