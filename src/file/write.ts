@@ -12,7 +12,7 @@
  * fsync. The temporary file is closed beside the rename rather than before it.
  */
 import { constants } from 'node:fs';
-import { open, rename, unlink } from 'node:fs/promises';
+import { open, rename, unlink, type FileHandle } from 'node:fs/promises';
 import { aborted } from '../errors.js';
 import { retry } from '../kit/backoff.js';
 import { errnoOf } from './errors.js';
@@ -25,14 +25,12 @@ export async function writeValue(tree: Tree, dir: string, base: string, bytes: B
   const dirPath = tree.abs(dir);
   const target = tree.abs(dir, VALUE + base);
   let vanished: unknown;
-  let closing: Promise<void> | undefined;
-  const tmp = await retry(
+  const { tmp, file } = await retry(
     async () => {
       await tree.ensureDurableDir(dir, action);
       const tmp = `${dirPath}/${tempName()}`;
       try {
-        ({ closing } = await writeDurably(tmp, bytes));
-        return tmp;
+        return { tmp, file: await writeDurably(tmp, bytes) };
       } catch (err) {
         await unlink(tmp).catch(() => {});
         const mapped = tree.error(err, action);
@@ -45,13 +43,16 @@ export async function writeValue(tree: Tree, dir: string, base: string, bytes: B
     },
     { policy: VANISHED_DIR_RETRY, retryable: (err) => err === vanished },
   );
+  let closing: Promise<void> | undefined;
   try {
     if (signal?.aborted) {
       await unlink(tmp).catch(() => {});
       throw aborted(signal, false);
     }
+    const renaming = rename(tmp, target);
+    closing = closeQuietly(file); // queued after the rename, which is what the caller waits for
     try {
-      await rename(tmp, target);
+      await renaming;
     } catch (err) {
       await unlink(tmp).catch(() => {});
       // rename never replaces a directory with a file: nothing was written.
@@ -60,20 +61,15 @@ export async function writeValue(tree: Tree, dir: string, base: string, bytes: B
     }
     await tree.syncAfterCommit(dir, action, signal);
   } finally {
-    await closing;
+    await (closing ?? closeQuietly(file));
   }
 }
 
 /** Flags of the temporary file: new, never through a link, every write durable before it returns (where the system has O_DSYNC). */
 const TEMP_FLAGS = CREATE_FLAGS | (constants.O_DSYNC ?? 0);
 
-/**
- * Writes `bytes` durably to a new file at `path`; resolves, once they are on
- * disk, with the file's closing (which never rejects: closing a file whose data
- * is on disk loses nothing, and the descriptor is released even when close fails).
- * The closing is wrapped so that awaiting this does not wait for it.
- */
-async function writeDurably(path: string, bytes: Buffer): Promise<{ closing: Promise<void> }> {
+/** Writes `bytes` to a new file at `path`; resolves with the file, still open, once they are on disk. */
+async function writeDurably(path: string, bytes: Buffer): Promise<FileHandle> {
   const handle = await open(path, TEMP_FLAGS, 0o644);
   try {
     let done = 0;
@@ -83,9 +79,14 @@ async function writeDurably(path: string, bytes: Buffer): Promise<{ closing: Pro
     }
     // Without O_DSYNC, or without a write (an empty value), fdatasync does it.
     if (constants.O_DSYNC === undefined || bytes.byteLength === 0) await handle.datasync();
+    return handle;
   } catch (err) {
-    await handle.close().catch(() => {});
+    await closeQuietly(handle);
     throw err;
   }
-  return { closing: handle.close().catch(() => {}) };
+}
+
+/** Closes a file whose data is on disk (or is being discarded): a failed close loses nothing, and Linux releases the descriptor even then. */
+function closeQuietly(handle: FileHandle): Promise<void> {
+  return handle.close().catch(() => {});
 }
