@@ -8,15 +8,15 @@
  * one itself, which may have started before the caller's rename).
  *
  * While a directory is busy (an fsync running or queued) it stays open, so each
- * fsync after the first costs one system call on the thread pool rather than
- * open, fsync, stat and close one after the other. A held descriptor may outlive
- * the directory entry it was opened by: another process can remove the directory
- * (once empty) and create a new one at the same path, and a rename by path then
- * lands in the new one. So every fsync of a held descriptor is paired with an
- * lstat of the path, started after the caller's rename: a directory removed from
- * its path never returns to it, so if the path still names the held directory
- * when the lstat runs, it named it when the rename ran, and the fsync covers the
- * rename. If the path names another directory, that one is opened and fsynced.
+ * fsync after the first costs one step on the thread pool (fsync, beside an lstat)
+ * rather than open, fsync, stat and close one after the other. A held descriptor
+ * may outlive the directory entry it was opened by: another process can remove the
+ * directory (once empty) and create a new one at the same path, and a rename by
+ * path then lands in the new one. So every fsync of a held descriptor is paired
+ * with an lstat of the path, both started after the caller's call: if the path
+ * still names the held directory then, the fsync synced what the path named after
+ * the call, as opening it afresh would have. If the path names another directory,
+ * that one is opened and fsynced instead.
  */
 import { lstat, open, type FileHandle } from 'node:fs/promises';
 import { constants } from 'node:fs';
