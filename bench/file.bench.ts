@@ -8,21 +8,30 @@
 //     fsync + close + rename over the target + open/fsync/close of the directory,
 //     every call on its own (no grouping).
 //   get 4 KiB, one caller: readFileSync of the file.
-// Rounds alternate baseline / ours so that drift on a busy machine (or a virtual
-// disk whose fsync latency wanders) hits both alike; the median of the per-round
-// ratios is printed beside the pooled one, as it is the steadier of the two.
+// Rounds alternate baseline / ours (ours first in every other pair) so that drift
+// on a busy machine (or a virtual disk whose fsync latency wanders) hits both alike; the median of the per-round
+// ratios, and their spread, are printed beside the pooled one, as the median is
+// the steadier of the two.
+//
+// After the timed rounds of set, a short counted pass (not timed: counting costs)
+// wraps node:fs/promises and prints, per set, the flushes to disk (fsync, fdatasync,
+// writes through an O_DSYNC descriptor), the directory fsyncs among them, and the
+// fs calls, each one job on libuv's thread pool.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import * as fsp from 'node:fs/promises';
 import { open, rename } from 'node:fs/promises';
 import { constants } from 'node:fs';
+import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { FileBlob } from 'persist-location/file';
 import { fmtLatency, measure, report, type Measured } from './util.js';
 
 const quick = process.argv.includes('--quick');
-const ROUNDS = quick ? 1 : 6;
-const MS = quick ? 1000 : 1500;
+const ROUNDS = quick ? 1 : 9;
+const MS = quick ? 1000 : 1200;
 const KEYS_PER_CLIENT = 16;
 const value = Buffer.alloc(4096, 7);
 
@@ -30,14 +39,94 @@ async function rounds(clients: number, baseline: (c: number, i: number) => Promi
   const b: Measured[] = [];
   const o: Measured[] = [];
   for (let r = 0; r < ROUNDS; r++) {
-    b.push(await measure(clients, MS, baseline));
-    o.push(await measure(clients, MS, ours));
+    // Which goes first alternates too, so that drift within a pair favours neither.
+    if (r % 2 === 0) {
+      b.push(await measure(clients, MS, baseline));
+      o.push(await measure(clients, MS, ours));
+    } else {
+      o.push(await measure(clients, MS, ours));
+      b.push(await measure(clients, MS, baseline));
+    }
   }
   const pool = (ms: Measured[]) => ({ opsPerSec: ms.reduce((s, m) => s + m.ops, 0) / ms.reduce((s, m) => s + m.seconds, 0), last: ms[ms.length - 1]! });
   const ratios = o.map((m, i) => m.opsPerSec / b[i]!.opsPerSec).sort((x, y) => x - y);
   const mid = ratios.length >> 1;
   const median = ratios.length % 2 === 1 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
   return { baseline: pool(b), ours: pool(o), ratios, median };
+}
+
+function printRatios(r: { ratios: number[]; median: number }): void {
+  const spread = `${r.ratios[0]!.toFixed(2)}-${r.ratios[r.ratios.length - 1]!.toFixed(2)}`;
+  console.log(`  per-round ratios ${r.ratios.map((x) => x.toFixed(2)).join(' ')}; median ${r.median.toFixed(2)}x, spread ${spread} over ${r.ratios.length} rounds`);
+}
+
+/** What one kind of set costs, counted per set. */
+interface Counted {
+  flushes: number;
+  dirFsyncs: number;
+  jobs: number;
+}
+
+/**
+ * Runs `work` with every node:fs/promises call and FileHandle method counted (the
+ * ES module bindings follow the wrapped CommonJS ones through syncBuiltinESMExports),
+ * and returns the counts divided by `work`'s number of sets.
+ */
+async function counted(work: () => Promise<number>): Promise<Counted> {
+  const cjs = createRequire(import.meta.url)('node:fs/promises') as Record<string, unknown>;
+  const probe = await fsp.open(fileURLToPath(import.meta.url), 'r');
+  const proto = Object.getPrototypeOf(probe) as Record<string, unknown>;
+  await probe.close();
+  const dsync = new WeakSet<object>();
+  const dirs = new WeakSet<object>();
+  const tally = { flushes: 0, dirFsyncs: 0, jobs: 0 };
+  const restore: (() => void)[] = [];
+  const wrap = (obj: Record<string, unknown>, name: string, wrapped: (orig: (...a: unknown[]) => unknown) => (this: unknown, ...a: unknown[]) => unknown) => {
+    const orig = obj[name] as (...a: unknown[]) => unknown;
+    obj[name] = wrapped(orig);
+    restore.push(() => void (obj[name] = orig));
+  };
+  for (const name of Object.keys(cjs)) {
+    if (typeof cjs[name] !== 'function' || name === 'constants') continue;
+    wrap(cjs, name, (orig) => async function (this: unknown, ...a: unknown[]) {
+      tally.jobs++;
+      const out = await orig.apply(this, a);
+      const flags = a[1];
+      if (name === 'open') {
+        const handle = out as { close: () => Promise<void> };
+        const close = handle.close; // an own property of each handle, not on the prototype
+        handle.close = () => {
+          tally.jobs++;
+          return close.call(handle);
+        };
+        if (typeof flags === 'number' && (flags & (constants.O_DSYNC ?? 0)) !== 0) dsync.add(handle);
+        if (typeof flags === 'number' && (flags & constants.O_DIRECTORY) !== 0) dirs.add(handle);
+      }
+      return out;
+    });
+  }
+  for (const name of ['write', 'writev', 'read', 'readv', 'sync', 'datasync', 'stat', 'truncate', 'chmod', 'utimes']) {
+    wrap(proto, name, (orig) => function (this: unknown, ...a: unknown[]) {
+      tally.jobs++;
+      const self = this as object;
+      if (name === 'sync' || name === 'datasync' || ((name === 'write' || name === 'writev') && dsync.has(self))) tally.flushes++;
+      if (name === 'sync' && dirs.has(self)) tally.dirFsyncs++;
+      return orig.apply(this, a);
+    });
+  }
+  syncBuiltinESMExports();
+  let sets: number;
+  try {
+    sets = await work();
+  } finally {
+    for (const undo of restore) undo();
+    syncBuiltinESMExports();
+  }
+  return { flushes: tally.flushes / sets, dirFsyncs: tally.dirFsyncs / sets, jobs: tally.jobs / sets };
+}
+
+function printCounts(name: string, c: Counted): void {
+  console.log(`  ${name.padEnd(9)} per set: ${c.flushes.toFixed(2)} flushes (${c.dirFsyncs.toFixed(2)} of them directory fsyncs), ${c.jobs.toFixed(2)} fs calls (thread-pool jobs)`);
 }
 
 async function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
@@ -75,9 +164,12 @@ try {
   );
   report('set 4 KiB x16 callers, raw write+fsync+rename+dir fsync', set16.baseline.opsPerSec, 'ops/s');
   report('set 4 KiB x16 callers, FileBlob', set16.ours.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
-  console.log(`  per-round ratios ${set16.ratios.map((r) => r.toFixed(2)).join(' ')}; median ${set16.median.toFixed(2)}x`);
+  printRatios(set16);
   console.log(`  raw:      ${fmtLatency(set16.baseline.last)}`);
   console.log(`  FileBlob: ${fmtLatency(set16.ours.last)}`);
+  const COUNTED_MS = 500;
+  printCounts('raw', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`), 0)).ops));
+  printCounts('FileBlob', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value), 0)).ops));
 
   // set 4 KiB, one caller (no grouping possible: the price of one durable set)
   const set1 = await rounds(
@@ -87,6 +179,7 @@ try {
   );
   report('set 4 KiB x1 caller, raw', set1.baseline.opsPerSec, 'ops/s');
   report('set 4 KiB x1 caller, FileBlob', set1.ours.opsPerSec, 'ops/s', set1.baseline.opsPerSec);
+  printRatios(set1);
 
   // get 4 KiB
   for (let c = 0; c < 16; c++) {

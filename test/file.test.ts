@@ -1029,3 +1029,133 @@ function run(file: string, args: string[]): Promise<{ code: number | null; stdou
     child.on('close', (code) => resolve({ code, stdout, stderr }));
   });
 }
+
+describe('durability: what a power cut would keep', () => {
+  // A power cut keeps a file's data once a flush of it returned (fdatasync, fsync, or
+  // a write through an O_DSYNC descriptor), and a rename once an fsync of the
+  // directory it landed in, started after the rename had finished, returned. The
+  // fs calls are watched and every acknowledged set is checked against those rules.
+  type Ident = string;
+  const identOf = (st: { ino: bigint; birthtimeNs: bigint }): Ident => `${st.ino}:${st.birthtimeNs}`;
+  const within = <T>(p: Promise<T>, ms: number, what: string): Promise<T> => {
+    let timer: NodeJS.Timeout | undefined;
+    const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`within ${ms} ms: ${what} did not happen`)), ms)));
+    return Promise.race([p, late]).finally(() => clearTimeout(timer));
+  };
+
+  /** Watches the fs calls of everything in this process while `work` runs. */
+  async function watched<T>(
+    work: (w: {
+      /** Resolves, once an fsync of the directory `dir` is called, with a function that lets it (and it alone) run. */
+      holdNextDirSync(dir: string): Promise<() => void>;
+      /** Resolves once a rename onto `target` has finished. */
+      renamed(target: string): Promise<void>;
+      /** Whether the set whose rename onto `target` was the last one is durable now; else why not. */
+      durable(target: string): string | undefined;
+    }) => Promise<T>,
+  ): Promise<T> {
+    let seq = 0;
+    const handles = new WeakMap<object, { ident: Ident; dir: boolean; dsync: boolean }>();
+    const flushedData = new Set<Ident>();
+    const dirSyncs: { dir: Ident; start: number; end: number }[] = [];
+    const renames = new Map<string, { dir: Ident; end: number; dataFlushed: boolean }>();
+    const renameWaiters = new Map<string, () => void>();
+    let hold: { dir: string; reached: (release: () => void) => void } | undefined;
+    const probe = await fsPromises.open(tmp, 'r');
+    const proto = Object.getPrototypeOf(probe) as Record<string, (...a: unknown[]) => Promise<unknown>>;
+    await probe.close();
+    const originals = { open: fsPromises.open, rename: fsPromises.rename, write: proto.write!, datasync: proto.datasync!, sync: proto.sync! };
+    const paths = new WeakMap<object, string>();
+    fsPromises.open = (async (path: string, flags?: number | string, mode?: number) => {
+      const handle = await originals.open(path, flags, mode);
+      const f = typeof flags === 'number' ? flags : 0;
+      handles.set(handle, { ident: identOf(fs.fstatSync(handle.fd, { bigint: true })), dir: (f & fs.constants.O_DIRECTORY) !== 0, dsync: (f & fs.constants.O_DSYNC) !== 0 });
+      paths.set(handle, path);
+      return handle;
+    }) as typeof fsPromises.open;
+    fsPromises.rename = async (from, to) => {
+      const file = identOf(lstatSync(from, { bigint: true }));
+      const dataFlushed = flushedData.has(file);
+      await originals.rename(from, to);
+      renames.set(String(to), { dir: identOf(lstatSync(dirname(String(to)), { bigint: true })), end: ++seq, dataFlushed });
+      renameWaiters.get(String(to))?.();
+    };
+    const flushing = (name: 'write' | 'datasync' | 'sync') =>
+      async function (this: object, ...a: unknown[]): Promise<unknown> {
+        const h = handles.get(this);
+        if (name === 'sync' && h?.dir === true && hold !== undefined && paths.get(this) === hold.dir) {
+          const { reached } = hold;
+          hold = undefined;
+          await new Promise<void>((release) => reached(release));
+        }
+        const start = ++seq;
+        const out = await originals[name].apply(this, a);
+        if (h === undefined) return out;
+        if (h.dir && name === 'sync') dirSyncs.push({ dir: h.ident, start, end: ++seq });
+        else if (!h.dir && (name !== 'write' || h.dsync)) flushedData.add(h.ident);
+        return out;
+      };
+    proto.write = flushing('write');
+    proto.datasync = flushing('datasync');
+    proto.sync = flushing('sync');
+    syncBuiltinESMExports();
+    try {
+      return await work({
+        holdNextDirSync: (dir) => new Promise((reached) => (hold = { dir, reached })),
+        renamed: (target) => new Promise((resolve) => renameWaiters.set(target, resolve)),
+        durable(target) {
+          const r = renames.get(target);
+          if (r === undefined) return `no rename onto ${target} was seen`;
+          if (!r.dataFlushed) return `${target}: renamed before its data was flushed`;
+          const now = ++seq;
+          if (!dirSyncs.some((s) => s.dir === r.dir && s.start > r.end && s.end < now)) return `${target}: no fsync of the directory it landed in started after the rename and finished before the acknowledgement`;
+          return undefined;
+        },
+      });
+    } finally {
+      Object.assign(fsPromises, { open: originals.open, rename: originals.rename });
+      Object.assign(proto, { write: originals.write, datasync: originals.datasync, sync: originals.sync });
+      syncBuiltinESMExports();
+    }
+  }
+
+  test('every acknowledged set is durable when acknowledged: 16 concurrent callers, and a directory removed and re-created while its fsync is held open', async () => {
+    const root = fresh();
+    const blob = new FileBlob(root, { sweepOnOpen: false });
+    const other = new FileBlob(root, { sweepOnOpen: false });
+    await blob.set('d/warm', text('w')); // the directories exist before watching starts
+    await watched(async (w) => {
+      const target = (key: string) => join(blob.root, 'dd', `v${key.slice(2)}`);
+      const checkAcked = async (key: string, value: string) => {
+        await blob.set(key, text(value));
+        assert.equal(w.durable(target(key)), undefined);
+      };
+      for (let round = 0; round < 3; round++) {
+        await Promise.all(Array.from({ length: 16 }, (_, i) => checkAcked(`d/k${i}`, `r${round}`)));
+      }
+      for (let i = 0; i < 16; i++) await blob.delete(`d/k${i}`);
+      // Hold the directory's next fsync: the sets below queue behind it, and the
+      // directory is replaced (emptied, pruned by another handle, made again) meanwhile.
+      const held = w.holdNextDirSync(join(blob.root, 'dd'));
+      const a = checkAcked('d/a', 'a');
+      const release = await within(held, 10_000, 'the fsync of d/ after the set of d/a');
+      const bRenamed = w.renamed(target('d/b'));
+      const b = blob.set('d/b', text('b'));
+      await within(bRenamed, 10_000, 'the rename of d/b');
+      const before = identOf(lstatSync(join(blob.root, 'dd'), { bigint: true }));
+      await other.delete('d/warm');
+      await other.delete('d/a');
+      await other.delete('d/b');
+      assert.equal(existsSync(join(blob.root, 'dd')), false, 'the emptied directory d/ was pruned');
+      const cRenamed = w.renamed(target('d/c'));
+      const c = checkAcked('d/c', 'c');
+      await within(cRenamed, 10_000, 'the rename of d/c');
+      assert.notEqual(identOf(lstatSync(join(blob.root, 'dd'), { bigint: true })), before, 'd/ is a new directory');
+      release();
+      await within(Promise.all([a, b, c]), 10_000, 'the sets of d/a, d/b and d/c');
+      assert.equal(await str(blob, 'd/c'), 'c');
+    });
+    await blob.close();
+    await other.close();
+  });
+});

@@ -10,7 +10,7 @@
  * | `roots.ts`    | the root marker `.pl-root`; no location inside another one           |
  * | `tree.ts`     | walking directories safely (symbolic links, foreign roots); durable directories |
  * | `read.ts`     | get                                                                  |
- * | `write.ts`    | set: temporary file, fdatasync, rename, directory fsync              |
+ * | `write.ts`    | set: temporary file written O_DSYNC, rename, directory fsync         |
  * | `delete.ts`   | delete and restore, and the protocol that keeps them consistent      |
  * | `list.ts`     | list                                                                 |
  * | `sweep.ts`    | removing stale temporary files                                       |
