@@ -160,18 +160,29 @@ export class Batcher<I, R> {
       }
       this.#queue.push(p);
       this.#schedule();
-      const ms = this.#queueTimeoutMs;
-      if (ms !== undefined && p.batch === undefined && !p.done) {
-        p.timer = setTimeout(() => {
-          if (p.batch !== undefined || p.done) return;
-          this.#unqueue(p);
-          const why = this.#queueTimeoutRestarts ? ' without a batch ahead of it finishing' : '';
-          this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue${why}`) });
-          this.#notifyIdle();
-        }, ms);
-        p.timer.unref();
-      }
     });
+  }
+
+  /**
+   * Starts the queue clock of every item the pump left waiting. An item that leaves
+   * in the pump that follows its submit (a lone call, or one in a turn's batch)
+   * never needs a timer; the clock of one that stays starts at most one linger
+   * later than its submit.
+   */
+  #armQueueTimers(): void {
+    const ms = this.#queueTimeoutMs;
+    if (ms === undefined) return;
+    for (const p of this.#queue) {
+      if (p.timer !== undefined || p.done) continue;
+      p.timer = setTimeout(() => {
+        if (p.batch !== undefined || p.done) return;
+        this.#unqueue(p);
+        const why = this.#queueTimeoutRestarts ? ' without a batch ahead of it finishing' : '';
+        this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue${why}`) });
+        this.#notifyIdle();
+      }, ms);
+      p.timer.unref();
+    }
   }
 
   /** Resolves once nothing is queued or in flight. */
@@ -193,6 +204,11 @@ export class Batcher<I, R> {
   }
 
   #pump(): void {
+    this.#formBatches();
+    this.#armQueueTimers();
+  }
+
+  #formBatches(): void {
     while (this.#inflight < this.#lanes && this.#queue.length > 0) {
       const batch: Pending<I, R>[] = [];
       const keys = new Set<string>();

@@ -83,7 +83,7 @@ export function casBatcher(send: SendBatch, options: CasBatcherOptions): Batcher
     what: options.what,
     run: async (calls, signal) => {
       // One lock order for every handle keeps concurrent batches from deadlocking.
-      const sorted = [...calls].sort(byKey);
+      const sorted = calls.length === 1 ? calls : [...calls].sort(byKey);
       const committed = await retry(() => send(sorted), {
         policy: CONTENTION,
         // Fires once every caller of the batch has gone: no one is left to retry for.

@@ -304,17 +304,17 @@ export class PostgresConsensus extends ConsensusBase {
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
     let after = '';
     for (;;) {
-      const { rows } = await this.#run<{ key: string }>('listKeys', opts, bound(this.#sql.listKeys, [after, LIST_PAGE]));
-      for (const row of rows) yield row.key;
+      const { rows } = await this.#run<[string]>('listKeys', opts, bound(this.#sql.listKeys, [after, LIST_PAGE], 'arrays'));
+      for (const [key] of rows) yield key;
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < LIST_PAGE) return;
-      after = last.key;
+      after = last[0];
     }
   }
 
   protected async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
     const { rows } = await this.#run<Row>('head', opts, bound(this.#sql.head, [key]));
-    return rows[0] === undefined ? undefined : version(rows[0]);
+    return rows[0] === undefined ? undefined : version(rows[0].seqno, rows[0].data);
   }
 
   protected async _compareAndSet(
@@ -346,8 +346,8 @@ export class PostgresConsensus extends ConsensusBase {
       const result = await this.#run('compareAndSet', undefined, query);
       return new Set(result.rowCount === 1 ? [one.key] : []);
     }
-    const { rows } = await this.#run<{ key: string }>('compareAndSet', undefined, bound(this.#sql.casBatch, casBatchParams(calls)));
-    return new Set(rows.map((r) => r.key));
+    const { rows } = await this.#run<[string]>('compareAndSet', undefined, bound(this.#sql.casBatch, casBatchParams(calls), 'arrays'));
+    return new Set(rows.map(([key]) => key));
   }
 
   protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
@@ -355,8 +355,8 @@ export class PostgresConsensus extends ConsensusBase {
     if (from.value > MAX_CONSENSUS_SEQNO) return [];
     // Any integer limit is valid, but the server takes a bigint; no key holds 2^53 versions.
     const rowLimit = String(Math.min(limit, Number.MAX_SAFE_INTEGER));
-    const { rows } = await this.#run<Row>('scan', opts, bound(this.#sql.scan, [key, from.value.toString(), rowLimit]));
-    return rows.map(version);
+    const { rows } = await this.#run<[string, Buffer]>('scan', opts, bound(this.#sql.scan, [key, from.value.toString(), rowLimit], 'arrays'));
+    return rows.map(([seqno, data]) => version(seqno, data));
   }
 
   protected async _truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
@@ -506,16 +506,23 @@ export function postgresOptionsFromUri(loc: LocationUri): PostgresConsensusOptio
   };
 }
 
-/** A named statement with its parameters (a literal: cheaper than spreading the statement). */
-function bound(statement: { name: string; text: string }, values: unknown[]): pg.QueryConfig {
-  return { name: statement.name, text: statement.text, values };
+/**
+ * A named statement with its parameters (a literal: cheaper than spreading the
+ * statement). With `arrays`, each row is an array in the order of the statement's
+ * columns, so pg builds no object per row (the pages of scan and listKeys, and the
+ * keys a grouped compareAndSet returns).
+ */
+function bound(statement: { name: string; text: string }, values: unknown[], rows: 'objects' | 'arrays' = 'objects'): pg.QueryConfig {
+  if (rows === 'objects') return { name: statement.name, text: statement.text, values };
+  const arrays: pg.QueryArrayConfig = { name: statement.name, text: statement.text, values, rowMode: 'array' };
+  return arrays;
 }
 
 type Row = { seqno: string; data: Buffer };
 
-function version(row: Row): VersionedData {
+function version(seqno: string, data: Buffer): VersionedData {
   // The driver may hand back a view into a shared pool slab; give callers their own bytes.
-  return { seqno: new SeqNo(BigInt(row.seqno)), data: copyBytes(row.data) };
+  return { seqno: new SeqNo(BigInt(seqno)), data: copyBytes(data) };
 }
 
 function positive(n: number, name: string): number {
