@@ -209,6 +209,13 @@ export class Batcher<I, R> {
   }
 
   #formBatches(): void {
+    const only = this.#queue.length === 1 ? this.#queue[0]! : undefined;
+    if (only !== undefined && this.#inflight < this.#lanes && (only.key === undefined || !this.#inflightKeys.has(only.key))) {
+      // A lone item (the common case when idle): the loop below would send it alone too.
+      this.#queue = [];
+      void this.#dispatch([only]);
+      return;
+    }
     while (this.#inflight < this.#lanes && this.#queue.length > 0) {
       const batch: Pending<I, R>[] = [];
       const keys = new Set<string>();
