@@ -19,7 +19,9 @@
  * flight it rejects Indeterminate at once, and the batch runs on for the others.
  * The batch's own signal fires when every caller of the batch has gone that way,
  * so that a runner retrying inside can stop. An item that waits in the queue
- * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable;
+ * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable (its
+ * clock starts when a pump first leaves it waiting, at most one linger after it
+ * was submitted: an item that leaves at once never starts one);
  * with `queueTimeoutRestarts`, that clock restarts whenever a batch finishes
  * (except for an item whose conflict key is still in flight), so a long queue
  * that keeps moving drains, and only one that stands still times out.
