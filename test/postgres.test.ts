@@ -496,6 +496,22 @@ test('server errors and timeouts map to the right kinds against the real server'
   assert.equal(await c.compareAndSet('locked', head, { seqno: new SeqNo(4), data: bytes('four') }), CaSResult.Committed);
 });
 
+/** Runs `body` while another connection holds the row lock of `key`'s head; `unlock` ends that transaction early. */
+async function whileLocked<T>(schema: string, key: string, body: (unlock: () => Promise<void>) => Promise<T>): Promise<T> {
+  const locker = new pg.Client({ connectionString: server.baseUrl });
+  await locker.connect();
+  try {
+    await locker.query('BEGIN');
+    await locker.query(`SELECT * FROM "${schema}".heads WHERE key = $1 FOR UPDATE`, [key]);
+    return await body(async () => {
+      await locker.query('ROLLBACK');
+    });
+  } finally {
+    await locker.query('ROLLBACK').catch(() => {});
+    await locker.end();
+  }
+}
+
 /** Waits until `n` statements on `schema` wait on a lock (bounded: a hang fails the test). */
 async function lockWaiters(schema: string, n: number): Promise<void> {
   for (let i = 0; i < 600; i++) {
@@ -574,22 +590,44 @@ test('a compareAndSet queued behind a stuck one on its key fails Determinate wit
   // (same key, so not in its batch) must not wait for it, one statement timeout each.
   const c = await open({ poolSize: 4, connectTimeoutMs: 300, statementTimeoutMs: 20_000 });
   await c.compareAndSet('q', undefined, { seqno: new SeqNo(1), data: bytes('one') });
-  const locker = new pg.Client({ connectionString: server.baseUrl });
-  await locker.connect();
-  try {
-    await locker.query('BEGIN');
-    await locker.query(`SELECT * FROM "${c.schema}".heads WHERE key = 'q' FOR UPDATE`);
+  await whileLocked(c.schema, 'q', async (unlock) => {
     const first = c.compareAndSet('q', new SeqNo(1), { seqno: new SeqNo(2), data: bytes('two') });
     first.catch(() => {}); // awaited below
     const queued = [3, 4, 5].map((n) => c.compareAndSet('q', new SeqNo(1), { seqno: new SeqNo(n), data: bytes(`v${n}`) }));
     for (const q of queued) await assert.rejects(q, { name: 'Determinate', code: ErrorCode.Unavailable });
-    await locker.query('ROLLBACK');
+    await unlock();
     assert.equal(await first, CaSResult.Committed);
-  } finally {
-    await locker.query('ROLLBACK').catch(() => {});
-    await locker.end();
-  }
+  });
   assert.deepEqual((await c.scan('q', SeqNo.minimum(), SCAN_ALL)).map((v) => v.seqno.value), [1n, 2n]);
+});
+
+test('calls waiting for a pooled connection, with a signal and without, are bounded by the connect budget and never sent', async () => {
+  // The only connection is held by a compareAndSet waiting on a row lock. A call
+  // without a signal waits on the pool alone, one with a signal races it: both give
+  // up Determinate after connectTimeoutMs, and an abort while waiting is Determinate.
+  const c = await open({ poolSize: 1, connectTimeoutMs: 300, statementTimeoutMs: 20_000 });
+  await c.compareAndSet('held', undefined, { seqno: new SeqNo(1), data: bytes('one') });
+  await whileLocked(c.schema, 'held', async (unlock) => {
+    const holding = c.compareAndSet('held', new SeqNo(1), { seqno: new SeqNo(2), data: bytes('two') });
+    holding.catch(() => {}); // awaited below
+    await lockWaiters(c.schema, 1);
+    const quiet = new AbortController();
+    const waits = [
+      c.head('held'),
+      c.head('held', { signal: quiet.signal }),
+      c.scan('held', SeqNo.minimum(), SCAN_ALL),
+      c.compareAndSet('other', undefined, { seqno: new SeqNo(1), data: bytes('x') }, { signal: quiet.signal }),
+    ];
+    for (const w of waits) await within(assert.rejects(w, { name: 'Determinate', code: ErrorCode.Unavailable }), 10_000, 'giving up on the pool');
+    const leaving = new AbortController();
+    const aborted = c.head('held', { signal: leaving.signal });
+    leaving.abort();
+    await assert.rejects(aborted, { name: 'Determinate', code: ErrorCode.Cancelled });
+    await unlock();
+    assert.equal(await within(holding, 10_000, 'the held compareAndSet'), CaSResult.Committed);
+  });
+  assert.equal(await c.head('other'), undefined);
+  assert.equal((await c.head('held'))!.seqno.value, 2n);
 });
 
 test('compareAndSets queued behind statements that keep finishing all wait their turn, however long the queue', async () => {

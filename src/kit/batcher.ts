@@ -19,7 +19,9 @@
  * flight it rejects Indeterminate at once, and the batch runs on for the others.
  * The batch's own signal fires when every caller of the batch has gone that way,
  * so that a runner retrying inside can stop. An item that waits in the queue
- * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable;
+ * longer than `queueTimeoutMs` leaves it and rejects Determinate Unavailable (its
+ * clock starts when a pump first leaves it waiting, at most one linger after it
+ * was submitted: an item that leaves at once never starts one);
  * with `queueTimeoutRestarts`, that clock restarts whenever a batch finishes
  * (except for an item whose conflict key is still in flight), so a long queue
  * that keeps moving drains, and only one that stands still times out.
@@ -160,18 +162,29 @@ export class Batcher<I, R> {
       }
       this.#queue.push(p);
       this.#schedule();
-      const ms = this.#queueTimeoutMs;
-      if (ms !== undefined && p.batch === undefined && !p.done) {
-        p.timer = setTimeout(() => {
-          if (p.batch !== undefined || p.done) return;
-          this.#unqueue(p);
-          const why = this.#queueTimeoutRestarts ? ' without a batch ahead of it finishing' : '';
-          this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue${why}`) });
-          this.#notifyIdle();
-        }, ms);
-        p.timer.unref();
-      }
     });
+  }
+
+  /**
+   * Starts the queue clock of every item the pump left waiting. An item that leaves
+   * in the pump that follows its submit (a lone call, or one in a turn's batch)
+   * never needs a timer; the clock of one that stays starts at most one linger
+   * later than its submit.
+   */
+  #armQueueTimers(): void {
+    const ms = this.#queueTimeoutMs;
+    if (ms === undefined) return;
+    for (const p of this.#queue) {
+      if (p.timer !== undefined || p.done) continue;
+      p.timer = setTimeout(() => {
+        if (p.batch !== undefined || p.done) return;
+        this.#unqueue(p);
+        const why = this.#queueTimeoutRestarts ? ' without a batch ahead of it finishing' : '';
+        this.#settle(p, { error: new Determinate(ErrorCode.Unavailable, `${this.#what}: not sent: it waited ${ms} ms in the queue${why}`) });
+        this.#notifyIdle();
+      }, ms);
+      p.timer.unref();
+    }
   }
 
   /** Resolves once nothing is queued or in flight. */
@@ -193,6 +206,18 @@ export class Batcher<I, R> {
   }
 
   #pump(): void {
+    this.#formBatches();
+    this.#armQueueTimers();
+  }
+
+  #formBatches(): void {
+    const only = this.#queue.length === 1 ? this.#queue[0]! : undefined;
+    if (only !== undefined && this.#inflight < this.#lanes && (only.key === undefined || !this.#inflightKeys.has(only.key))) {
+      // A lone item (the common case when idle): the loop below would send it alone too.
+      this.#queue = [];
+      void this.#dispatch([only]);
+      return;
+    }
     while (this.#inflight < this.#lanes && this.#queue.length > 0) {
       const batch: Pending<I, R>[] = [];
       const keys = new Set<string>();

@@ -62,7 +62,10 @@ export interface CasBatcherOptions {
 }
 
 /** A batch the server rolled back for contention is sent again, at once, up to 3 more times. */
-const CONTENTION: BackoffPolicy = { attempts: 4, minDelayMs: 0, maxDelayMs: 0, multiplier: 1, jitter: 0 };
+const CONTENTION_RETRIES: BackoffPolicy = { attempts: 3, minDelayMs: 0, maxDelayMs: 0, multiplier: 1, jitter: 0 };
+
+/** Rolled back by the server for contention (40001, 40P01): nothing was applied. */
+const contended = (err: unknown): boolean => err instanceof ExternalError && err.determinate && err.code === ErrorCode.Aborted;
 
 const byKey = (a: CasCall, b: CasCall) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0);
 
@@ -83,13 +86,21 @@ export function casBatcher(send: SendBatch, options: CasBatcherOptions): Batcher
     what: options.what,
     run: async (calls, signal) => {
       // One lock order for every handle keeps concurrent batches from deadlocking.
-      const sorted = [...calls].sort(byKey);
-      const committed = await retry(() => send(sorted), {
-        policy: CONTENTION,
-        // Fires once every caller of the batch has gone: no one is left to retry for.
-        signal,
-        retryable: (err) => err instanceof ExternalError && err.determinate && err.code === ErrorCode.Aborted,
-      });
+      const sorted = calls.length === 1 ? calls : [...calls].sort(byKey);
+      let committed: ReadonlySet<string>;
+      try {
+        committed = await send(sorted);
+      } catch (err) {
+        if (!contended(err)) throw err;
+        // The first attempt is made outside the retry loop, which a batch that
+        // commits (nearly every one) then never enters.
+        committed = await retry(() => send(sorted), {
+          policy: CONTENTION_RETRIES,
+          // Fires once every caller of the batch has gone: no one is left to retry for.
+          signal,
+          retryable: contended,
+        });
+      }
       return calls.map((call) => ({ value: committed.has(call.key) ? CaSResult.Committed : CaSResult.ExpectationMismatch }));
     },
   });

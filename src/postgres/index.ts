@@ -82,7 +82,7 @@ import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '.
 import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
 import { retry, type BackoffPolicy } from '../kit/backoff.js';
 import type { Batcher } from '../kit/batcher.js';
-import { withDeadline } from '../kit/deadline.js';
+import { raceDeadline } from '../kit/deadline.js';
 import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig, tlsPathsOf } from './connection.js';
@@ -304,17 +304,17 @@ export class PostgresConsensus extends ConsensusBase {
   protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
     let after = '';
     for (;;) {
-      const { rows } = await this.#run<{ key: string }>('listKeys', opts, { ...this.#sql.listKeys, values: [after, LIST_PAGE] });
-      for (const row of rows) yield row.key;
+      const { rows } = await this.#run<[string]>('listKeys', opts, bound(this.#sql.listKeys, [after, LIST_PAGE], 'arrays'));
+      for (const [key] of rows) yield key;
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < LIST_PAGE) return;
-      after = last.key;
+      after = last[0];
     }
   }
 
   protected async _head(key: string, opts?: OpOptions): Promise<VersionedData | undefined> {
-    const { rows } = await this.#run<Row>('head', opts, { ...this.#sql.head, values: [key] });
-    return rows[0] === undefined ? undefined : version(rows[0]);
+    const { rows } = await this.#run<Row>('head', opts, bound(this.#sql.head, [key]));
+    return rows[0] === undefined ? undefined : version(rows[0].seqno, rows[0].data);
   }
 
   protected async _compareAndSet(
@@ -341,13 +341,13 @@ export class PostgresConsensus extends ConsensusBase {
     if (one !== undefined) {
       const query =
         one.expected === null
-          ? { ...this.#sql.casFirst, values: [one.key, one.seqno, one.data] }
-          : { ...this.#sql.casNext, values: [one.key, one.expected, one.seqno, one.data] };
+          ? bound(this.#sql.casFirst, [one.key, one.seqno, one.data])
+          : bound(this.#sql.casNext, [one.key, one.expected, one.seqno, one.data]);
       const result = await this.#run('compareAndSet', undefined, query);
       return new Set(result.rowCount === 1 ? [one.key] : []);
     }
-    const { rows } = await this.#run<{ key: string }>('compareAndSet', undefined, { ...this.#sql.casBatch, values: casBatchParams(calls) });
-    return new Set(rows.map((r) => r.key));
+    const { rows } = await this.#run<[string]>('compareAndSet', undefined, bound(this.#sql.casBatch, casBatchParams(calls), 'arrays'));
+    return new Set(rows.map(([key]) => key));
   }
 
   protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
@@ -355,8 +355,8 @@ export class PostgresConsensus extends ConsensusBase {
     if (from.value > MAX_CONSENSUS_SEQNO) return [];
     // Any integer limit is valid, but the server takes a bigint; no key holds 2^53 versions.
     const rowLimit = String(Math.min(limit, Number.MAX_SAFE_INTEGER));
-    const { rows } = await this.#run<Row>('scan', opts, { ...this.#sql.scan, values: [key, from.value.toString(), rowLimit] });
-    return rows.map(version);
+    const { rows } = await this.#run<[string, Buffer]>('scan', opts, bound(this.#sql.scan, [key, from.value.toString(), rowLimit], 'arrays'));
+    return rows.map(([seqno, data]) => version(seqno, data));
   }
 
   protected async _truncate(key: string, seqno: SeqNo, opts?: OpOptions): Promise<number> {
@@ -367,7 +367,7 @@ export class PostgresConsensus extends ConsensusBase {
     const moved = new Determinate(ErrorCode.Aborted, `${this.description}: cannot truncate ${key}: its head kept moving (${TRUNCATE_RUNS.attempts} attempts)`);
     const row = await retry(
       async () => {
-        const { rows } = await this.#run<TruncateRow>('truncate', opts, { ...this.#sql.truncate, values: [key, seqno.value.toString()] });
+        const { rows } = await this.#run<TruncateRow>('truncate', opts, bound(this.#sql.truncate, [key, seqno.value.toString()]));
         // The head moved after the statement's snapshot, so it deleted nothing (see sql.ts).
         if (rows[0] !== undefined && rows[0].head !== rows[0].seen) throw moved;
         return rows[0];
@@ -393,7 +393,7 @@ export class PostgresConsensus extends ConsensusBase {
   protected async _close(): Promise<void> {
     this.#changes.close();
     const pastBudget = new Error('the close budget passed');
-    await withDeadline(undefined, this.#closeBudgetMs, () => this.#pool.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
+    await raceDeadline(undefined, this.#closeBudgetMs, () => this.#pool.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
       if (err !== pastBudget) throw err;
     });
   }
@@ -411,15 +411,24 @@ export class PostgresConsensus extends ConsensusBase {
   ): Promise<pg.QueryResult<R>> {
     const signal = opts?.signal;
     const context = `${this.description}: ${what}`;
-    const client = await withDeadline(signal, undefined, () => this.#pool.connect(), {
-      exposure: () => 'not-sent',
-      // The connection comes later: back to the pool with it.
-      onLate: (late) => late.release(),
-    }).catch((err: unknown) => Promise.reject(mapConnectError(err, { what: context, exposure: 'not-sent', signal }, this.#tls)));
+    let client: pg.PoolClient;
+    try {
+      // Without a signal there is nothing to race: the pool bounds the wait itself.
+      client =
+        signal === undefined
+          ? await this.#pool.connect()
+          : await raceDeadline(signal, undefined, () => this.#pool.connect(), {
+              exposure: () => 'not-sent',
+              // The connection comes later: back to the pool with it.
+              onLate: (late) => late.release(),
+            });
+    } catch (err) {
+      throw mapConnectError(err, { what: context, exposure: 'not-sent', signal }, this.#tls);
+    }
     const began = performance.now();
     let statement: ReturnType<typeof submit<R>> | undefined;
     try {
-      const result = await withDeadline(signal, this.#statementTimeoutMs, () => (statement = submit<R>(client, query)).running, {
+      const result = await raceDeadline(signal, this.#statementTimeoutMs, () => (statement = submit<R>(client, query)).running, {
         exposure: () => (statement?.unsent() ? 'not-sent' : 'sent'),
         what: context,
       });
@@ -497,11 +506,23 @@ export function postgresOptionsFromUri(loc: LocationUri): PostgresConsensusOptio
   };
 }
 
+/**
+ * A named statement with its parameters (a literal: cheaper than spreading the
+ * statement). With `arrays`, each row is an array in the order of the statement's
+ * columns, so pg builds no object per row (the pages of scan and listKeys, and the
+ * keys a grouped compareAndSet returns).
+ */
+function bound(statement: { name: string; text: string }, values: unknown[], rows: 'objects' | 'arrays' = 'objects'): pg.QueryConfig {
+  if (rows === 'objects') return { name: statement.name, text: statement.text, values };
+  const arrays: pg.QueryArrayConfig = { name: statement.name, text: statement.text, values, rowMode: 'array' };
+  return arrays;
+}
+
 type Row = { seqno: string; data: Buffer };
 
-function version(row: Row): VersionedData {
+function version(seqno: string, data: Buffer): VersionedData {
   // The driver may hand back a view into a shared pool slab; give callers their own bytes.
-  return { seqno: new SeqNo(BigInt(row.seqno)), data: copyBytes(row.data) };
+  return { seqno: new SeqNo(BigInt(seqno)), data: copyBytes(data) };
 }
 
 function positive(n: number, name: string): number {

@@ -43,19 +43,20 @@ export interface Statements {
   casNext: { name: string; text: string };
   /**
    * $1 keys (distinct), $2 expected seqnos (null: no data), $3 new seqnos, $4 data:
-   * many compareAndSets in one statement; returns the keys that committed.
+   * many compareAndSets in one statement; returns the keys that committed (one
+   * column, read by position).
    */
   casBatch: { name: string; text: string };
   /** $1 key. */
   head: { name: string; text: string };
-  /** $1 key, $2 from, $3 limit. */
+  /** $1 key, $2 from, $3 limit; columns seqno, data (read by position, in this order). */
   scan: { name: string; text: string };
   /**
    * $1 key, $2 seqno: returns the locked (newest) head, the snapshot's head (null:
    * no data) and the rows deleted; nothing is deleted unless the two heads agree.
    */
   truncate: { name: string; text: string };
-  /** $1 the last key of the previous page ('' first), $2 page size. */
+  /** $1 the last key of the previous page ('' first), $2 page size; one column, key (read by position). */
   listKeys: { name: string; text: string };
 }
 
