@@ -142,7 +142,8 @@ class KeyListing implements AsyncIterableIterator<string> {
   #next = 0;
   /** Steps queued or running; while there are any, a new step waits its turn. */
   #waiting = 0;
-  #tail: Promise<unknown> = Promise.resolve();
+  /** The last step queued, which the next one waits for. */
+  #last: Promise<IteratorResult<string>> | undefined;
 
   constructor(start: () => AsyncIterator<ListedKeys>, signal: AbortSignal | undefined) {
     this.#start = start;
@@ -158,48 +159,49 @@ class KeyListing implements AsyncIterableIterator<string> {
       if (this.#next < this.#batch.length) return Promise.resolve({ done: false, value: this.#batch[this.#next++]! });
       if (this.#ended) return Promise.resolve(finished());
     }
-    return this.#inTurn(() => this.#step());
+    return this.#inTurn('next');
   }
 
   return(): Promise<IteratorResult<string>> {
-    return this.#inTurn(() => this.#release());
+    return this.#inTurn('return');
   }
 
-  #inTurn(step: () => Promise<IteratorResult<string>>): Promise<IteratorResult<string>> {
-    this.#waiting++;
-    const run = this.#tail.then(async () => {
-      try {
-        return await step();
-      } finally {
-        this.#waiting--;
-      }
-    });
-    this.#tail = run.catch(() => {});
+  /** Runs a step after the steps before it, at once when there are none. */
+  #inTurn(kind: 'next' | 'return'): Promise<IteratorResult<string>> {
+    const last = this.#waiting++ === 0 ? undefined : this.#last;
+    const step = () => this.#step(kind);
+    const run = last === undefined ? step() : last.then(step, step);
+    this.#last = run;
     return run;
   }
 
-  async #step(): Promise<IteratorResult<string>> {
-    for (;;) {
-      if (this.#next < this.#batch.length) {
-        if (this.#signal?.aborted === true) {
-          await this.#release();
-          // A listing only reads: stopping it is Determinate.
-          throwIfAborted(this.#signal);
+  async #step(kind: 'next' | 'return'): Promise<IteratorResult<string>> {
+    try {
+      if (kind === 'return') return await this.#release();
+      for (;;) {
+        if (this.#next < this.#batch.length) {
+          if (this.#signal?.aborted === true) {
+            await this.#release();
+            // A listing only reads: stopping it is Determinate.
+            throwIfAborted(this.#signal);
+          }
+          return { done: false, value: this.#batch[this.#next++]! };
         }
-        return { done: false, value: this.#batch[this.#next++]! };
+        if (this.#ended) return finished();
+        let got: IteratorResult<ListedKeys>;
+        try {
+          this.#source ??= this.#start();
+          got = await this.#source.next();
+        } catch (err) {
+          this.#end();
+          throw err;
+        }
+        if (got.done === true) this.#end();
+        else if (typeof got.value === 'string') return { done: false, value: got.value };
+        else [this.#batch, this.#next] = [got.value, 0];
       }
-      if (this.#ended) return finished();
-      let step: IteratorResult<ListedKeys>;
-      try {
-        this.#source ??= this.#start();
-        step = await this.#source.next();
-      } catch (err) {
-        this.#end();
-        throw err;
-      }
-      if (step.done === true) this.#end();
-      else if (typeof step.value === 'string') return { done: false, value: step.value };
-      else [this.#batch, this.#next] = [step.value, 0];
+    } finally {
+      this.#waiting--;
     }
   }
 
