@@ -95,14 +95,15 @@ for (const clients of [1, 16]) {
   );
   const rate = (ms: Measured[]) => ms.map((m) => m.opsPerSec);
   report(`plain Map CaS, ${clients} client(s), median`, median(rate(base)), 'ops/s');
-  report(`MemConsensus compareAndSet, ${clients} client(s), median`, median(rate(ours)), 'ops/s', median(rate(base)));
-  console.log(`  ratio ${ratios(rate(ours), rate(base))}`);
+  report(`MemConsensus compareAndSet, ${clients} client(s), median`, median(rate(ours)), 'ops/s');
+  console.log(`  MemConsensus / plain Map (goal >= 0.5x): ${ratios(rate(ours), rate(base))}`);
   console.log(`  MemConsensus latency (last round): ${fmtLatency(ours[ours.length - 1]!)}`);
 }
 
 /**
  * The least any AsyncIterable<string> costs a `for await` loop: an iterator over an
- * array whose every step is an already settled promise.
+ * array whose every step is an already settled promise. No listing can come nearer
+ * the Map than this: the loop awaits every step.
  */
 function settledSteps(keys: readonly string[]): AsyncIterable<string> {
   let at = 0;
