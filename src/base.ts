@@ -181,8 +181,9 @@ class KeyListing implements AsyncIterableIterator<string> {
       for (;;) {
         if (this.#next < this.#batch.length) {
           if (this.#signal?.aborted === true) {
-            await this.#release();
-            // A listing only reads: stopping it is Determinate.
+            // A listing only reads: stopping it is Determinate, whatever releasing the
+            // backend's listing says.
+            await this.#release().catch(() => {});
             throwIfAborted(this.#signal);
           }
           return { done: false, value: this.#batch[this.#next++]! };
