@@ -84,5 +84,5 @@ export {
   type ScratchPlan,
 } from './scratch.js';
 export { boolParam, checkParams, intParam, parseLocationUri, redactUri, type LocationUri } from './uri.js';
-export { ConsensusBase, BlobBase } from './base.js';
+export { ConsensusBase, BlobBase, type ListedKeys } from './base.js';
 export { MAX_KEY_BYTES, MAX_CONSENSUS_SEQNO } from './validate.js';

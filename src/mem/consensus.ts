@@ -1,4 +1,4 @@
-import { ConsensusBase } from '../base.js';
+import { ConsensusBase, type ListedKeys } from '../base.js';
 import { CaSResult, type VersionedData } from '../consensus.js';
 import { Determinate, ErrorCode } from '../errors.js';
 import { SeqNo } from '../seqno.js';
@@ -56,9 +56,10 @@ export class MemConsensus extends ConsensusBase {
     return notifiers.get(this.#state)!.changes(key, signal);
   }
 
-  protected async *_listKeys(): AsyncIterable<string> {
-    // A snapshot, so callers may write while they iterate.
-    yield* [...this.#state.keys()];
+  protected async *_listKeys(): AsyncIterable<ListedKeys> {
+    // A snapshot, so callers may write while they iterate; one batch, so the keys
+    // cost no step of this generator each.
+    yield [...this.#state.keys()];
   }
 
   protected async _head(key: string): Promise<VersionedData | undefined> {

@@ -75,9 +75,9 @@
  */
 import { existsSync } from 'node:fs';
 import { resolve as resolvePath } from 'node:path';
-import { ConsensusBase } from '../base.js';
+import { ConsensusBase, type ListedKeys } from '../base.js';
 import { CaSResult, type OpOptions, type VersionedData } from '../consensus.js';
-import { Determinate, ErrorCode, invalidArgument, throwIfAborted } from '../errors.js';
+import { Determinate, ErrorCode, invalidArgument } from '../errors.js';
 import { SeqNo } from '../seqno.js';
 import { Engine, KEYS_PAGE, openEngine, retryBusy, type Synchronous, type WriteOp } from './engine.js';
 import { mapSqliteError } from './errors.js';
@@ -190,16 +190,12 @@ export class SqliteConsensus extends ConsensusBase {
     }
   }
 
-  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
-    const signal = opts?.signal;
+  protected async *_listKeys(): AsyncIterable<ListedKeys> {
     let after: string | undefined;
     for (;;) {
       const page = await this.#read(() => this.#engine.keysPage(after));
-      for (const key of page) {
-        // A listing only reads: stopping it at any point is Determinate.
-        throwIfAborted(signal);
-        yield key;
-      }
+      // ConsensusBase hands the page out key by key, and stops at an abort.
+      yield page;
       if (page.length < KEYS_PAGE) return;
       after = page[page.length - 1];
     }
