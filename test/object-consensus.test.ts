@@ -109,7 +109,7 @@ const layout = (root: string): ConsensusLayout => ({
   roots: [`${root}h/`, `${root}s/`],
 });
 
-function open(objects: ConditionalObjects, root = 'loc/', options: { inlineVersions?: number; writeAttempts?: number } = {}): ObjectConsensus {
+function open(objects: ConditionalObjects, root = 'loc/', options: { inlineVersions?: number; indexFanout?: number; writeAttempts?: number } = {}): ObjectConsensus {
   return new ObjectConsensus({ objects, layout: layout(root), description: `ObjectConsensus(mem:${root})`, ...options });
 }
 
@@ -131,10 +131,15 @@ describe('ObjectConsensus over exact conditional writes', () => {
     await consensusImplTest(async () => open(store, `suite-${randomUUID()}/`, { inlineVersions: 2 }), { test });
   });
 
+  test('the shared Consensus suite over a deep index tree (two versions inline, fanout 2)', { timeout: 120_000 }, async () => {
+    const store = new MemoryObjects();
+    await consensusImplTest(async () => open(store, `suite-${randomUUID()}/`, { inlineVersions: 2, indexFanout: 2 }), { test });
+  });
+
   test('concurrent clients on four handles are linearizable', { timeout: 120_000 }, async () => {
     const store = new MemoryObjects();
     const root = `stress-${randomUUID()}/`;
-    const report = await stressConsensus(async () => open(store, root, { inlineVersions: 3 }), { ops: 3000, keys: 4, clients: 16, handles: 4 });
+    const report = await stressConsensus(async () => open(store, root, { inlineVersions: 3, indexFanout: 2 }), { ops: 3000, keys: 4, clients: 16, handles: 4 });
     assert.ok(report.ok, describe_(report));
     assert.ok(report.committed > 100, `only ${report.committed} commits`);
   });
@@ -149,6 +154,68 @@ describe('ObjectConsensus over exact conditional writes', () => {
     store.requests = { get: 0, put: 0, delete: 0, list: 0 };
     assert.equal(text((await c.head('k'))!.data), 'v10');
     assert.deepEqual(store.requests, { get: 1, put: 0, delete: 0, list: 0 });
+  });
+
+  test('the head object (what a head GETs) and the PUTs and bytes per compareAndSet do not grow from 1k to 10k versions', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'flat/');
+    const sizes = new Map<string, number>();
+    const put = store.put.bind(store);
+    store.put = async (name, body, condition) => {
+      sizes.set('put', (sizes.get('put') ?? 0) + body.length);
+      return put(name, body, condition);
+    };
+    const data = new Uint8Array(128).fill(0x61);
+    let seqno = 0;
+    const cas = async () => {
+      assert.equal(await c.compareAndSet('k', seqno === 0 ? undefined : new SeqNo(seqno), { seqno: new SeqNo(seqno + 1), data }), CaSResult.Committed);
+      seqno++;
+    };
+    const at: Record<string, { head: number; putsPerCas: number; bytesPerCas: number }> = {};
+    for (const retained of [1000, 10_000]) {
+      while (seqno < retained) await cas();
+      store.requests = { get: 0, put: 0, delete: 0, list: 0 };
+      sizes.clear();
+      // 512 commits: 32 segments, 2 index objects of level 1, whatever rises above them.
+      for (let i = 0; i < 512; i++) await cas();
+      at[retained] = { head: store.objects.get(layout('flat/').head('k'))!.bytes.length, putsPerCas: store.requests.put / 512, bytesPerCas: sizes.get('put')! / 512 };
+      assert.equal(store.requests.get, 0);
+    }
+    const [small, large] = [at[1000]!, at[10_000]!];
+    // 16 versions of 128 B inline, at most 16 references per level: about 2.5 KiB + 100 B per reference.
+    assert.ok(large.head < 8 * 1024, `head object of ${large.head} B at 10k versions`);
+    assert.ok(large.head < small.head * 2, `head object ${small.head} B at 1k versions, ${large.head} B at 10k`);
+    assert.ok(large.putsPerCas <= 1 + 1 / 16 + 1 / 128, `${large.putsPerCas} PUTs per compareAndSet at 10k versions`);
+    assert.ok(large.bytesPerCas < small.bytesPerCas * 1.5, `${small.bytesPerCas} B per compareAndSet at 1k versions, ${large.bytesPerCas} B at 10k`);
+    assert.equal((await c.scan('k', new SeqNo(0), 1e6)).length, seqno, 'every version is still there');
+  });
+
+  test('scan and truncate across a deep index tree agree with the versions written', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'deep/', { inlineVersions: 2, indexFanout: 2 });
+    // Seqnos with gaps, so a truncate or scan point falls between versions as well as on them.
+    const written: number[] = [];
+    for (let i = 1; i <= 300; i++) {
+      const s = i * 3;
+      assert.equal(await c.compareAndSet('k', written.length === 0 ? undefined : new SeqNo(written.at(-1)!), v(s, `v${s}`)), CaSResult.Committed);
+      written.push(s);
+    }
+    const levels = [...store.objects.values()].filter((o) => new DataView(o.bytes.buffer, o.bytes.byteOffset).getUint32(0) === 0x504c4349);
+    assert.ok(levels.length > 20, `${levels.length} index objects`);
+    const live = () => written.filter((s) => s >= first);
+    let first = 0;
+    for (const cutAt of [1, 2, 50, 100, 101, 400, 401, 777, 895, 900]) {
+      const removed = await c.truncate('k', new SeqNo(cutAt));
+      const before = live().length;
+      first = Math.max(first, cutAt);
+      assert.equal(removed, before - live().length, `truncate at ${cutAt}`);
+      for (const start of [0, cutAt, cutAt + 1, cutAt + 100]) {
+        const got = (await c.scan('k', new SeqNo(start), 7)).map((x) => Number(x.seqno.value));
+        assert.deepEqual(got, live().filter((s) => s >= start).slice(0, 7), `scan from ${start} after truncate at ${cutAt}`);
+      }
+      assert.deepEqual((await c.scan('k', new SeqNo(0), 1000)).map((x) => text(x.data)), live().map((s) => `v${s}`));
+    }
+    assert.deepEqual([...store.objects.keys()].filter((n) => n.startsWith('deep/s/')), [], 'no segment or index left once only the head remains');
   });
 
   test('a handle whose cached head is stale reads again before it answers', async () => {
@@ -324,7 +391,7 @@ describe('ObjectConsensus under injected faults', () => {
       const handles: Consensus[] = [];
       const report = await stressConsensus(
         async () => {
-          const c = open(faulty, root, { inlineVersions: 3 });
+          const c = open(faulty, root, { inlineVersions: 3, indexFanout: 2 });
           handles.push(c);
           return c;
         },
