@@ -4,6 +4,7 @@
 // truncate. The S3 and Azure backends run the same class over their stores.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { CaSResult, Determinate, ErrorCode, Indeterminate, SeqNo, type Consensus } from 'persist-location';
 import { consensusImplTest, stressConsensus } from 'persist-location/testing';
@@ -361,6 +362,24 @@ describe('ObjectConsensus over exact conditional writes', () => {
       throw new Indeterminate(ErrorCode.Timeout, 'reply lost');
     };
     assert.equal(await c.truncate('k', new SeqNo(4)), 3);
+  });
+
+  test('a head in format 1 (references without levels, before index objects) is still read, and written on in format 2', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'f1/', { inlineVersions: 2 });
+    // Versions 1-2 in a segment (written as format 1 wrote them: segments did not change), 3 inline.
+    const u32 = (n: number) => Buffer.from(new Uint32Array([n]).buffer).reverse();
+    const u64 = (n: number) => Buffer.from(new BigUint64Array([BigInt(n)]).buffer).reverse();
+    const version = (n: number) => Buffer.concat([u64(n), Buffer.alloc(16, n), u32(2), Buffer.from(`v${n}`)]);
+    const sealed = (b: Buffer) => Buffer.concat([b, u32(crc32(b))]);
+    const id = `${'1'.padStart(20, '0')}-${'2'.padStart(20, '0')}-${'ab'.repeat(16)}`;
+    store.apply(`f1/s/k/${id}`, sealed(Buffer.concat([u32(0x504c4353), Buffer.of(1), u32(2), version(1), version(2)])), {});
+    const ref = Buffer.concat([u32(id.length), Buffer.from(id), u64(1), u64(2), u32(2)]);
+    store.apply(layout('f1/').head('k'), sealed(Buffer.concat([u32(0x504c4348), Buffer.of(1), Buffer.alloc(16, 9), u32(1), ref, u32(1), version(3)])), {});
+    assert.deepEqual((await c.scan('k', new SeqNo(0), 10)).map((x) => text(x.data)), ['v1', 'v2', 'v3']);
+    for (let i = 4; i <= 12; i++) assert.equal(await c.compareAndSet('k', new SeqNo(i - 1), v(i, `v${i}`)), CaSResult.Committed);
+    assert.equal(store.objects.get(layout('f1/').head('k'))!.bytes[4], 2);
+    assert.deepEqual((await c.scan('k', new SeqNo(0), 20)).map((x) => text(x.data)), Array.from({ length: 12 }, (_, i) => `v${i + 1}`));
   });
 
   test('a foreign object where a head should be is DataLoss, not a state', async () => {
