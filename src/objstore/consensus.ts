@@ -50,8 +50,9 @@
  * away since) the outcome stays Indeterminate.
  *
  * ## Requests per operation (steady state)
- * Neither depends on how many versions the key keeps: the head object is at most
- * `inlineVersions` versions and `indexFanout` references per level of the tree.
+ * The head object, which every operation reads or writes whole, is at most
+ * `inlineVersions` versions and `indexFanout` references per level of the tree,
+ * one level more for every `indexFanout` times more versions kept.
  * - head: 1 GET.
  * - compareAndSet: 1 conditional PUT when this handle's cached head is current;
  *   1 GET more when it is not (another writer, first use). Every
