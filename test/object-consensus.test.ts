@@ -4,6 +4,7 @@
 // truncate. The S3 and Azure backends run the same class over their stores.
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { describe, test } from 'node:test';
 import { CaSResult, Determinate, ErrorCode, Indeterminate, SeqNo, type Consensus } from 'persist-location';
 import { consensusImplTest, stressConsensus } from 'persist-location/testing';
@@ -109,7 +110,7 @@ const layout = (root: string): ConsensusLayout => ({
   roots: [`${root}h/`, `${root}s/`],
 });
 
-function open(objects: ConditionalObjects, root = 'loc/', options: { inlineVersions?: number; writeAttempts?: number } = {}): ObjectConsensus {
+function open(objects: ConditionalObjects, root = 'loc/', options: { inlineVersions?: number; indexFanout?: number; writeAttempts?: number } = {}): ObjectConsensus {
   return new ObjectConsensus({ objects, layout: layout(root), description: `ObjectConsensus(mem:${root})`, ...options });
 }
 
@@ -131,10 +132,15 @@ describe('ObjectConsensus over exact conditional writes', () => {
     await consensusImplTest(async () => open(store, `suite-${randomUUID()}/`, { inlineVersions: 2 }), { test });
   });
 
+  test('the shared Consensus suite over a deep index tree (two versions inline, fanout 2)', { timeout: 120_000 }, async () => {
+    const store = new MemoryObjects();
+    await consensusImplTest(async () => open(store, `suite-${randomUUID()}/`, { inlineVersions: 2, indexFanout: 2 }), { test });
+  });
+
   test('concurrent clients on four handles are linearizable', { timeout: 120_000 }, async () => {
     const store = new MemoryObjects();
     const root = `stress-${randomUUID()}/`;
-    const report = await stressConsensus(async () => open(store, root, { inlineVersions: 3 }), { ops: 3000, keys: 4, clients: 16, handles: 4 });
+    const report = await stressConsensus(async () => open(store, root, { inlineVersions: 3, indexFanout: 2 }), { ops: 3000, keys: 4, clients: 16, handles: 4 });
     assert.ok(report.ok, describe_(report));
     assert.ok(report.committed > 100, `only ${report.committed} commits`);
   });
@@ -149,6 +155,68 @@ describe('ObjectConsensus over exact conditional writes', () => {
     store.requests = { get: 0, put: 0, delete: 0, list: 0 };
     assert.equal(text((await c.head('k'))!.data), 'v10');
     assert.deepEqual(store.requests, { get: 1, put: 0, delete: 0, list: 0 });
+  });
+
+  test('the head object (what a head GETs) and the PUTs and bytes per compareAndSet do not grow from 1k to 10k versions', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'flat/');
+    const sizes = new Map<string, number>();
+    const put = store.put.bind(store);
+    store.put = async (name, body, condition) => {
+      sizes.set('put', (sizes.get('put') ?? 0) + body.length);
+      return put(name, body, condition);
+    };
+    const data = new Uint8Array(128).fill(0x61);
+    let seqno = 0;
+    const cas = async () => {
+      assert.equal(await c.compareAndSet('k', seqno === 0 ? undefined : new SeqNo(seqno), { seqno: new SeqNo(seqno + 1), data }), CaSResult.Committed);
+      seqno++;
+    };
+    const at: Record<string, { head: number; putsPerCas: number; bytesPerCas: number }> = {};
+    for (const retained of [1000, 10_000]) {
+      while (seqno < retained) await cas();
+      store.requests = { get: 0, put: 0, delete: 0, list: 0 };
+      sizes.clear();
+      // 512 commits: 32 segments, 2 index objects of level 1, whatever rises above them.
+      for (let i = 0; i < 512; i++) await cas();
+      at[retained] = { head: store.objects.get(layout('flat/').head('k'))!.bytes.length, putsPerCas: store.requests.put / 512, bytesPerCas: sizes.get('put')! / 512 };
+      assert.equal(store.requests.get, 0);
+    }
+    const [small, large] = [at[1000]!, at[10_000]!];
+    // 16 versions of 128 B inline, at most 16 references per level: about 2.5 KiB + 100 B per reference.
+    assert.ok(large.head < 8 * 1024, `head object of ${large.head} B at 10k versions`);
+    assert.ok(large.head < small.head * 2, `head object ${small.head} B at 1k versions, ${large.head} B at 10k`);
+    assert.ok(large.putsPerCas <= 1 + 1 / 16 + 1 / 128, `${large.putsPerCas} PUTs per compareAndSet at 10k versions`);
+    assert.ok(large.bytesPerCas < small.bytesPerCas * 1.5, `${small.bytesPerCas} B per compareAndSet at 1k versions, ${large.bytesPerCas} B at 10k`);
+    assert.equal((await c.scan('k', new SeqNo(0), 1e6)).length, seqno, 'every version is still there');
+  });
+
+  test('scan and truncate across a deep index tree agree with the versions written', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'deep/', { inlineVersions: 2, indexFanout: 2 });
+    // Seqnos with gaps, so a truncate or scan point falls between versions as well as on them.
+    const written: number[] = [];
+    for (let i = 1; i <= 300; i++) {
+      const s = i * 3;
+      assert.equal(await c.compareAndSet('k', written.length === 0 ? undefined : new SeqNo(written.at(-1)!), v(s, `v${s}`)), CaSResult.Committed);
+      written.push(s);
+    }
+    const levels = [...store.objects.values()].filter((o) => new DataView(o.bytes.buffer, o.bytes.byteOffset).getUint32(0) === 0x504c4349);
+    assert.ok(levels.length > 20, `${levels.length} index objects`);
+    const live = () => written.filter((s) => s >= first);
+    let first = 0;
+    for (const cutAt of [1, 2, 50, 100, 101, 400, 401, 777, 895, 900]) {
+      const removed = await c.truncate('k', new SeqNo(cutAt));
+      const before = live().length;
+      first = Math.max(first, cutAt);
+      assert.equal(removed, before - live().length, `truncate at ${cutAt}`);
+      for (const start of [0, cutAt, cutAt + 1, cutAt + 100]) {
+        const got = (await c.scan('k', new SeqNo(start), 7)).map((x) => Number(x.seqno.value));
+        assert.deepEqual(got, live().filter((s) => s >= start).slice(0, 7), `scan from ${start} after truncate at ${cutAt}`);
+      }
+      assert.deepEqual((await c.scan('k', new SeqNo(0), 1000)).map((x) => text(x.data)), live().map((s) => `v${s}`));
+    }
+    assert.deepEqual([...store.objects.keys()].filter((n) => n.startsWith('deep/s/')), [], 'no segment or index left once only the head remains');
   });
 
   test('a handle whose cached head is stale reads again before it answers', async () => {
@@ -296,6 +364,24 @@ describe('ObjectConsensus over exact conditional writes', () => {
     assert.equal(await c.truncate('k', new SeqNo(4)), 3);
   });
 
+  test('a head in format 1 (references without levels, before index objects) is still read, and written on in format 2', async () => {
+    const store = new MemoryObjects();
+    const c = open(store, 'f1/', { inlineVersions: 2 });
+    // Versions 1-2 in a segment (written as format 1 wrote them: segments did not change), 3 inline.
+    const u32 = (n: number) => Buffer.from(new Uint32Array([n]).buffer).reverse();
+    const u64 = (n: number) => Buffer.from(new BigUint64Array([BigInt(n)]).buffer).reverse();
+    const version = (n: number) => Buffer.concat([u64(n), Buffer.alloc(16, n), u32(2), Buffer.from(`v${n}`)]);
+    const sealed = (b: Buffer) => Buffer.concat([b, u32(crc32(b))]);
+    const id = `${'1'.padStart(20, '0')}-${'2'.padStart(20, '0')}-${'ab'.repeat(16)}`;
+    store.apply(`f1/s/k/${id}`, sealed(Buffer.concat([u32(0x504c4353), Buffer.of(1), u32(2), version(1), version(2)])), {});
+    const ref = Buffer.concat([u32(id.length), Buffer.from(id), u64(1), u64(2), u32(2)]);
+    store.apply(layout('f1/').head('k'), sealed(Buffer.concat([u32(0x504c4348), Buffer.of(1), Buffer.alloc(16, 9), u32(1), ref, u32(1), version(3)])), {});
+    assert.deepEqual((await c.scan('k', new SeqNo(0), 10)).map((x) => text(x.data)), ['v1', 'v2', 'v3']);
+    for (let i = 4; i <= 12; i++) assert.equal(await c.compareAndSet('k', new SeqNo(i - 1), v(i, `v${i}`)), CaSResult.Committed);
+    assert.equal(store.objects.get(layout('f1/').head('k'))!.bytes[4], 2);
+    assert.deepEqual((await c.scan('k', new SeqNo(0), 20)).map((x) => text(x.data)), Array.from({ length: 12 }, (_, i) => `v${i + 1}`));
+  });
+
   test('a foreign object where a head should be is DataLoss, not a state', async () => {
     const store = new MemoryObjects();
     const c = open(store, 'x/');
@@ -324,7 +410,7 @@ describe('ObjectConsensus under injected faults', () => {
       const handles: Consensus[] = [];
       const report = await stressConsensus(
         async () => {
-          const c = open(faulty, root, { inlineVersions: 3 });
+          const c = open(faulty, root, { inlineVersions: 3, indexFanout: 2 });
           handles.push(c);
           return c;
         },

@@ -1,7 +1,8 @@
 /**
  * The bytes of the objects Consensus keeps in an object store: a key's head
  * object (its state: recent versions inline, older ones by reference to segment
- * objects) and its segment objects (immutable runs of older versions).
+ * objects), its segment objects (immutable runs of older versions) and its index
+ * objects (immutable runs of references to segments, or to lower index objects).
  *
  * Both start with a four-byte magic, a format byte and end with a CRC-32 of
  * everything before it, so a foreign or damaged object is reported as DataLoss,
@@ -20,22 +21,29 @@ export interface StoredVersion {
   readonly data: Uint8Array;
 }
 
-/** A segment object a head refers to: which versions it holds. */
+/**
+ * A segment or index object a head (or an index object) refers to: which
+ * versions it holds, directly (level 0, a segment) or through the references it
+ * holds, all of level `level - 1` (an index object).
+ */
 export interface SegmentRef {
-  /** The part of the segment's object name after the key's segment prefix. */
+  /** The part of the object's name after the key's segment prefix. */
   readonly id: string;
+  /** 0: a segment of versions; n > 0: an index of references of level n - 1. */
+  readonly level: number;
   /** Seqno of its first and last version. */
   readonly from: bigint;
   readonly to: bigint;
-  /** How many versions it holds. */
+  /** How many versions it holds, directly or below it. */
   readonly count: number;
 }
 
 /**
  * A key's state, as its head object holds it. Every version in it is live:
- * truncate rewrites or drops what it removes. Segments are ascending and all
- * below the first inline version; `inline` is ascending and never empty (its last
- * entry is the head).
+ * truncate rewrites or drops what it removes. Segments are ascending, all below
+ * the first inline version, and their levels never rise along the list (older
+ * versions sit under higher levels); `inline` is ascending and never empty (its
+ * last entry is the head).
  */
 export interface KeyState {
   /** Token of the write that produced this state (a compareAndSet or a truncate). */
@@ -46,7 +54,10 @@ export interface KeyState {
 
 const HEAD_MAGIC = 0x504c4348; // "PLCH"
 const SEGMENT_MAGIC = 0x504c4353; // "PLCS"
+const INDEX_MAGIC = 0x504c4349; // "PLCI"
+/** Segments and index objects are in format 1; heads in format 2 (1 had no levels: every reference was a segment). */
 const FORMAT = 1;
+const HEAD_FORMAT = 2;
 
 class Writer {
   #chunks: Uint8Array[] = [];
@@ -135,15 +146,41 @@ function corrupt(what: string, why: string): Determinate {
   return new Determinate(ErrorCode.DataLoss, `${what} is not a persist-location Consensus object: ${why}`);
 }
 
-function open(bytes: Uint8Array, magic: number, what: string): Reader {
+/** A reader past the magic and format byte, and the format it read (at most `newest`). */
+function open(bytes: Uint8Array, magic: number, what: string, newest = FORMAT): { r: Reader; format: number } {
   if (bytes.length < 9) throw corrupt(what, `it has only ${bytes.length} bytes`);
   const view = new DataView(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   if (view.getUint32(bytes.length - 4) !== crc32(bytes.subarray(0, bytes.length - 4))) throw corrupt(what, 'its checksum does not match');
   const r = new Reader(bytes, what);
   if (r.u32() !== magic) throw corrupt(what, 'wrong magic');
   const format = r.u8();
-  if (format !== FORMAT) throw corrupt(what, `format ${format} is not ${FORMAT} (written by a newer version?)`);
-  return r;
+  if (format < 1 || format > newest) throw corrupt(what, `format ${format} is not one of 1-${newest} (written by a newer version?)`);
+  return { r, format };
+}
+
+function writeRefs(w: Writer, refs: readonly SegmentRef[]): void {
+  w.u32(refs.length);
+  for (const s of refs) {
+    w.bytes(new TextEncoder().encode(s.id));
+    w.u8(s.level);
+    w.u64(s.from);
+    w.u64(s.to);
+    w.u32(s.count);
+  }
+}
+
+/** References as written by {@link writeRefs}; `levels` false for a format-1 head, whose references carry none (all 0). */
+function readRefs(r: Reader, levels: boolean): SegmentRef[] {
+  const n = r.u32();
+  const out: SegmentRef[] = [];
+  for (let i = 0; i < n; i++) {
+    const id = new TextDecoder('utf-8', { fatal: true }).decode(r.bytesField());
+    out.push({ id, level: levels ? r.u8() : 0, from: r.u64(), to: r.u64(), count: r.u32() });
+  }
+  for (let i = 1; i < out.length; i++) {
+    if (out[i]!.from <= out[i - 1]!.to || out[i]!.level > out[i - 1]!.level) throw corrupt(r.what, 'its references are out of order');
+  }
+  return out;
 }
 
 function writeVersions(w: Writer, versions: readonly StoredVersion[]): void {
@@ -166,27 +203,17 @@ function readVersions(r: Reader): StoredVersion[] {
 export function encodeState(state: KeyState): Uint8Array {
   const w = new Writer();
   w.u32(HEAD_MAGIC);
-  w.u8(FORMAT);
+  w.u8(HEAD_FORMAT);
   w.raw(state.writeToken);
-  w.u32(state.segments.length);
-  for (const s of state.segments) {
-    w.bytes(new TextEncoder().encode(s.id));
-    w.u64(s.from);
-    w.u64(s.to);
-    w.u32(s.count);
-  }
+  writeRefs(w, state.segments);
   writeVersions(w, state.inline);
   return w.finish();
 }
 
 export function decodeState(bytes: Uint8Array, what: string): KeyState {
-  const r = open(bytes, HEAD_MAGIC, what);
+  const { r, format } = open(bytes, HEAD_MAGIC, what, HEAD_FORMAT);
   const writeToken = r.raw(TOKEN_BYTES);
-  const segments: SegmentRef[] = [];
-  const n = r.u32();
-  for (let i = 0; i < n; i++) {
-    segments.push({ id: new TextDecoder('utf-8', { fatal: true }).decode(r.bytesField()), from: r.u64(), to: r.u64(), count: r.u32() });
-  }
+  const segments = readRefs(r, format >= 2);
   const inline = readVersions(r);
   r.end();
   if (inline.length === 0) throw corrupt(what, 'it holds no head version');
@@ -202,8 +229,23 @@ export function encodeSegment(versions: readonly StoredVersion[]): Uint8Array {
 }
 
 export function decodeSegment(bytes: Uint8Array, what: string): StoredVersion[] {
-  const r = open(bytes, SEGMENT_MAGIC, what);
+  const { r } = open(bytes, SEGMENT_MAGIC, what);
   const versions = readVersions(r);
   r.end();
   return versions;
+}
+
+export function encodeIndex(refs: readonly SegmentRef[]): Uint8Array {
+  const w = new Writer();
+  w.u32(INDEX_MAGIC);
+  w.u8(FORMAT);
+  writeRefs(w, refs);
+  return w.finish();
+}
+
+export function decodeIndex(bytes: Uint8Array, what: string): SegmentRef[] {
+  const { r } = open(bytes, INDEX_MAGIC, what);
+  const refs = readRefs(r, true);
+  r.end();
+  return refs;
 }

@@ -6,21 +6,27 @@
  * ## Design
  * Each key has one **head object** holding its whole state (see
  * consensus-format.ts): the most recent versions inline, and references to
- * **segment objects**, immutable runs of older versions. Every change of a key
+ * **segment objects**, immutable runs of older versions. So that the head stays
+ * the same size however many versions the key keeps, it holds at most
+ * {@link ObjectConsensusOptions.indexFanout} references of each level: when a
+ * level has more, they go out into one immutable **index object** of the next
+ * level up, which the head refers to instead (a tree of fanout 16 over the
+ * segments, kept whole only for its right edge). Every change of a key
  * (compareAndSet, truncate) is one conditional PUT of its head object, created
  * with `If-None-Match: *` or replaced with `If-Match` of the ETag it was read
  * with. That PUT is the change's one linearization point; a read (head, scan,
  * the check behind an ExpectationMismatch) is linearized at its GET of the head
- * object. Segments are written, under names no other write uses, before the head
- * that refers to them, and deleted only after a head that no longer refers to
- * them has been written, so every object a head refers to exists while that
- * head is current.
+ * object. Segment and index objects are written, under names no other write
+ * uses, before the head that refers to them, and deleted only after a head that
+ * no longer refers to them (directly or through an index) has been written, so
+ * every object a head reaches exists while that head is current.
  *
  * Invariants: the inline versions are ascending and end with the head; segment
  * versions are ascending and below the inline ones; every version a head holds
- * or refers to is live (truncate rewrites what it keeps of a segment it cuts
- * through); each state carries the random token of the write that produced it,
- * and each version the token of the compareAndSet that wrote it.
+ * or reaches is live (truncate rewrites what it keeps of a segment, and of each
+ * index above it, it cuts through); each state carries the random token of the
+ * write that produced it, and each version the token of the compareAndSet that
+ * wrote it.
  *
  * Why it is linearizable: a conditional PUT succeeds only against the state it
  * was computed from, so the states of a key form one chain, each derived from
@@ -44,14 +50,20 @@
  * away since) the outcome stays Indeterminate.
  *
  * ## Requests per operation (steady state)
+ * The head object, which every operation reads or writes whole, is at most
+ * `inlineVersions` versions and `indexFanout` references per level of the tree,
+ * one level more for every `indexFanout` times more versions kept.
  * - head: 1 GET.
  * - compareAndSet: 1 conditional PUT when this handle's cached head is current;
  *   1 GET more when it is not (another writer, first use). Every
  *   {@link ObjectConsensusOptions.inlineVersions} commits, 1 PUT more writes the
- *   older versions out as a segment.
- * - scan: 1 GET, plus 1 GET per segment the range reaches into.
- * - truncate: 1 GET + 1 PUT (+ 1 GET and 1 PUT when it cuts through a segment),
- *   then 1 LIST of the key's segments and 1 DELETE per segment dropped or stray.
+ *   older versions out as a segment; every `indexFanout` segments 1 PUT more
+ *   writes an index object, every `indexFanout` of those 1 more, and so on up.
+ * - scan: 1 GET, plus 1 GET per segment the range reaches into and per index
+ *   above those (one per level for where the range starts).
+ * - truncate: 1 GET + 1 PUT (+ 1 GET and 1 PUT per level of the tree when it
+ *   cuts through a segment), then 1 LIST of the key's segments and 1 DELETE per
+ *   object dropped or stray.
  * - listKeys: 1 LIST per page of head objects.
  */
 import { randomBytes } from 'node:crypto';
@@ -63,8 +75,10 @@ import { backoffDelay, DEFAULT_BACKOFF, sleep } from '../kit/backoff.js';
 import { bounded } from '../kit/bounded.js';
 import { SeqNo } from '../seqno.js';
 import {
+  decodeIndex,
   decodeSegment,
   decodeState,
+  encodeIndex,
   encodeSegment,
   encodeState,
   TOKEN_BYTES,
@@ -129,6 +143,8 @@ export interface ObjectConsensusOptions {
   inlineVersions?: number;
   /** Bytes of inline data before older versions go to a segment (default 256 KiB). */
   inlineBytes?: number;
+  /** References of one level a head holds before they go out into an index object (default 16, at least 2). */
+  indexFanout?: number;
   /** Attempts at a conditional write that meets a conflict or an unknown outcome (default 8). */
   writeAttempts?: number;
   /** Segments read at once by a scan (default 8). */
@@ -140,6 +156,12 @@ export interface ObjectConsensusOptions {
    * SPEC's own key rules and before anything is sent.
    */
   checkKey?: (key: string) => void;
+}
+
+/** What a change writes: the new state, and the segment and index objects written for it first (deleted again when it fails). */
+interface Change {
+  readonly state: KeyState;
+  readonly written: readonly string[];
 }
 
 /** A head object as last seen: its ETag and state (undefined: the key had none). */
@@ -157,6 +179,7 @@ export class ObjectConsensus extends ConsensusBase {
   readonly #layout: ConsensusLayout;
   readonly #inlineVersions: number;
   readonly #inlineBytes: number;
+  readonly #indexFanout: number;
   readonly #writeAttempts: number;
   readonly #readConcurrency: number;
   readonly #onClose: (() => Promise<void>) | undefined;
@@ -171,6 +194,8 @@ export class ObjectConsensus extends ConsensusBase {
     this.#layout = options.layout;
     this.#inlineVersions = positive(options.inlineVersions ?? 16, 'inlineVersions');
     this.#inlineBytes = positive(options.inlineBytes ?? 256 * 1024, 'inlineBytes');
+    this.#indexFanout = positive(options.indexFanout ?? 16, 'indexFanout');
+    if (this.#indexFanout < 2) throw new RangeError(`indexFanout must be at least 2, got ${this.#indexFanout}`);
     this.#writeAttempts = positive(options.writeAttempts ?? 8, 'writeAttempts');
     this.#readConcurrency = positive(options.readConcurrency ?? 8, 'readConcurrency');
     this.#onClose = options.onClose;
@@ -207,9 +232,7 @@ export class ObjectConsensus extends ConsensusBase {
         fresh = true;
         continue;
       }
-      const outcome = await this.#write(key, seen, (state) => this.#append(key, state, version, token, signal), signal, (after) =>
-        containsVersion(after, version, this.#objects, this.#layout.segmentPrefix(key), signal),
-      );
+      const outcome = await this.#write(key, seen, (state) => this.#append(key, state, version, token, signal), signal, (after) => this.#holds(key, after, version, signal));
       if (outcome === 'committed') return CaSResult.Committed;
       if (attempt >= this.#writeAttempts) {
         throw new Determinate(ErrorCode.Aborted, `${this.description}: compareAndSet("${key}") met a changed head ${attempt} times without an answer`);
@@ -227,13 +250,21 @@ export class ObjectConsensus extends ConsensusBase {
     for (let attempt = 1; ; attempt++) {
       const { state } = await this.#read(key, signal);
       if (state === undefined) return [];
+      // What is still to read, in order: an index is replaced by its references, and segments are read a few at a
+      // time, until `limit` versions are found.
       const wanted = state.segments.filter((s) => s.to >= from.value);
       const out: VersionedData[] = [];
       let missing = false;
-      // Segments are read a few at a time, in order, until `limit` versions are found.
-      for (let i = 0; i < wanted.length && out.length < limit && !missing; i += this.#readConcurrency) {
-        const batch = wanted.slice(i, i + this.#readConcurrency);
-        const runs = await bounded(batch, this.#readConcurrency, (s) => this.#readSegment(key, s, signal), { signal });
+      while (wanted.length > 0 && out.length < limit && !missing) {
+        if (wanted[0]!.level > 0) {
+          const refs = await this.#readIndex(key, wanted[0]!, signal);
+          if (refs === undefined) missing = true;
+          else wanted.splice(0, 1, ...refs.filter((s) => s.to >= from.value));
+          continue;
+        }
+        let n = 1;
+        while (n < wanted.length && n < this.#readConcurrency && wanted[n]!.level === 0) n++;
+        const runs = await bounded(wanted.splice(0, n), this.#readConcurrency, (s) => this.#readSegment(key, s, signal), { signal });
         for (const run of runs) {
           if (run === undefined) missing = true;
           else for (const v of run) if (v.seqno >= from.value && out.length < limit) out.push(toVersioned(v));
@@ -270,7 +301,7 @@ export class ObjectConsensus extends ConsensusBase {
         const first = after.segments[0]?.from ?? after.inline[0]!.seqno;
         return first < seqno.value ? false : 'unknown';
       };
-      const outcome = await this.#write(key, seen, () => ({ state: plan.after, ...(plan.written !== undefined && { segment: plan.written }) }), signal, applied);
+      const outcome = await this.#write(key, seen, () => ({ state: plan.after, written: plan.written }), signal, applied);
       if (outcome === 'committed') {
         const prefix = this.#layout.segmentPrefix(key);
         await bounded(plan.dropped, this.#readConcurrency, (s) => this.#objects.delete(`${prefix}${s.id}`, signal)).catch(() => {});
@@ -332,17 +363,16 @@ export class ObjectConsensus extends ConsensusBase {
   async #write(
     key: string,
     seen: Seen,
-    change: (state: KeyState | undefined) => Promise<{ state: KeyState; segment?: string }> | { state: KeyState; segment?: string } | KeyState,
+    change: (state: KeyState | undefined) => Promise<Change> | Change,
     signal: AbortSignal | undefined,
     applied: (state: KeyState) => Promise<boolean | 'unknown'>,
   ): Promise<'committed' | 'changed'> {
     const name = this.#layout.head(key);
-    const made = await change(seen.state);
-    const { state, segment } = 'state' in made ? made : { state: made, segment: undefined };
+    const { state, written } = await change(seen.state);
     const body = encodeState(state);
     const condition: WriteCondition = seen.etag === undefined ? { ifNoneMatch: '*' } : { ifMatch: seen.etag };
     let uncertain: ExternalError | undefined;
-    const dropSegment = () => (segment === undefined ? Promise.resolve() : this.#objects.delete(segment, undefined).catch(() => {}));
+    const dropSegment = () => bounded(written, this.#readConcurrency, (n) => this.#objects.delete(n, undefined)).then(() => {}, () => {});
     for (let attempt = 1; attempt <= this.#writeAttempts; attempt++) {
       let outcome: PutOutcome;
       try {
@@ -394,70 +424,155 @@ export class ObjectConsensus extends ConsensusBase {
     return found === false ? 'changed' : 'unknown';
   }
 
-  /** The state after appending `version` to `state`, writing older versions out as a segment when inline is full. */
-  async #append(key: string, state: KeyState | undefined, version: StoredVersion, token: Uint8Array, signal: AbortSignal | undefined): Promise<{ state: KeyState; segment?: string }> {
+  /**
+   * The state after appending `version` to `state`, writing older versions out as
+   * a segment when inline is full, and a level's references out as an index when
+   * the head holds more than `indexFanout` of them.
+   */
+  async #append(key: string, state: KeyState | undefined, version: StoredVersion, token: Uint8Array, signal: AbortSignal | undefined): Promise<Change> {
     const inline = [...(state?.inline ?? []), version];
     const segments = [...(state?.segments ?? [])];
+    const written: string[] = [];
     const bytes = inline.reduce((n, v) => n + v.data.length, 0);
     if (inline.length > this.#inlineVersions || (bytes > this.#inlineBytes && inline.length > 1)) {
       const older = inline.splice(0, inline.length - 1);
-      const id = segmentId(older);
-      const name = `${this.#layout.segmentPrefix(key)}${id}`;
-      const put = await this.#objects.put(name, encodeSegment(older), {}, signal);
-      if (typeof put === 'string') throw new Indeterminate(ErrorCode.Unknown, `${this.description}: an unconditional segment write was refused (${put})`);
-      segments.push({ id, from: older[0]!.seqno, to: older.at(-1)!.seqno, count: older.length });
-      return { state: { writeToken: token, segments, inline }, segment: name };
+      segments.push(await this.#putObject(key, { level: 0, from: older[0]!.seqno, to: older.at(-1)!.seqno, count: older.length }, encodeSegment(older), written, signal));
+      // References of one level are side by side (levels fall along the list); only the level below one just
+      // folded can have grown.
+      for (let level = 0; ; level++) {
+        const at = segments.findIndex((s) => s.level === level);
+        let end = at;
+        while (end < segments.length && segments[end]!.level === level) end++;
+        if (at < 0 || end - at <= this.#indexFanout) break;
+        const run = segments.slice(at, end);
+        segments.splice(at, run.length, await this.#putObject(key, spanOf(run, level + 1), encodeIndex(run), written, signal));
+      }
     }
-    return { state: { writeToken: token, segments, inline } };
+    return { state: { writeToken: token, segments, inline }, written };
   }
 
-  /** What truncating `state` below `seqno` leaves, how many versions it removes, and any segment it had to rewrite. */
+  /** Writes a new segment or index object holding `span` (its name unique to this write), noting it in `written`. */
+  async #putObject(key: string, span: Omit<SegmentRef, 'id'>, body: Uint8Array, written: string[], signal: AbortSignal | undefined): Promise<SegmentRef> {
+    const id = segmentId(span.from, span.to);
+    const name = `${this.#layout.segmentPrefix(key)}${id}`;
+    const put = await this.#objects.put(name, body, {}, signal);
+    if (typeof put === 'string') throw new Indeterminate(ErrorCode.Unknown, `${this.description}: an unconditional segment write was refused (${put})`);
+    written.push(name);
+    return { id, ...span };
+  }
+
+  /** What truncating `state` below `seqno` leaves, how many versions it removes, what it drops and what it had to write. */
   async #planTruncate(
     key: string,
     state: KeyState,
     seqno: bigint,
     token: Uint8Array,
     signal: AbortSignal | undefined,
-  ): Promise<{ after: KeyState; removed: number; dropped: SegmentRef[]; written?: string }> {
-    let removed = 0;
-    const segments: SegmentRef[] = [];
+  ): Promise<{ after: KeyState; removed: number; dropped: SegmentRef[]; written: string[] }> {
     const dropped: SegmentRef[] = [];
-    let written: string | undefined;
-    for (const s of state.segments) {
-      if (s.to < seqno) {
-        removed += s.count;
-        dropped.push(s);
-      } else if (s.from >= seqno) {
-        segments.push(s);
-      } else {
-        // Cut through: keep its versions from `seqno` on, in a new segment.
-        const run = await this.#readSegment(key, s, signal);
-        if (run === undefined) throw new Determinate(ErrorCode.Aborted, `${this.description}: truncate("${key}") found a segment gone mid-way; try again`);
-        const kept = run.filter((v) => v.seqno >= seqno);
-        removed += run.length - kept.length;
-        dropped.push(s);
-        const id = segmentId(kept);
-        written = `${this.#layout.segmentPrefix(key)}${id}`;
-        const put = await this.#objects.put(written, encodeSegment(kept), {}, signal);
-        if (typeof put === 'string') throw new Indeterminate(ErrorCode.Unknown, `${this.description}: an unconditional segment write was refused (${put})`);
-        segments.push({ id, from: kept[0]!.seqno, to: kept.at(-1)!.seqno, count: kept.length });
-      }
-    }
+    const written: string[] = [];
+    const cut = await this.#cut(key, state.segments, seqno, dropped, written, signal);
     const inline = state.inline.filter((v) => v.seqno >= seqno);
-    removed += state.inline.length - inline.length;
-    return { after: { writeToken: token, segments, inline }, removed, dropped, ...(written !== undefined && { written }) };
+    const removed = cut.removed + state.inline.length - inline.length;
+    return { after: { writeToken: token, segments: cut.kept, inline }, removed, dropped, written };
   }
 
-  /** The versions of segment `s`, or undefined when it is gone (truncated after its head was read). */
-  async #readSegment(key: string, s: SegmentRef, signal: AbortSignal | undefined): Promise<StoredVersion[] | undefined> {
-    const name = `${this.#layout.segmentPrefix(key)}${s.id}`;
-    const object = await this.#objects.get(name, signal);
-    if (object === undefined) return undefined;
-    const run = decodeSegment(object.bytes, `${this.description}: segment ${s.id} of "${key}"`);
-    if (run.length !== s.count || run[0]?.seqno !== s.from || run.at(-1)?.seqno !== s.to) {
-      throw new Determinate(ErrorCode.DataLoss, `${this.description}: segment ${s.id} of "${key}" does not hold the versions its head names`);
+  /**
+   * The references of `refs` to versions from `seqno` on, and how many versions
+   * the others held. The one reference cut through is replaced by a new object
+   * holding what it keeps (for an index, its own references cut the same way).
+   * What is no longer referred to goes in `dropped`, what was written in `written`.
+   */
+  async #cut(
+    key: string,
+    refs: readonly SegmentRef[],
+    seqno: bigint,
+    dropped: SegmentRef[],
+    written: string[],
+    signal: AbortSignal | undefined,
+  ): Promise<{ kept: SegmentRef[]; removed: number }> {
+    let removed = 0;
+    const kept: SegmentRef[] = [];
+    for (const s of refs) {
+      if (s.from >= seqno) {
+        kept.push(s);
+        continue;
+      }
+      dropped.push(s);
+      if (s.to < seqno) {
+        removed += s.count;
+        continue;
+      }
+      const gone = () => new Determinate(ErrorCode.Aborted, `${this.description}: truncate("${key}") found a segment gone mid-way; try again`);
+      if (s.level === 0) {
+        const run = await this.#readSegment(key, s, signal);
+        if (run === undefined) throw gone();
+        const rest = run.filter((v) => v.seqno >= seqno);
+        removed += run.length - rest.length;
+        kept.push(await this.#putObject(key, { level: 0, from: rest[0]!.seqno, to: rest.at(-1)!.seqno, count: rest.length }, encodeSegment(rest), written, signal));
+      } else {
+        const children = await this.#readIndex(key, s, signal);
+        if (children === undefined) throw gone();
+        const inner = await this.#cut(key, children, seqno, dropped, written, signal);
+        removed += inner.removed;
+        kept.push(await this.#putObject(key, spanOf(inner.kept, s.level), encodeIndex(inner.kept), written, signal));
+      }
     }
+    return { kept, removed };
+  }
+
+  /** The bytes of the object `s` names, or undefined when it is gone (truncated after its head was read). */
+  async #readObject(key: string, s: SegmentRef, signal: AbortSignal | undefined): Promise<Uint8Array | undefined> {
+    throwIfAborted(signal);
+    return (await this.#objects.get(`${this.#layout.segmentPrefix(key)}${s.id}`, signal))?.bytes;
+  }
+
+  /** The versions of segment `s` (level 0), or undefined when it is gone. */
+  async #readSegment(key: string, s: SegmentRef, signal: AbortSignal | undefined): Promise<StoredVersion[] | undefined> {
+    const bytes = await this.#readObject(key, s, signal);
+    if (bytes === undefined) return undefined;
+    const run = decodeSegment(bytes, `${this.description}: segment ${s.id} of "${key}"`);
+    if (run.length !== s.count || run[0]?.seqno !== s.from || run.at(-1)?.seqno !== s.to) throw this.#mismatch(key, s);
     return run;
+  }
+
+  /** The references of index `s` (level above 0), or undefined when it is gone. */
+  async #readIndex(key: string, s: SegmentRef, signal: AbortSignal | undefined): Promise<SegmentRef[] | undefined> {
+    const bytes = await this.#readObject(key, s, signal);
+    if (bytes === undefined) return undefined;
+    const refs = decodeIndex(bytes, `${this.description}: index ${s.id} of "${key}"`);
+    if (refs.length === 0 || refs.some((r) => r.level !== s.level - 1)) throw this.#mismatch(key, s);
+    const span = spanOf(refs, s.level);
+    if (span.from !== s.from || span.to !== s.to || span.count !== s.count) throw this.#mismatch(key, s);
+    return refs;
+  }
+
+  #mismatch(key: string, s: SegmentRef): Determinate {
+    return new Determinate(ErrorCode.DataLoss, `${this.description}: ${s.level === 0 ? 'segment' : 'index'} ${s.id} of "${key}" does not hold the versions its head names`);
+  }
+
+  /** Whether `state` holds `version` (same seqno and token), reading down to the segment that would hold it. */
+  async #holds(key: string, state: KeyState, version: StoredVersion, signal: AbortSignal | undefined): Promise<boolean | 'unknown'> {
+    if (equalBytes(state.writeToken, version.token)) return true;
+    const inline = state.inline.find((v) => v.seqno === version.seqno);
+    if (inline !== undefined) return equalBytes(inline.token, version.token);
+    let refs = state.segments;
+    for (;;) {
+      const s = refs.find((r) => r.from <= version.seqno && version.seqno <= r.to);
+      if (s === undefined) break;
+      if (s.level === 0) {
+        const run = await this.#readSegment(key, s, signal);
+        if (run === undefined) return 'unknown';
+        const v = run.find((x) => x.seqno === version.seqno);
+        return v !== undefined && equalBytes(v.token, version.token);
+      }
+      const below = await this.#readIndex(key, s, signal);
+      if (below === undefined) return 'unknown';
+      refs = below;
+    }
+    // Not held: decided only if the history still reaches back to where it would be.
+    const first = state.segments[0]?.from ?? state.inline[0]!.seqno;
+    return version.seqno >= first ? false : 'unknown';
   }
 
   /**
@@ -481,31 +596,18 @@ export class ObjectConsensus extends ConsensusBase {
   }
 }
 
-/** Whether `state` holds `version` (same seqno and token), reading the segment that would hold it. */
-async function containsVersion(state: KeyState, version: StoredVersion, objects: ConditionalObjects, prefix: string, signal: AbortSignal | undefined): Promise<boolean | 'unknown'> {
-  if (equalBytes(state.writeToken, version.token)) return true;
-  const inline = state.inline.find((v) => v.seqno === version.seqno);
-  if (inline !== undefined) return equalBytes(inline.token, version.token);
-  const segment = state.segments.find((s) => s.from <= version.seqno && version.seqno <= s.to);
-  if (segment !== undefined) {
-    throwIfAborted(signal);
-    const object = await objects.get(`${prefix}${segment.id}`, signal);
-    if (object === undefined) return 'unknown';
-    const v = decodeSegment(object.bytes, `segment ${segment.id}`).find((x) => x.seqno === version.seqno);
-    return v !== undefined && equalBytes(v.token, version.token);
-  }
-  // Not held: decided only if the history still reaches back to where it would be.
-  const first = state.segments[0]?.from ?? state.inline[0]!.seqno;
-  return version.seqno >= first ? false : 'unknown';
-}
-
 /**
  * `FROM-TO-RANDOM`, seqnos zero-padded so names sort by seqno. Random per segment
  * written, so that a late delete of one segment can never hit another.
  */
-function segmentId(run: readonly StoredVersion[]): string {
+function segmentId(from: bigint, to: bigint): string {
   const pad = (n: bigint) => n.toString().padStart(20, '0');
-  return `${pad(run[0]!.seqno)}-${pad(run.at(-1)!.seqno)}-${randomBytes(16).toString('hex')}`;
+  return `${pad(from)}-${pad(to)}-${randomBytes(16).toString('hex')}`;
+}
+
+/** What an index of level `level` over `refs` (ascending, not empty) holds. */
+function spanOf(refs: readonly SegmentRef[], level: number): Omit<SegmentRef, 'id'> {
+  return { level, from: refs[0]!.from, to: refs.at(-1)!.to, count: refs.reduce((n, r) => n + r.count, 0) };
 }
 
 /** The last seqno of a segment id, or undefined for a name that is not one. */
