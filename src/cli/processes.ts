@@ -195,19 +195,17 @@ export async function childMain<A, R>(work: (arg: A, tell: (line: Record<string,
     const message = scrubSecrets(err instanceof Error ? err.message : String(err));
     tell({ error: err instanceof ExternalError ? { message, determinate: err.determinate, code: err.code } : { message } });
     process.exitCode = 1;
+  } finally {
+    // What the parent may still say does not matter now, and must not keep this process alive.
+    process.stdin.destroy();
   }
 }
 
-/** The child's side: the next line the parent sends; rejects if the parent closes stdin first. */
-export function fromParent(): Promise<unknown> {
-  return new Promise((resolve, reject) => {
-    const lines = createInterface({ input: process.stdin });
-    lines.once('line', (text) => {
-      lines.close();
-      resolve(JSON.parse(text));
-    });
-    lines.once('close', () => reject(new Error('the parent process closed its pipe before it said go')));
-  });
+/** The child's side: calls `onLine` with each line the parent sends, and `onClose` once it closes its end. */
+export function fromParent(onLine: (line: Record<string, unknown>) => void, onClose: () => void): void {
+  createInterface({ input: process.stdin })
+    .on('line', (text) => onLine(JSON.parse(text) as Record<string, unknown>))
+    .on('close', onClose);
 }
 
 /**
