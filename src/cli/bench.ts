@@ -15,7 +15,7 @@ import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
-import { EXIT, UsageError, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
+import { EXIT, UsageError, errorKind, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { runBenchReport } from './bench-report.js';
 import { Child, killChildren, requireShared, split } from './processes.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
@@ -216,7 +216,7 @@ export async function runClients(workload: Workload, share: BenchShare, stop: Ab
             await workload.op(client, pick(), key, record);
           } catch (err) {
             errors++;
-            firstError ??= scrubSecrets(err instanceof Error ? err.message : String(err));
+            firstError ??= scrubSecrets(`${err instanceof Error ? err.message : String(err)}${errorKind(err)}`);
             // A location that fails every call would otherwise spin: give up.
             if (errors >= 50 && count === 0) throw err;
           }
@@ -246,7 +246,8 @@ export function merge(measured: readonly Measured[]): Pick<BenchReport, 'duratio
   const kinds = [...new Set(measured.flatMap((m) => Object.keys(m.byKind)))];
   const byOp: Record<string, LatencySummary> = {};
   for (const kind of kinds) byOp[kind] = summary(measured.flatMap((m) => m.byKind[kind] ?? []));
-  const firstError = measured.find((m) => m.firstError !== undefined)?.firstError;
+  const failing = measured.findIndex((m) => m.firstError !== undefined);
+  const firstError = failing < 0 ? undefined : `${measured.length > 1 ? `process ${failing + 1} of ${measured.length}: ` : ''}${measured[failing]!.firstError}`;
   return {
     durationMs: seconds * 1000,
     total: summary(measured.flatMap((m) => Object.values(m.byKind))),
