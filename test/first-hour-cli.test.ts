@@ -157,6 +157,10 @@ describe('check --processes', () => {
     const refused = cli(freshDir(), ['check', '--processes', '2', '--faults', '0.1']);
     assert.equal(refused.status, 64, refused.err);
     assert.match(refused.err, /--faults and --processes cannot be used together/);
+    // Children would each get their own memory location, and the merged history would look broken.
+    const alone = cli(freshDir(), ['check', '--only', 'consensus', '--consensus', 'mem://check', '--processes', '2']);
+    assert.equal(alone.status, 64, alone.err);
+    assert.match(alone.err, /--processes needs a location other processes see/);
   });
 });
 

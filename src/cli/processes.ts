@@ -63,11 +63,18 @@ export function split(total: number, parts: number): number[] {
 
 /**
  * Refuses, before anything is opened, a location whose backend says it is not seen
- * by other processes (`mem:`): children would each get their own, empty one.
+ * by other processes (`mem:`): children would each get their own, empty one. A URI
+ * that names no backend passes: opening it says what is wrong.
  */
 export function requireShared(uri: string, kind: LocationKind, option: string): void {
-  const loc = parseLocationUri(uri);
-  const { backend, part } = backendPart(loc, kind);
+  let found;
+  try {
+    const loc = parseLocationUri(uri);
+    found = { loc, ...backendPart(loc, kind) };
+  } catch {
+    return;
+  }
+  const { loc, backend, part } = found;
   if (part.capabilities(loc).sharedAcrossProcesses !== true) {
     throw new UsageError(`${option} needs a location other processes see; ${backend.name} locations (${loc.scheme}:) live inside one process (use sqlite:, file: or a server)`);
   }
