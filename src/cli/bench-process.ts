@@ -1,6 +1,6 @@
 /**
  * One child process of `bench --processes N`: opens its share of the clients'
- * handles (a {@link BenchShare}, its one JSON argument), says `{"ready": true}`,
+ * handles (a {@link BenchShare}, given by the parent, see Child), says `{"ready": true}`,
  * waits for the parent's `{"go": true}`, runs its clients (a `{"stop": true}` ends
  * them early) and returns what they measured, on the machine's monotonic clock so
  * that the parent can merge every process's measures (see bench.ts, processes.ts).

@@ -88,6 +88,9 @@ export function killChildren(): void {
   for (const child of running) child.kill('SIGKILL');
 }
 
+/** The environment variable that carries a child's argument (see {@link Child}). */
+const CHILD_ARG_ENV = 'PERSIST_LOCATION_CHILD_ARG';
+
 /** How a child reports the error that ended it (see {@link childMain}). */
 interface ChildError {
   message: string;
@@ -96,8 +99,8 @@ interface ChildError {
 }
 
 /**
- * One child process of the CLI: `script` (a file beside this one) with `arg` as its
- * one JSON argument. It prints JSON lines on stdout (bigints encoded, see
+ * One child process of the CLI: `script` (a file beside this one) given `arg` as
+ * JSON (in its environment). It prints JSON lines on stdout (bigints encoded, see
  * {@link encodeBig}), the last `{"result": ...}` or `{"error": ...}`, and reads the
  * parent's lines on stdin. Errors name it by `name` (`process 2 of 4 of bench`); an
  * ExternalError in the child is one here, of the same kind and code.
@@ -117,9 +120,14 @@ export class Child<R> {
     backends: readonly string[],
     onLine: (line: Record<string, unknown>) => void = () => {},
   ) {
-    const env = { ...process.env, PERSIST_LOCATION_BACKENDS: [process.env.PERSIST_LOCATION_BACKENDS ?? '', ...backends].filter((b) => b !== '').join(',') };
+    const env = {
+      ...process.env,
+      PERSIST_LOCATION_BACKENDS: [process.env.PERSIST_LOCATION_BACKENDS ?? '', ...backends].filter((b) => b !== '').join(','),
+      // Not an argument: the location URI may hold a password, and any user can read a process's arguments.
+      [CHILD_ARG_ENV]: JSON.stringify(arg, encodeBig),
+    };
     const path = fileURLToPath(new URL(`./${script}`, import.meta.url));
-    const child = (this.#child = spawn(process.execPath, [path, JSON.stringify(arg, encodeBig)], { env, stdio: ['pipe', 'pipe', 'pipe'] }));
+    const child = (this.#child = spawn(process.execPath, [path], { env, stdio: ['pipe', 'pipe', 'pipe'] }));
     running.add(child);
     // A child that exits early closes its end; what the parent still says is moot.
     child.stdin!.on('error', () => {});
@@ -188,7 +196,7 @@ export class Child<R> {
 }
 
 /**
- * The body of a child script: runs `work` on the JSON argument the parent gave,
+ * The body of a child script: runs `work` on the argument the parent gave,
  * with `tell` to print a line to the parent, then prints `{"result": ...}` and
  * exits 0; an error is printed as `{"error": ...}` (kind and code kept, credentials
  * scrubbed) and exits 1.
@@ -196,7 +204,9 @@ export class Child<R> {
 export async function childMain<A, R>(work: (arg: A, tell: (line: Record<string, unknown>) => void) => Promise<R>): Promise<void> {
   const tell = (line: Record<string, unknown>) => process.stdout.write(`${JSON.stringify(line, encodeBig)}\n`);
   try {
-    const result = await work(JSON.parse(process.argv[2] ?? '', decodeBig) as A, tell);
+    const arg = process.env[CHILD_ARG_ENV] ?? '';
+    delete process.env[CHILD_ARG_ENV];
+    const result = await work(JSON.parse(arg, decodeBig) as A, tell);
     tell({ result });
   } catch (err) {
     const message = scrubSecrets(err instanceof Error ? err.message : String(err));

@@ -2,7 +2,7 @@
  * One child process of `check --processes N`: runs its share of the linearizability
  * run's clients (stressConsensus) on the location, then prints its history for the
  * parent to merge with the other processes' (see processes.ts). Not a command: the
- * parent spawns it with one JSON argument, a {@link StressShare}.
+ * parent spawns it with a {@link StressShare} (see Child).
  *
  * Standard output carries JSON lines (see childMain): `{"done": n}` now and then
  * while it runs, then one `{"result": ...}` with the counts and the history, its
