@@ -6,9 +6,10 @@ import { spawnSync } from 'node:child_process';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { after, describe, test } from 'node:test';
+import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { openBlob, openConsensus } from 'persist-location';
+import { startPostgres, type PostgresServer } from './servers/postgres.js';
 
 const BIN = fileURLToPath(new URL('../../bin/persist-location.js', import.meta.url));
 
@@ -156,5 +157,64 @@ describe('check --processes', () => {
     const refused = cli(freshDir(), ['check', '--processes', '2', '--faults', '0.1']);
     assert.equal(refused.status, 64, refused.err);
     assert.match(refused.err, /--faults and --processes cannot be used together/);
+    // Children would each get their own memory location, and the merged history would look broken.
+    const alone = cli(freshDir(), ['check', '--only', 'consensus', '--consensus', 'mem://check', '--processes', '2']);
+    assert.equal(alone.status, 64, alone.err);
+    assert.match(alone.err, /--processes needs a location other processes see/);
+  });
+});
+
+describe('bench --processes', () => {
+  let pg: PostgresServer;
+  before(async () => {
+    pg = await startPostgres();
+  });
+  after(async () => {
+    await pg?.stop();
+  });
+
+  test('the clients spread over 2 processes against a SQLite file, PostgreSQL and the PERSIST_BLOB default: one merged report, exit 0', () => {
+    const cwd = freshDir();
+    const runs: [string, string[], Record<string, string>][] = [
+      ['sqlite', ['--consensus', `sqlite:${cwd}/c.db`], {}],
+      ['postgres', ['--consensus', pg.url()], {}],
+      ['PERSIST_BLOB', ['--target', 'blob'], { PERSIST_BLOB: `file:${cwd}/b` }],
+    ];
+    for (const [name, args, env] of runs) {
+      const common = ['bench', ...args, '--processes', '2', '--clients', '4', '--keys', '4', '--duration', '300ms', '-q'];
+      const text = ok(cli(cwd, common, env), `bench --processes 2 on ${name}`).out;
+      assert.match(text, /^workload +4 clients over 2 processes, 4 keys, /m, name);
+      assert.match(text, /^ {2}all +[1-9][0-9]* +[0-9.]+ ops\/s /m, name);
+      const report = JSON.parse(ok(cli(cwd, [...common, '--json'], env), `bench --processes 2 --json on ${name}`).out) as {
+        processes: number;
+        errors: number;
+        total: { ops: number; opsPerSec: number };
+        byOp: Record<string, { ops: number }>;
+        cleanup: { removed: boolean };
+      };
+      assert.equal(report.processes, 2, name);
+      assert.equal(report.errors, 0, name);
+      assert.ok(report.total.ops > 0 && report.total.opsPerSec > 0, name);
+      // The total is every process's samples of every operation.
+      assert.equal(Object.values(report.byOp).reduce((a, s) => a + s.ops, 0), report.total.ops, name);
+      assert.equal(report.cleanup.removed, true, name);
+    }
+    // One process is the plain run.
+    assert.match(ok(cli(cwd, ['bench', '--consensus', `sqlite:${cwd}/c.db`, '--processes', '1', '--clients', '2', '--duration', '200ms', '-q']), '--processes 1').out, /^workload +2 clients, /m);
+  });
+
+  test('a bad N is a usage error and mem: is refused, before any location is touched', () => {
+    const cwd = freshDir();
+    for (const n of ['0', 'two', '1.5']) {
+      const r = cli(cwd, ['bench', '--consensus', `sqlite:${cwd}/never/c.db`, '--processes', n]);
+      assert.equal(r.status, 64, r.err);
+      assert.match(r.err, /--processes must be an integer >= 1/);
+    }
+    assert.ok(!existsSync(join(cwd, 'never')), 'a refused bench touched its location');
+    for (const args of [['--consensus', 'mem:bench'], ['--target', 'blob', '--blob', 'mem:bench']]) {
+      const r = cli(cwd, ['bench', ...args, '--processes', '2']);
+      assert.equal(r.status, 64, r.err);
+      assert.match(r.err, /--processes needs a location other processes see; mem locations \(mem:\) live inside one process/);
+    }
   });
 });

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
+import { createServer, type Socket } from 'node:net';
 import { existsSync, mkdirSync, mkdtempSync, readFileSync, realpathSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -297,6 +298,43 @@ describe('item 4: open and close behave the same on every backend', () => {
     const r = cli(freshDir(), ['consensus', 'head', 'k', '--consensus', `etcd://app:s3cretpw@127.0.0.1:${port}`]);
     failsInOneLine(r, /Unavailable/);
     assert.doesNotMatch(r.err, /s3cretpw/);
+  });
+
+  test('an object store that refuses connections, or accepts them and never answers, fails the open: Determinate Unavailable naming the endpoint', { timeout: 60_000 }, async () => {
+    const refused = await freePort();
+    // Accepts every connection and says nothing: only open's own bound ends the wait.
+    const held: Socket[] = [];
+    const silent = createServer((socket) => void held.push(socket));
+    await new Promise<void>((resolve) => silent.listen(0, '127.0.0.1', resolve));
+    const mute = (silent.address() as { port: number }).port;
+    const secrets = [S3RVER_CREDENTIALS.secretAccessKey, /AccountKey=([^;]+)/.exec(azurite.connectionString)![1]!];
+    try {
+      const cases = [refused, mute].flatMap((port) => {
+        const endpoint = `http://127.0.0.1:${port}`;
+        return [
+          `s3://open/p?endpoint=${encodeURIComponent(endpoint)}&forcePathStyle=true`,
+          `azure://open/p?endpoint=${encodeURIComponent(`${endpoint}/devstoreaccount1`)}`,
+        ].flatMap((uri) => [openBlob, openConsensus].map((open) => ({ port, uri, open })));
+      });
+      await Promise.all(
+        cases.map(async ({ port, uri, open }) => {
+          const what = `${open.name}(${uri})`;
+          const err = await open(uri).then(
+            async (h) => {
+              await h.close();
+              return assert.fail(`${what} opened with ${port === refused ? 'nothing listening' : 'a server that never answers'}`);
+            },
+            (e: unknown) => e,
+          );
+          isDeterminate(err, ErrorCode.Unavailable, new RegExp(`127\\.0\\.0\\.1:${port}`));
+          for (const secret of secrets) assert.ok(!String((err as Error).message).includes(secret), `${what}: ${(err as Error).message}`);
+          if (port === mute) assert.match((err as Error).message, /did not answer within/, what);
+        }),
+      );
+    } finally {
+      for (const socket of held) socket.destroy();
+      await new Promise((resolve) => silent.close(resolve));
+    }
   });
 
   test('a missing driver is a configuration problem (FailedPrecondition), not Unavailable', async () => {

@@ -2,16 +2,20 @@
 import type { Blob } from '../blob.js';
 import type { Consensus } from '../consensus.js';
 import type { BackendDescriptor, PartOpenOptions } from '../backend.js';
+import { openWithin } from '../objstore/open.js';
 import { besidePrefix, emptyObjectStore } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
 import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
+/** Opening checks (or creates) the container, then for Consensus runs the conditional-write probe, within a bound (see openWithin). */
 async function open(loc: LocationUri, options?: PartOpenOptions): Promise<Blob> {
-  return (await import('./index.js')).blobFromUri(loc, options?.create);
+  const { blobFromUri } = await import('./index.js');
+  return openWithin(loc, (signal) => blobFromUri(loc, options?.create, { signal }));
 }
 
 async function openConsensus(loc: LocationUri, { create }: PartOpenOptions): Promise<Consensus> {
-  return (await import('./consensus.js')).consensusFromUri(loc, create);
+  const { consensusFromUri } = await import('./consensus.js');
+  return openWithin(loc, (signal) => consensusFromUri(loc, create, { signal }));
 }
 
 /** The blob-name prefix of a location, as AzureBlob writes it: no outer `/`, then one `/`. */

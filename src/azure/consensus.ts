@@ -86,8 +86,8 @@ export class AzureConsensus extends ObjectConsensus {
 }
 
 /** `azure://CONTAINER[/PREFIX]?...` opened as Consensus: the same parameters as AzureBlob's. */
-export async function consensusFromUri(loc: LocationUri, create = true): Promise<AzureConsensus> {
-  return AzureConsensus.open(azureOptionsFromUri(loc), { create });
+export async function consensusFromUri(loc: LocationUri, create = true, opts?: OpOptions): Promise<AzureConsensus> {
+  return AzureConsensus.open(azureOptionsFromUri(loc), { ...opts, create });
 }
 
 /** A handle on `loc` that checks nothing at open, for removing a scratch location. */

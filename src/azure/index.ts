@@ -211,8 +211,8 @@ export class AzureBlob extends BlobBase {
 }
 
 /** `azure://CONTAINER[/PREFIX]?endpoint=URL&createContainer=true` (see src/azure/config.ts). */
-export async function blobFromUri(loc: LocationUri, create = true): Promise<Blob> {
-  return AzureBlob.open(azureOptionsFromUri(loc), { create });
+export async function blobFromUri(loc: LocationUri, create = true, opts?: OpOptions): Promise<Blob> {
+  return AzureBlob.open(azureOptionsFromUri(loc), { ...opts, create });
 }
 
 function show(key: string): string {

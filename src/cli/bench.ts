@@ -2,7 +2,8 @@
  * `persist-location bench`: a closed-loop workload generator. Clients run an
  * operation mix for a duration against a scratch location beside the user's (see
  * scratch.ts), under a random key prefix, and the throughput and latency
- * percentiles are reported per operation and overall.
+ * percentiles are reported per operation and overall. With `--processes N` the
+ * clients run in N child processes (bench-process.ts) whose measures are merged.
  */
 import { randomBytes } from 'node:crypto';
 import { mkdir } from 'node:fs/promises';
@@ -14,8 +15,9 @@ import { SeqNo } from '../seqno.js';
 import { redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, parseDuration, tellResolved, usageIf, type Command, type Context } from './args.js';
 import { summarize, type LatencySummary } from './measure.js';
-import { EXIT, UsageError, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
+import { EXIT, UsageError, errorKind, formatBytes, plural, formatDuration, formatRate, printReport, printReportJson, scrubSecrets, table, writeErr } from './output.js';
 import { runBenchReport } from './bench-report.js';
+import { Child, killChildren, requireShared, split } from './processes.js';
 import { deriveScratch, localParent, removeScratch, scratchId } from './scratch.js';
 
 const OPS = {
@@ -32,9 +34,12 @@ export interface BenchReport {
   location: string;
   scratch: string;
   clients: number;
+  /** The processes the clients were spread over (`--processes`). */
+  processes: number;
   keys: number;
   valueBytes: number;
   mix: Record<string, number>;
+  /** How long every process was measuring (from the last start to the first end). */
   durationMs: number;
   total: LatencySummary;
   byOp: Record<string, LatencySummary>;
@@ -50,7 +55,7 @@ export interface BenchReport {
 export const bench: Command = {
   name: 'bench',
   summary: 'measure throughput and latency under a workload',
-  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix', 'json', 'report'],
+  options: ['target', 'clients', 'keys', 'value-size', 'duration', 'mix', 'processes', 'json', 'report'],
   help: `Usage: persist-location bench [--target consensus|blob] [options]
 
 Runs concurrent clients, each issuing its next operation as soon as the previous one
@@ -65,6 +70,11 @@ Options:
 ${locationOptionHelp('  --consensus URI          ', 'Consensus location', CONSENSUS_DEFAULT)}
 ${locationOptionHelp('  --blob URI               ', 'Blob location', BLOB_DEFAULT)}
   --clients N              concurrent clients (default 16)
+  --processes N            spread the clients over N child processes (default 1):
+                           one Node process cannot load a server from more than one
+                           core. They start together; throughput is summed over the
+                           time all were measuring, percentiles are over every
+                           sample. Not for mem: (it lives in one process)
   --keys N                 distinct keys; fewer keys, more CaS contention (default 16)
   --value-size SIZE        bytes per written value: 256, 4k, 1m, at most 1024m
                            (default 256)
@@ -85,6 +95,7 @@ and is followed by a head to learn the new seqno, which counts as a head.
 Examples:
   persist-location bench
   persist-location bench --clients 64 --keys 4 --duration 30s
+  persist-location bench --clients 64 --processes 4 --consensus postgres://db/app
   persist-location bench --mix cas=90,truncate=10 --value-size 4k
   persist-location bench --target blob --value-size 1m --mix get=50,set=50`,
   run: runBench,
@@ -132,11 +143,119 @@ function picker(mix: Record<string, number>): () => string {
   };
 }
 
-/** A workload: `setup` prepares the keys; `op` runs one operation of a kind and returns the kinds it ran. */
+/** A workload: `setup` prepares the keys; `op` runs one operation of a kind and records the kinds it ran. */
 interface Workload {
   setup(): Promise<void>;
   op(client: number, kind: string, key: string, record: (kind: string, ms: number) => void): Promise<void>;
+  /** CaS calls that found another client's write first. */
+  readonly mismatches: number;
   close(): Promise<void>;
+}
+
+/** What one process's clients ran (see {@link BenchShare}). */
+export interface BenchShare {
+  target: Target;
+  uri: string;
+  clients: number;
+  keys: string[];
+  valueBytes: number;
+  mix: Record<string, number>;
+  durationMs: number;
+  /** The prefix of every key: the Blob workload lists it. */
+  prefix: string;
+}
+
+/**
+ * What one process's clients measured. Per operation kind, every latency and when
+ * it ended; `began` and `ended` bound the measuring, all in milliseconds on one
+ * clock (performance.now() in one process, the machine's monotonic clock across
+ * several), so that several processes' measures merge (see {@link merge}).
+ */
+export interface Measured {
+  byKind: Record<string, { ms: number[]; at: number[] }>;
+  mismatches: number;
+  errors: number;
+  firstError?: string;
+  began: number;
+  ended: number;
+}
+
+/** Opens the workload of `share` (its handles on the location), before setup or measuring. */
+export function openWorkload(share: BenchShare): Promise<Workload> {
+  const value = randomBytes(share.valueBytes);
+  return share.target === 'consensus' ? consensusWorkload(share.uri, share.clients, share.keys, value) : blobWorkload(share.uri, share.clients, share.keys, value, share.prefix);
+}
+
+/**
+ * Runs `share.clients` closed-loop clients on `workload` for `share.durationMs` or
+ * until `stop` is aborted; `onTick` is called every 100 ms with the number of
+ * operations and errors so far. Times are this process's `performance.now()` plus
+ * `clock`.
+ */
+export async function runClients(workload: Workload, share: BenchShare, stop: AbortSignal, onTick: (ops: number, errors: number, elapsedMs: number) => void, clock = 0): Promise<Measured> {
+  const byKind: Measured['byKind'] = {};
+  let count = 0;
+  let errors = 0;
+  let firstError: string | undefined;
+  const record = (kind: string, ms: number) => {
+    const list = (byKind[kind] ??= { ms: [], at: [] });
+    list.ms.push(ms);
+    list.at.push(performance.now() + clock);
+    count++;
+  };
+  const pick = picker(share.mix);
+  const began = performance.now();
+  const deadline = began + share.durationMs;
+  const ticker = setInterval(() => onTick(count, errors, performance.now() - began), 100);
+  try {
+    await Promise.all(
+      Array.from({ length: share.clients }, async (_, client) => {
+        while (performance.now() < deadline && !stop.aborted) {
+          const key = share.keys[Math.floor(Math.random() * share.keys.length)]!;
+          try {
+            await workload.op(client, pick(), key, record);
+          } catch (err) {
+            errors++;
+            firstError ??= scrubSecrets(`${err instanceof Error ? err.message : String(err)}${errorKind(err)}`);
+            // A location that fails every call would otherwise spin: give up.
+            if (errors >= 50 && count === 0) throw err;
+          }
+        }
+      }),
+    );
+  } finally {
+    clearInterval(ticker);
+  }
+  return { byKind, mismatches: workload.mismatches, errors, ...(firstError === undefined ? {} : { firstError }), began: began + clock, ended: performance.now() + clock };
+}
+
+/**
+ * Several processes' measures as one: throughput is what completed in the window
+ * every process was measuring (from the last start to the first end) over its
+ * length; latency percentiles are over every sample of every process.
+ */
+export function merge(measured: readonly Measured[]): Pick<BenchReport, 'durationMs' | 'total' | 'byOp' | 'mismatches' | 'errors' | 'firstError'> {
+  const from = Math.max(...measured.map((m) => m.began));
+  const to = Math.min(...measured.map((m) => m.ended));
+  const seconds = Math.max(0, to - from) / 1000;
+  const inWindow = (at: number[]) => at.filter((t) => t >= from && t <= to).length;
+  const summary = (lists: { ms: number[]; at: number[] }[]): LatencySummary => {
+    const s = summarize(lists.flatMap((l) => l.ms), seconds);
+    return { ...s, opsPerSec: seconds > 0 ? lists.reduce((a, l) => a + inWindow(l.at), 0) / seconds : 0 };
+  };
+  const kinds = [...new Set(measured.flatMap((m) => Object.keys(m.byKind)))];
+  const byOp: Record<string, LatencySummary> = {};
+  for (const kind of kinds) byOp[kind] = summary(measured.flatMap((m) => m.byKind[kind] ?? []));
+  const failing = measured.findIndex((m) => m.firstError !== undefined);
+  const firstError = failing < 0 ? undefined : `${measured.length > 1 ? `process ${failing + 1} of ${measured.length}: ` : ''}${measured[failing]!.firstError}`;
+  return {
+    durationMs: seconds * 1000,
+    total: summary(measured.flatMap((m) => Object.values(m.byKind))),
+    byOp,
+    mismatches: measured.reduce((a, m) => a + m.mismatches, 0),
+    errors: measured.reduce((a, m) => a + m.errors, 0),
+    ...(firstError === undefined ? {} : { firstError }),
+  };
 }
 
 async function runBench(ctx: Context): Promise<number> {
@@ -150,30 +269,29 @@ async function runBench(ctx: Context): Promise<number> {
   const valueBytes = parseSize(ctx.values['value-size'], 'value-size', 256);
   const durationMs = parseDuration(ctx.values.duration, 'duration', 10_000);
   const mix = parseMix(ctx.values.mix ?? DEFAULT_MIX[target], target);
+  // More processes than clients would leave some idle.
+  const processes = Math.min(parseCount(ctx.values.processes, 'processes', 1), clients);
   const userUri = target === 'consensus' ? ctx.consensusUri : ctx.blobUri;
+  if (processes > 1) requireShared(userUri, target, '--processes');
   tellResolved(ctx, target, userUri);
   const id = scratchId();
   const scratch = deriveScratch(userUri, id);
-  const keys = Array.from({ length: nKeys }, (_, i) => `bench-${id}-${i}`);
-  const value = randomBytes(valueBytes);
+  const prefix = `bench-${id}-`;
+  const share: BenchShare = { target, uri: scratch.uri, clients, keys: Array.from({ length: nKeys }, (_, i) => `${prefix}${i}`), valueBytes, mix, durationMs, prefix };
 
-  const latencies = new Map<string, number[]>();
-  const all: number[] = [];
-  let mismatches = 0;
-  let errors = 0;
-  let firstError: string | undefined;
-  let measuredMs = 0;
+  let measured: Measured[] = [];
   let cleanup: { removed: boolean; note?: string } = { removed: true };
   // A first interrupt stops the clients: the report of what ran is printed and the
   // scratch location removed as usual. A second one ends the process at once.
-  let interrupted = false;
+  const stop = new AbortController();
   const onSignal = (signal: NodeJS.Signals) => {
-    if (interrupted) {
+    if (stop.signal.aborted) {
       stopWatching();
+      killChildren();
       process.kill(process.pid, signal);
       return;
     }
-    interrupted = true;
+    stop.abort();
     ctx.progress.finish();
     writeErr('persist-location: interrupted; stopping the clients and removing the scratch location (interrupt again to leave it)\n');
   };
@@ -186,50 +304,23 @@ async function runBench(ctx: Context): Promise<number> {
   try {
     const parent = localParent(scratch);
     if (parent !== undefined) await mkdir(parent, { recursive: true });
-    const workload =
-      target === 'consensus'
-        ? await consensusWorkload(scratch.uri, clients, keys, value, () => mismatches++)
-        : await blobWorkload(scratch.uri, clients, keys, value, `bench-${id}-`);
+    // The keys are made once, here; each process's clients then open their own handles.
+    const workload = await openWorkload(processes > 1 ? { ...share, clients: 1 } : share);
     try {
       ctx.progress.start(`bench ${target}: preparing ${plural(nKeys, 'key')}`);
       await workload.setup();
       ctx.progress.finish();
-      ctx.progress.start(`bench ${target}`);
-      const pick = picker(mix);
-      const record = (kind: string, ms: number) => {
-        let list = latencies.get(kind);
-        if (list === undefined) latencies.set(kind, (list = []));
-        list.push(ms);
-        all.push(ms);
-      };
-      const began = performance.now();
-      const deadline = began + durationMs;
-      const ticker = setInterval(() => {
-        const elapsed = performance.now() - began;
+      const tick = (ops: number, errors: number, elapsed: number) =>
         // The line shows the elapsed time already: the detail is what was done in it.
-        ctx.progress.tick(elapsed, durationMs, `${all.length} ops  ${formatRate((all.length / elapsed) * 1000)}${errors > 0 ? `  ${plural(errors, 'error')}` : ''}`, false);
-      }, 100);
-      try {
-        await Promise.all(
-          Array.from({ length: clients }, async (_, client) => {
-            while (performance.now() < deadline && !interrupted) {
-              const key = keys[Math.floor(Math.random() * keys.length)]!;
-              try {
-                await workload.op(client, pick(), key, record);
-              } catch (err) {
-                errors++;
-                firstError ??= scrubSecrets(err instanceof Error ? err.message : String(err));
-                // A location that fails every call would otherwise spin: give up.
-                if (errors >= 50 && all.length === 0) throw err;
-              }
-            }
-          }),
-        );
-      } finally {
-        clearInterval(ticker);
-        measuredMs = performance.now() - began;
-        ctx.progress.finish(`bench ${target}: done (${formatDuration(measuredMs)})`);
+        ctx.progress.tick(elapsed, durationMs, `${ops} ops  ${formatRate((ops / elapsed) * 1000)}${errors > 0 ? `  ${plural(errors, 'error')}` : ''}`, false);
+      if (processes > 1) {
+        await workload.close();
+        measured = await benchInProcesses(share, processes, ctx.values.backend ?? [], stop.signal, (label) => ctx.progress.start(label), tick);
+      } else {
+        ctx.progress.start(`bench ${target}`);
+        measured = [await runClients(workload, share, stop.signal, tick)];
       }
+      ctx.progress.finish(`bench ${target}: done (${formatDuration(Math.max(...measured.map((m) => m.ended - m.began)))})`);
     } finally {
       await workload.close();
     }
@@ -239,33 +330,92 @@ async function runBench(ctx: Context): Promise<number> {
     stopWatching();
   }
 
-  const seconds = measuredMs / 1000;
-  const byOp: Record<string, LatencySummary> = {};
-  for (const [kind, list] of latencies) byOp[kind] = summarize(list, seconds);
   const report: BenchReport = {
     target,
     location: redactUri(userUri),
     scratch: scratch.display,
     clients,
+    processes,
     keys: nKeys,
     valueBytes,
     mix,
-    durationMs: measuredMs,
-    total: summarize(all, seconds),
-    byOp,
-    mismatches,
-    errors,
-    ...(firstError === undefined ? {} : { firstError }),
+    ...merge(measured),
     cleanup,
-    interrupted,
+    interrupted: stop.signal.aborted,
   };
   if (ctx.values.json) await printReportJson(report);
   else await printReport(formatBench(report));
-  if (interrupted) return EXIT.interrupted;
-  return errors > 0 ? EXIT.failed : EXIT.ok;
+  if (report.interrupted) return EXIT.interrupted;
+  return report.errors > 0 ? EXIT.failed : EXIT.ok;
 }
 
-async function consensusWorkload(uri: string, clients: number, keys: string[], value: Uint8Array, onMismatch: () => void): Promise<Workload> {
+/** How long each child may take to open its handles and say it is ready. */
+const READY_MS = 60_000;
+/** How long past the duration each child may take to stop its clients and report. */
+const REPORT_MS = 60_000;
+
+/**
+ * The clients of `share` spread over `processes` child processes (bench-process.ts)
+ * that start measuring together: each opens its handles and says it is ready, and
+ * once all are, each is told to go. A child that fails, or does not report in
+ * time (it is killed), fails the run, naming it; the others are then stopped.
+ */
+async function benchInProcesses(
+  share: BenchShare,
+  processes: number,
+  backends: readonly string[],
+  stop: AbortSignal,
+  onPhase: (label: string) => void,
+  onTick: (ops: number, errors: number, elapsedMs: number) => void,
+): Promise<Measured[]> {
+  const done = new Array<{ ops: number; errors: number }>(processes).fill({ ops: 0, errors: 0 });
+  let began = 0;
+  const children = split(share.clients, processes).map(
+    (clients, i) =>
+      new Child<Measured>('bench-process.js', { ...share, clients }, `process ${i + 1} of ${processes} of bench`, backends, (line) => {
+        if (typeof line.ops !== 'number' || typeof line.errors !== 'number') return;
+        done[i] = { ops: line.ops, errors: line.errors };
+        onTick(
+          done.reduce((a, d) => a + d.ops, 0),
+          done.reduce((a, d) => a + d.errors, 0),
+          performance.now() - began,
+        );
+      }),
+  );
+  const onStop = () => children.forEach((c) => c.send({ stop: true }));
+  stop.addEventListener('abort', onStop);
+  const killLate = (ms: number, what: string, pending: (i: number) => boolean) =>
+    setTimeout(() => children.forEach((c, i) => pending(i) && c.kill(`did not ${what} within ${formatDuration(ms)}`)), ms);
+  try {
+    onPhase(`bench ${share.target}: starting ${processes} processes`);
+    const ready = new Array<boolean>(processes).fill(false);
+    const readyTimer = killLate(READY_MS, 'say it was ready', (i) => !ready[i]);
+    try {
+      // A child that fails while the others open fails the run at once.
+      await Promise.race([Promise.all(children.map((c, i) => c.next('ready').then(() => (ready[i] = true)))), ...children.map((c) => c.result.then(() => {}))]);
+    } finally {
+      clearTimeout(readyTimer);
+    }
+    onPhase(`bench ${share.target}`);
+    began = performance.now();
+    for (const c of children) c.send({ go: true });
+    const reported = new Array<boolean>(processes).fill(false);
+    const reportTimer = killLate(share.durationMs + REPORT_MS, 'report its measures', (i) => !reported[i]);
+    try {
+      return await Promise.all(children.map((c, i) => c.result.then((m) => ((reported[i] = true), m))));
+    } finally {
+      clearTimeout(reportTimer);
+    }
+  } catch (err) {
+    for (const c of children) c.kill('was stopped after another process failed');
+    await Promise.allSettled(children.map((c) => c.result));
+    throw err;
+  } finally {
+    stop.removeEventListener('abort', onStop);
+  }
+}
+
+async function consensusWorkload(uri: string, clients: number, keys: string[], value: Uint8Array): Promise<Workload> {
   // Several handles, as several processes would have; clients share them round-robin.
   const handles: Consensus[] = [];
   try {
@@ -276,6 +426,7 @@ async function consensusWorkload(uri: string, clients: number, keys: string[], v
   }
   // Each client's idea of each key's head seqno; wrong ones are corrected by a head.
   const known = Array.from({ length: clients }, () => new Map<string, bigint>());
+  let mismatches = 0;
   const timed = async <T>(kind: string, record: (kind: string, ms: number) => void, work: () => Promise<T>): Promise<T> => {
     const t0 = performance.now();
     const out = await work();
@@ -297,7 +448,7 @@ async function consensusWorkload(uri: string, clients: number, keys: string[], v
         if (result === CaSResult.Committed) {
           mine.set(key, head + 1n);
         } else {
-          onMismatch();
+          mismatches++;
           const h = await timed('head', record, () => c.head(key));
           if (h !== undefined) mine.set(key, h.seqno.value);
         }
@@ -310,6 +461,9 @@ async function consensusWorkload(uri: string, clients: number, keys: string[], v
         // Keeps the last few versions; at or below the known head, so it never fails.
         await timed('truncate', record, () => c.truncate(key, new SeqNo(head > 5n ? head - 5n : 0n)));
       }
+    },
+    get mismatches() {
+      return mismatches;
     },
     async close() {
       await Promise.all(handles.map((h) => h.close()));
@@ -338,6 +492,7 @@ async function blobWorkload(uri: string, clients: number, keys: string[], value:
       else for await (const _ of b.list(prefix)) void _;
       record(kind, performance.now() - t0);
     },
+    mismatches: 0,
     async close() {
       await Promise.all(handles.map((h) => h.close()));
     },
@@ -361,7 +516,7 @@ function formatBench(r: BenchReport): string[] {
     '',
     `location   ${r.location}`,
     `scratch    ${r.scratch}`,
-    `workload   ${plural(r.clients, 'client')}, ${plural(r.keys, 'key')}, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
+    `workload   ${plural(r.clients, 'client')}${r.processes > 1 ? ` over ${r.processes} processes` : ''}, ${plural(r.keys, 'key')}, ${formatBytes(r.valueBytes)} values, mix ${mix}, ${formatDuration(r.durationMs)}${r.interrupted ? ' (interrupted)' : ''}`,
     '',
     ...table(rows, ['l', 'r', 'r', 'r', 'r', 'r', 'r']).map((l) => `  ${l}`),
     '',

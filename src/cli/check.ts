@@ -12,7 +12,7 @@ import type { StressReport } from '../testing/index.js';
 import { parseLocationUri, redactUri } from '../uri.js';
 import { BLOB_DEFAULT, CONSENSUS_DEFAULT, locationOptionHelp, parseCount, resolvedLocation, usageIf, type Command, type Context } from './args.js';
 import { Gate } from './gate.js';
-import { killChildren, stressInProcesses } from './processes.js';
+import { killChildren, requireShared, stressInProcesses } from './processes.js';
 import { Recorder, measuredBlob, measuredConsensus, type LatencySummary } from './measure.js';
 import { EXIT, errorKind, formatDuration, plural, formatRate, printReport, printReportJson, scrubSecrets, table, type Progress } from './output.js';
 import { deriveScratch, localParent, removeOnInterrupt, removeScratch, scratchId, type LocationKind, type ScratchLocation } from './scratch.js';
@@ -167,6 +167,7 @@ async function runCheck(ctx: Context): Promise<number> {
   const faults = ctx.values.faults === undefined ? undefined : Number(ctx.values.faults);
   usageIf(faults !== undefined && !(faults >= 0 && faults <= 1), `--faults must be a number from 0 to 1, got '${ctx.values.faults}'`);
   usageIf(faults !== undefined && stressOpts.processes > 1, '--faults and --processes cannot be used together (the faults are injected in this process)');
+  if (stressOpts.processes > 1 && only !== 'blob') requireShared(ctx.consensusUri, 'consensus', '--processes');
   const opener = new Opener(faults);
   const targets: LocationKind[] = only === undefined ? ['consensus', 'blob'] : [only as LocationKind];
   // Derive every scratch name first, so a URI that has none fails before any work.

@@ -66,7 +66,8 @@ export async function checkConditionalWrites(objects: ConditionalObjects, probeP
     const current = await objects.put(name, Uint8Array.of(4), { ifMatch: first.etag }, signal);
     if (typeof current === 'string') throw refuse('refused a write under the current ETag');
   } finally {
-    await objects.delete(name, undefined).catch(() => {});
+    // Under the caller's signal too: a store that stopped answering would hold the delete for ever.
+    await objects.delete(name, signal).catch(() => {});
   }
 }
 

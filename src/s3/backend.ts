@@ -2,16 +2,20 @@
 import type { Blob } from '../blob.js';
 import type { Consensus } from '../consensus.js';
 import type { BackendDescriptor, PartOpenOptions } from '../backend.js';
+import { openWithin } from '../objstore/open.js';
 import { besidePrefix, emptyObjectStore } from '../scratch.js';
 import { parseLocationUri, type LocationUri } from '../uri.js';
 import { consensusMaxKeyBytes, maxKeyBytesFor } from './keys.js';
 
+/** Opening sends HeadBucket (Blob, or Consensus with `create: false`) or the conditional-write probe, within a bound (see openWithin). */
 async function open(loc: LocationUri): Promise<Blob> {
-  return (await import('./index.js')).blobFromUri(loc);
+  const { blobFromUri } = await import('./index.js');
+  return openWithin(loc, (signal) => blobFromUri(loc, { signal }));
 }
 
 async function openConsensus(loc: LocationUri, { create }: PartOpenOptions): Promise<Consensus> {
-  return (await import('./consensus.js')).consensusFromUri(loc, create);
+  const { consensusFromUri } = await import('./consensus.js');
+  return openWithin(loc, (signal) => consensusFromUri(loc, create, { signal }));
 }
 
 /** The object-name prefix of a location, as S3Blob writes it: no leading `/`, one trailing `/`. */

@@ -100,8 +100,8 @@ function optionsFromUri(loc: LocationUri): S3ConsensusOptions {
 }
 
 /** `s3://BUCKET[/PREFIX]?...` opened as Consensus. */
-export async function consensusFromUri(loc: LocationUri, create = true): Promise<S3Consensus> {
-  return S3Consensus.open(optionsFromUri(loc), { create });
+export async function consensusFromUri(loc: LocationUri, create = true, opts?: OpOptions): Promise<S3Consensus> {
+  return S3Consensus.open(optionsFromUri(loc), { ...opts, create });
 }
 
 /** A handle on `loc` that checks nothing at open, for removing a scratch location. */

@@ -215,10 +215,10 @@ interface VersionsOutput {
 }
 
 /** `s3://BUCKET[/PREFIX]?endpoint=URL&region=R&forcePathStyle=true&...` (see src/s3/config.ts). */
-export async function blobFromUri(loc: LocationUri): Promise<S3Blob> {
+export async function blobFromUri(loc: LocationUri, opts?: OpOptions): Promise<S3Blob> {
   const blob = new S3Blob(s3OptionsFromUri(loc));
   try {
-    await blob.check();
+    await blob.check(opts);
   } catch (err) {
     await blob.close();
     if (err instanceof ExternalError) throw err;

@@ -78,7 +78,6 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
   const padding = 'p'.repeat(opts.valueBytes ?? 0);
   const handles: Consensus[] = [];
   const history: HistoryOp[] = [];
-  const latencies: number[] = [];
   const errors: string[] = [];
   const unproven: string[] = [];
   let issued = 0;
@@ -158,7 +157,6 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
       }
       op = { op: 'truncate', key, client, start, end: performance.now(), seqno, result };
     }
-    latencies.push(op.end - op.start);
     history.push(op);
     opts.onProgress?.(++finished, total + keys.length * 2);
     return op;
@@ -190,21 +188,28 @@ export async function stressConsensus(open: () => Promise<Consensus>, opts: Stre
     await Promise.all(handles.map((h) => h.close()));
   }
   const durationMs = performance.now() - began;
-  const check = checkLinearizable(history, { maxStepsPerKey: opts.maxStepsPerKey });
-  latencies.sort((a, b) => a - b);
+  return stressReport(history, { committed, mismatches, failed, unknown, errors, unproven }, durationMs, { maxStepsPerKey: opts.maxStepsPerKey });
+}
+
+/** What a run counted besides its history (see {@link StressReport}). */
+export type StressCounts = Pick<StressReport, 'committed' | 'mismatches' | 'failed' | 'unknown' | 'errors' | 'unproven'>;
+
+/**
+ * The report of a run: `history` checked for linearizability, its latencies (each
+ * operation's end minus start) as percentiles, over `durationMs`. One run's or the
+ * merged history of several processes' (`check --processes`).
+ */
+export function stressReport(history: HistoryOp[], counts: StressCounts, durationMs: number, checkOpts: { maxStepsPerKey?: number } = {}): StressReport {
+  const check = checkLinearizable(history, checkOpts);
+  const latencies = history.map((op) => op.end - op.start).sort((a, b) => a - b);
   const pct = (p: number) => latencies[Math.min(latencies.length - 1, Math.floor((p / 100) * latencies.length))] ?? 0;
   return {
-    ok: check.ok && errors.length === 0 && unproven.length === 0,
+    ok: check.ok && counts.errors.length === 0 && counts.unproven.length === 0,
     verdict: check.verdict,
     ops: history.length,
     violations: check.violations,
     undecidedKeys: check.undecidedKeys,
-    committed,
-    mismatches,
-    failed,
-    unknown,
-    errors,
-    unproven,
+    ...counts,
     durationMs,
     opsPerSec: (history.length / durationMs) * 1000,
     latencyMs: { p50: pct(50), p90: pct(90), p99: pct(99), max: latencies[latencies.length - 1] ?? 0 },
