@@ -225,6 +225,9 @@ export function fromParent(onLine: (line: Record<string, unknown>) => void, onCl
     .on('close', onClose);
 }
 
+/** How long a child of the linearizability run may go without printing a line (its first included: opening). */
+const STALL_MS = 120_000;
+
 /**
  * The linearizability run with `opts.clients` clients spread over `processes` child
  * processes (each at least one client), checked as one history. `open` gives the
@@ -249,12 +252,20 @@ export async function stressInProcesses(
   const shares = clients.map((n, i) => {
     const share: StressShare = { uri, ops: ops[i]!, clients: n, keys: opts.keys, keyPrefix, clientBase: base };
     base += n + 1;
+    // A child that says nothing for STALL_MS (no progress line, no result) is killed and named.
+    let stall: NodeJS.Timeout | undefined;
+    const watch = () => {
+      clearTimeout(stall);
+      stall = setTimeout(() => child.kill(`made no progress for ${STALL_MS / 1000} s`), STALL_MS);
+    };
     const child = new Child<ShareResult>('stress-process.js', share, `process ${i + 1} of ${processes} of the linearizability run`, opts.backends, (line) => {
+      watch();
       if (typeof line.done !== 'number') return;
       done[i] = line.done;
       opts.onProgress?.(done.reduce((a, b) => a + b, 0), total);
     });
-    return child.result;
+    watch();
+    return child.result.finally(() => clearTimeout(stall));
   });
   // Every child is waited for, even when one fails, so that none is left running.
   const settled = await Promise.allSettled(shares);
