@@ -8,7 +8,8 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { deriveScratch } from '../src/cli/scratch.js';
+import { deriveScratch, removeScratch } from '../src/cli/scratch.js';
+import { openBlob, openConsensus, SeqNo, type Consensus } from 'persist-location';
 import { startEtcd } from './servers/etcd.js';
 import { startPostgres, type PostgresServer } from './servers/postgres.js';
 import { S3RVER_CREDENTIALS, S3rverProcess } from './servers/s3rver.js';
@@ -20,7 +21,6 @@ import { FORMS, HOSTILE_PASSWORDS, assertNoPassword } from './fixtures/cli-passw
 import { scrub } from '../src/uri.js';
 import { Gate } from '../src/cli/gate.js';
 import { freePort } from './servers/ports.js';
-import type { Consensus } from 'persist-location';
 import { parseSeqNo } from '../src/cli/args.js';
 import { bench, parseMix, parseSize } from '../src/cli/bench.js';
 import { blobCommands } from '../src/cli/blob.js';
@@ -124,6 +124,24 @@ describe('scratch locations', () => {
     assert.equal(deriveScratch('azure://c/p', id).uri, 'azure://c/p.check-abc123');
     assert.equal(deriveScratch('mem://x', id).uri, 'mem://x.check-abc123');
     assert.equal(deriveScratch('mem://x?keepDeleted=true', id).child('path1'), 'mem://x.check-abc123/path1?keepDeleted=true');
+  });
+
+  test('mem: destroying a scratch namespace lets go of what was written in it, and of nothing else', async () => {
+    const scratch = deriveScratch('mem://destroyed', 'abc123');
+    const child = scratch.child('consensus');
+    const user = await openConsensus('mem://destroyed');
+    await user.compareAndSet('k', undefined, { seqno: new SeqNo(0n), data: Uint8Array.of(1) });
+    for (const uri of [scratch.uri, child]) {
+      await (await openConsensus(uri)).compareAndSet('k', undefined, { seqno: new SeqNo(0n), data: Uint8Array.of(2) });
+      await (await openBlob(uri)).set('k', Uint8Array.of(2));
+    }
+    assert.deepEqual(await removeScratch(scratch, 'consensus'), { removed: true });
+    for (const uri of [scratch.uri, child]) {
+      assert.equal(await (await openConsensus(uri)).head('k'), undefined, `${uri} is empty after destroy`);
+      assert.equal(await (await openBlob(uri)).get('k'), undefined, `${uri} holds no blob after destroy`);
+    }
+    // The user's location beside it is untouched.
+    assert.deepEqual((await (await openConsensus('mem://destroyed')).head('k'))?.data, Uint8Array.of(1));
   });
 
   test('unknown schemes and locations that name nothing are refused', () => {

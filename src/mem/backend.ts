@@ -2,9 +2,9 @@
 import type { BackendDescriptor } from '../backend.js';
 import { invalidArgument } from '../errors.js';
 import { splitRawUri } from '../scratch.js';
-import { boolParam, checkParams, type LocationUri } from '../uri.js';
-import { MemBlob } from './blob.js';
-import { MemConsensus } from './consensus.js';
+import { boolParam, checkParams, parseLocationUri, type LocationUri } from '../uri.js';
+import { forgetNamedBlob, MemBlob } from './blob.js';
+import { forgetNamedConsensus, MemConsensus } from './consensus.js';
 
 /** `mem://NAME`: the name is the authority plus any path. */
 function memName(loc: LocationUri, allowed: readonly string[]): string {
@@ -44,8 +44,16 @@ export const memBackend: BackendDescriptor = {
       const root = `${raw.head}${raw.path.replace(/\/+$/, '')}.check-${id}`;
       return { root: `${root}${raw.query}`, child: (name) => `${root}/${name}${raw.query}` };
     },
-    // Gone with the process.
-    destroy: async () => ({ removed: true }),
+    // Nothing outside this process; the state of every location made is let go.
+    async destroy(area) {
+      for (const uri of [area.uri, ...area.children]) {
+        const loc = parseLocationUri(uri);
+        const name = `${loc.authority ?? ''}${loc.path}`;
+        forgetNamedConsensus(name);
+        forgetNamedBlob(name);
+      }
+      return { removed: true };
+    },
     summary: { location: 'mem://NAME', scratch: 'mem://NAME.check-ID' },
   },
 };

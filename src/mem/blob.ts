@@ -13,6 +13,11 @@ interface State {
 
 const named = new Map<string, State>();
 
+/** Lets go of the named location `name` (a scratch namespace being destroyed): a handle opened afterwards with that name starts empty. */
+export function forgetNamedBlob(name: string): void {
+  named.delete(name);
+}
+
 /** Options of {@link MemBlob}. */
 export interface MemBlobOptions {
   /** Handles with the same name in this process share one location (`mem://NAME`). */

@@ -13,6 +13,11 @@ const named = new Map<string, State>();
 /** Tells watchers of every handle on a location of its commits. */
 const notifiers = new WeakMap<State, Notifier>();
 
+/** Lets go of the named location `name` (a scratch namespace being destroyed): a handle opened afterwards with that name starts empty. */
+export function forgetNamedConsensus(name: string): void {
+  named.delete(name);
+}
+
 /** Options of {@link MemConsensus}. */
 export interface MemConsensusOptions {
   /**
