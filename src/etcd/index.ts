@@ -67,7 +67,7 @@
  * request is left to finish or hit its deadline in the background.
  */
 import * as etcd3 from 'etcd3';
-import { ConsensusBase } from '../base.js';
+import { ConsensusBase, type ListedKeys } from '../base.js';
 import { copyBytes } from '../bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
 import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
@@ -226,7 +226,7 @@ export class EtcdConsensus extends ConsensusBase {
     );
   }
 
-  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
+  protected async *_listKeys(opts?: OpOptions): AsyncIterable<ListedKeys> {
     const [start, end] = this.#layout.headRange();
     let from = start;
     for (;;) {
@@ -234,7 +234,8 @@ export class EtcdConsensus extends ConsensusBase {
       const page = await this.#call('listKeys', 'read', opts, deadline, (o) =>
         this.#client.kv.range({ key: from, range_end: end, limit: PAGE, keys_only: true }, o),
       );
-      for (const kv of page.kvs) yield this.#layout.keyOfHead(kv.key);
+      // One page at a time: ConsensusBase hands it out key by key, and stops at an abort.
+      yield page.kvs.map((kv) => this.#layout.keyOfHead(kv.key));
       const last = page.kvs[page.kvs.length - 1];
       if (!page.more || last === undefined) return;
       from = Buffer.concat([last.key, Buffer.alloc(1)]);

@@ -76,7 +76,7 @@
  */
 import { performance } from 'node:perf_hooks';
 import pg from 'pg';
-import { ConsensusBase } from '../base.js';
+import { ConsensusBase, type ListedKeys } from '../base.js';
 import { copyBytes } from '../bytes.js';
 import { CaSResult, type Consensus, type OpOptions, type VersionedData } from '../consensus.js';
 import { Determinate, ErrorCode, ExternalError, invalidArgument } from '../errors.js';
@@ -301,11 +301,12 @@ export class PostgresConsensus extends ConsensusBase {
     });
   }
 
-  protected async *_listKeys(opts?: OpOptions): AsyncIterable<string> {
+  protected async *_listKeys(opts?: OpOptions): AsyncIterable<ListedKeys> {
     let after = '';
     for (;;) {
       const { rows } = await this.#run<[string]>('listKeys', opts, bound(this.#sql.listKeys, [after, LIST_PAGE], 'arrays'));
-      for (const [key] of rows) yield key;
+      // One page at a time: ConsensusBase hands it out key by key, and stops at an abort.
+      yield rows.map(([key]) => key);
       const last = rows[rows.length - 1];
       if (last === undefined || rows.length < LIST_PAGE) return;
       after = last[0];
