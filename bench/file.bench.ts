@@ -19,7 +19,6 @@
 // fs calls, each one job on libuv's thread pool.
 import { mkdtempSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
-import { open, rename } from 'node:fs/promises';
 import { constants } from 'node:fs';
 import { createRequire, syncBuiltinESMExports } from 'node:module';
 import { tmpdir } from 'node:os';
@@ -27,6 +26,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { FileBlob } from 'persist-location/file';
+import { rawDurableSet } from '../src/cli/report-baselines.js';
 import { fmtLatency, measure, report, type Measured } from './util.js';
 
 const quick = process.argv.includes('--quick');
@@ -129,22 +129,8 @@ function printCounts(name: string, c: Counted): void {
   console.log(`  ${name.padEnd(9)} per set: ${c.flushes.toFixed(2)} flushes (${c.dirFsyncs.toFixed(2)} of them directory fsyncs), ${c.jobs.toFixed(2)} fs calls (thread-pool jobs)`);
 }
 
-async function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
-  const tmp = join(dir, `.tmp-${tag}`);
-  const fh = await open(tmp, 'wx');
-  try {
-    await fh.write(bytes, 0, bytes.length, 0);
-    await fh.sync();
-  } finally {
-    await fh.close();
-  }
-  await rename(tmp, join(dir, name));
-  const d = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-  try {
-    await d.sync();
-  } finally {
-    await d.close();
-  }
+function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
+  return rawDurableSet(dir, name, bytes, `.tmp-${tag}`);
 }
 
 const root = mkdtempSync(join(tmpdir(), 'file-bench-'));

@@ -91,28 +91,35 @@ export async function sqliteRawConsensus(path: string): Promise<RawConsensus> {
   };
 }
 
+/**
+ * The raw durable set both file baselines run (the report's and bench/file.bench.ts):
+ * a new temporary file written and fsynced, renamed over `dir/name`, then the
+ * directory fsynced, every call on its own.
+ */
+export async function rawDurableSet(dir: string, name: string, bytes: Uint8Array, tmpName: string): Promise<void> {
+  const tmp = join(dir, tmpName);
+  const fh = await open(tmp, 'wx');
+  try {
+    await fh.write(bytes, 0, bytes.length, 0);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  await rename(tmp, join(dir, name));
+  const d = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
+  try {
+    await d.sync();
+  } finally {
+    await d.close();
+  }
+}
+
 /** Files in a new directory `dir`: a set is durable before it returns, as FileBlob's is. */
 export async function fileRawBlob(dir: string): Promise<RawBlob> {
   await mkdir(dir, { recursive: true });
   let tmp = 0;
   return {
-    async set(key, data) {
-      const t = join(dir, `.tmp-${tmp++}`);
-      const fh = await open(t, 'wx');
-      try {
-        await fh.write(data, 0, data.length, 0);
-        await fh.sync();
-      } finally {
-        await fh.close();
-      }
-      await rename(t, join(dir, key));
-      const d = await open(dir, constants.O_RDONLY | constants.O_DIRECTORY);
-      try {
-        await d.sync();
-      } finally {
-        await d.close();
-      }
-    },
+    set: (key, data) => rawDurableSet(dir, key, data, `.tmp-${tmp++}`),
     get: (key) => readFile(join(dir, key)),
     async close() {},
   };
