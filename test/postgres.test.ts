@@ -360,8 +360,8 @@ test('compareAndSet commits the bytes it was given, not what the caller writes i
 
 test('a grouped compareAndSet whose statement the driver cannot build fails Determinate, and nothing is written', async () => {
   // Fault injection where the engine refuses the buffer of the grouped statement's
-  // values (the binary bytea[] parameter, encoded by pg within client.query): as if
-  // it outgrew the largest buffer.
+  // values (the binary bytea[] parameter, encoded before anything is sent): as if it
+  // outgrew the largest buffer.
   const marked = (s: string) => Buffer.alloc(4093, s);
   const groupedValuesBytes = 20 + 2 * (4 + 4093);
   const allocUnsafe = Buffer.allocUnsafe;
@@ -628,6 +628,34 @@ test('calls waiting for a pooled connection, with a signal and without, are boun
   });
   assert.equal(await c.head('other'), undefined);
   assert.equal((await c.head('held'))!.seqno.value, 2n);
+});
+
+test('connections kept between statements: waiting callers get them, and one the server ends while kept is never handed out', async () => {
+  // One connection, kept by the handle after each statement: 40 calls at once all
+  // need it in turn, and each must get it from the one before within the connect
+  // budget (a connection kept while a caller waits in the pool would leave that
+  // caller to time out).
+  const app = `kept-${randomUUID().slice(0, 8)}`;
+  const c = await open({ connectionString: `${server.baseUrl}?application_name=${app}`, poolSize: 1, connectTimeoutMs: 2000 });
+  const calls = Array.from({ length: 40 }, (_, i) =>
+    i % 2 === 0 ? c.compareAndSet(`kept${i}`, undefined, { seqno: new SeqNo(1), data: bytes(`v${i}`) }) : c.head(`kept${i - 1}`),
+  );
+  const results = await within(Promise.all(calls), 20_000, 'forty calls sharing one connection');
+  for (let i = 0; i < 40; i += 2) assert.equal(results[i], CaSResult.Committed, `kept${i}`);
+  // The server ends the kept connection; the handle notices (its socket closes) and
+  // the next call gets a new connection rather than the dead one.
+  const ended = await server.sql(`SELECT pg_terminate_backend(pid) AS ok FROM pg_stat_activity WHERE application_name = $1`, [app]);
+  assert.equal(ended.rows.length, 1, 'the one kept connection was found on the server');
+  await within(
+    (async () => {
+      while ((await server.sql(`SELECT 1 FROM pg_stat_activity WHERE application_name = $1`, [app])).rows.length > 0) await sleep(10);
+    })(),
+    10_000,
+    'the ended connection leaving pg_stat_activity',
+  );
+  await sleep(50); // its closed socket reaching the handle
+  assert.equal(await c.compareAndSet('kept0', new SeqNo(1), { seqno: new SeqNo(2), data: bytes('after') }), CaSResult.Committed);
+  assert.equal(text((await c.head('kept0'))!.data), 'after');
 });
 
 test('compareAndSets queued behind statements that keep finishing all wait their turn, however long the queue', async () => {

@@ -1,6 +1,8 @@
 /**
  * `persist-location/postgres`: Consensus in a PostgreSQL schema, through the `pg`
- * driver and a connection pool.
+ * driver and a connection pool (with the connections statements just gave back kept
+ * for the next ones, src/postgres/connections.ts; compareAndSet statements go through
+ * src/postgres/wire.ts, pg's own encoder without its general query machinery).
  *
  * Layout (schema `consensus` unless `?schema=` says otherwise, created if missing
  * unless the open says `create: false`):
@@ -86,10 +88,12 @@ import { raceDeadline } from '../kit/deadline.js';
 import { firstOf, mapError } from '../kit/exposure.js';
 import { casBatcher, type CasCall } from './batcher.js';
 import { connectionConfig, tlsPathsOf } from './connection.js';
+import { Connections } from './connections.js';
 import { encodeErrors, mapConnectError, postgresErrors, sqlState, statementTimedOut, type PostgresTlsContext } from './errors.js';
 import { CHANGES } from '../envelope/changes.js';
 import { notifySetupSql, PostgresChanges } from './notify.js';
 import { casBatchParams, DEFAULT_SCHEMA, statements, validateSchemaName, type Statements } from './sql.js';
+import { WireStatement, type WireResult, type WireValue } from './wire.js';
 import { SeqNo } from '../seqno.js';
 import { boolParam, checkParams, intParam, redactUri, type LocationUri } from '../uri.js';
 import { MAX_CONSENSUS_SEQNO } from '../validate.js';
@@ -162,7 +166,7 @@ export class PostgresConsensus extends ConsensusBase {
   readonly description: string;
   /** The schema holding this location. */
   readonly schema: string;
-  readonly #pool: pg.Pool;
+  readonly #connections: Connections;
   readonly #sql: Statements;
   readonly #statementTimeoutMs: number;
   readonly #casConcurrency: number;
@@ -192,7 +196,7 @@ export class PostgresConsensus extends ConsensusBase {
     this.#closeBudgetMs = options.connectTimeoutMs + options.statementTimeoutMs;
     const { host, port } = options.client;
     this.#tls = { backend: this.description, target: `${host || 'localhost'}:${port || 5432}`, paths: tlsPathsOf(options.client) };
-    this.#pool = new pg.Pool({
+    const pool = new pg.Pool({
       ...options.client,
       max: options.poolSize,
       connectionTimeoutMillis: options.connectTimeoutMs,
@@ -202,11 +206,7 @@ export class PostgresConsensus extends ConsensusBase {
       // Idle connections do not keep the process alive: a script that forgets close() still exits.
       allowExitOnIdle: true,
     });
-    // A connection that dies (server restart) reports it to its running query, or
-    // the pool drops it when idle; an 'error' event without a listener would crash
-    // the process, e.g. on a connection being discarded after an abandoned statement.
-    this.#pool.on('error', () => {});
-    this.#pool.on('connect', (client) => client.on('error', () => {}));
+    this.#connections = new Connections(pool);
     this.#changes = new PostgresChanges(options.client, options.schema, options.connectTimeoutMs);
   }
 
@@ -340,15 +340,14 @@ export class PostgresConsensus extends ConsensusBase {
   async #sendCas(calls: readonly CasCall[]): Promise<ReadonlySet<string>> {
     const one = calls.length === 1 ? calls[0] : undefined;
     if (one !== undefined) {
-      const query =
+      const result =
         one.expected === null
-          ? bound(this.#sql.casFirst, [one.key, one.seqno, one.data])
-          : bound(this.#sql.casNext, [one.key, one.expected, one.seqno, one.data]);
-      const result = await this.#run('compareAndSet', undefined, query);
+          ? await this.#runWire('compareAndSet', this.#sql.casFirst, () => [one.key, one.seqno, one.data])
+          : await this.#runWire('compareAndSet', this.#sql.casNext, () => [one.key, one.expected, one.seqno, one.data]);
       return new Set(result.rowCount === 1 ? [one.key] : []);
     }
-    const { rows } = await this.#run<[string]>('compareAndSet', undefined, bound(this.#sql.casBatch, casBatchParams(calls), 'arrays'));
-    return new Set(rows.map(([key]) => key));
+    const result = await this.#runWire('compareAndSet', this.#sql.casBatch, () => casBatchParams(calls));
+    return new Set(result.firstColumn as string[]);
   }
 
   protected async _scan(key: string, from: SeqNo, limit: number, opts?: OpOptions): Promise<VersionedData[]> {
@@ -394,7 +393,7 @@ export class PostgresConsensus extends ConsensusBase {
   protected async _close(): Promise<void> {
     this.#changes.close();
     const pastBudget = new Error('the close budget passed');
-    await raceDeadline(undefined, this.#closeBudgetMs, () => this.#pool.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
+    await raceDeadline(undefined, this.#closeBudgetMs, () => this.#connections.end(), { cutOff: () => pastBudget }).catch((err: unknown) => {
       if (err !== pastBudget) throw err;
     });
   }
@@ -405,55 +404,69 @@ export class PostgresConsensus extends ConsensusBase {
    * connection whose statement was abandoned (abort, client-side timeout, broken
    * socket) is destroyed rather than returned to the pool.
    */
-  async #run<R extends pg.QueryResultRow = Record<string, unknown>>(
+  #run<R extends pg.QueryResultRow = Record<string, unknown>>(
     what: string,
     opts: OpOptions | undefined,
     query: pg.QueryConfig,
   ): Promise<pg.QueryResult<R>> {
+    return this.#on(what, opts, (client) => submit<R>(client, query));
+  }
+
+  /** {@link #run} for a compareAndSet statement, through {@link WireStatement}; `values` are encoded before anything is sent. */
+  #runWire(what: string, statement: { name: string; text: string }, values: () => readonly WireValue[]): Promise<WireResult> {
+    return this.#on(what, undefined, (client) => submitWire(client, statement, values));
+  }
+
+  async #on<T>(what: string, opts: OpOptions | undefined, start: (client: pg.PoolClient) => Submitted<T>): Promise<T> {
     const signal = opts?.signal;
     const context = `${this.description}: ${what}`;
-    let client: pg.PoolClient;
-    try {
-      // Without a signal there is nothing to race: the pool bounds the wait itself.
-      client =
-        signal === undefined
-          ? await this.#pool.connect()
-          : await raceDeadline(signal, undefined, () => this.#pool.connect(), {
-              exposure: () => 'not-sent',
-              // The connection comes later: back to the pool with it.
-              onLate: (late) => late.release(),
-            });
-    } catch (err) {
-      throw mapConnectError(err, { what: context, exposure: 'not-sent', signal }, this.#tls);
+    const connections = this.#connections;
+    let client = connections.takeKept();
+    if (client === undefined) {
+      try {
+        // Without a signal there is nothing to race: the pool bounds the wait itself.
+        client =
+          signal === undefined
+            ? await connections.connect()
+            : await raceDeadline(signal, undefined, () => connections.connect(), {
+                exposure: () => 'not-sent',
+                // The connection comes later: back with it.
+                onLate: (late) => connections.give(late),
+              });
+      } catch (err) {
+        throw mapConnectError(err, { what: context, exposure: 'not-sent', signal }, this.#tls);
+      }
     }
     const began = performance.now();
-    let statement: ReturnType<typeof submit<R>> | undefined;
+    let statement: Submitted<T> | undefined;
     try {
-      const result = await raceDeadline(signal, this.#statementTimeoutMs, () => (statement = submit<R>(client, query)).running, {
-        exposure: () => (statement?.unsent() ? 'not-sent' : 'sent'),
+      const result = await raceDeadline(signal, this.#statementTimeoutMs, () => (statement = start(client)).running, {
+        exposure: () => (statement?.unsent() === undefined ? 'sent' : 'not-sent'),
         what: context,
       });
-      client.release();
+      connections.give(client);
       return result;
     } catch (err) {
       if (statement === undefined) {
-        client.release();
+        connections.give(client);
         throw err;
       }
       if (err instanceof ExternalError) {
         // Cut off by the signal or the statement timeout: the statement runs on, so
         // the connection is not given back with it.
-        client.release(new Error('abandoned statement'));
+        connections.give(client, new Error('abandoned statement'));
         throw err;
       }
-      if (statement.unsent()) {
-        // pg closed the prepared statement on the server but still counts it as
-        // prepared on this connection, so the connection is not reused.
-        client.release(toError(err));
-        throw mapError(err, encodeErrors, { what: context, exposure: 'not-sent' });
+      const unsent = statement.unsent();
+      if (unsent !== undefined) {
+        // After a failure to encode, pg closed the prepared statement on the server but
+        // still counts it as prepared on this connection; after a failure of the
+        // connection, it is dead. Either way it is not reused.
+        connections.give(client, toError(err));
+        throw mapError(err, unsent === 'encoding' ? encodeErrors : postgresErrors, { what: context, exposure: 'not-sent' });
       }
       // A server error leaves the connection usable; anything else does not.
-      client.release(isServerError(err) ? undefined : toError(err));
+      connections.give(client, isServerError(err) ? undefined : toError(err));
       const pastStatementTimeout = performance.now() - began >= this.#statementTimeoutMs;
       throw mapError(err, pastStatementTimeout ? firstOf(statementTimedOut, postgresErrors) : postgresErrors, { what: context, exposure: 'sent' });
     }
@@ -532,16 +545,23 @@ function positive(n: number, name: string): number {
 }
 
 /**
+ * A statement handed to a client: its outcome, and, for a failure, why it was
+ * never sent (its parameters could not be encoded, or the connection could not
+ * take it), or undefined once it may have been.
+ */
+interface Submitted<T> {
+  running: Promise<T>;
+  unsent: () => 'encoding' | 'connection' | undefined;
+}
+
+/**
  * Hands `query` to pg and tells whether a failure happened before it was sent. pg
  * writes a statement's messages synchronously within `client.query` (corked, so they
  * leave together when it returns), and when it cannot encode the parameters it fails
  * the query right there, before writing the Execute message; any failure reported
  * later is after the statement may have run.
  */
-function submit<R extends pg.QueryResultRow>(
-  client: pg.PoolClient,
-  query: pg.QueryConfig,
-): { running: Promise<pg.QueryResult<R>>; unsent: () => boolean } {
+function submit<R extends pg.QueryResultRow>(client: pg.PoolClient, query: pg.QueryConfig): Submitted<pg.QueryResult<R>> {
   let submitting = true;
   let failedWhileSubmitting = false;
   const running = new Promise<pg.QueryResult<R>>((resolve, reject) => {
@@ -560,7 +580,21 @@ function submit<R extends pg.QueryResultRow>(
     }
   });
   submitting = false;
-  return { running, unsent: () => failedWhileSubmitting };
+  return { running, unsent: () => (failedWhileSubmitting ? 'encoding' : undefined) };
+}
+
+/**
+ * {@link submit} for a {@link WireStatement}: unsent until its messages reached the
+ * socket, from a failure to encode (before it exists) or of the connection (pg
+ * refuses a query on a connection that failed, or the socket is closed).
+ */
+function submitWire(client: pg.PoolClient, statement: { name: string; text: string }, values: () => readonly WireValue[]): Submitted<WireResult> {
+  let wire: WireStatement | undefined;
+  const running = new Promise<WireResult>((resolve, reject) => {
+    wire = new WireStatement(statement, values(), (err, result) => (err === undefined ? resolve(result) : reject(err)));
+    client.query(wire);
+  });
+  return { running, unsent: () => (wire === undefined ? 'encoding' : wire.sent ? undefined : 'connection') };
 }
 
 function isServerError(err: unknown): boolean {

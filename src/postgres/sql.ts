@@ -160,19 +160,16 @@ export function statements(schema: string, cockroach = false): Statements {
 
 /**
  * The parameters of `casBatch`, each a one-dimensional array in PostgreSQL's binary
- * format (what array_recv reads). pg sends a Buffer parameter as binary, so the
+ * format (what array_recv reads). A Buffer parameter travels as binary, so the
  * client neither hex-encodes the values nor builds array literals, and the server
- * parses none: each element travels as its own bytes, behind its length. Each is
- * encoded by pg itself (`toPostgres`) within `client.query`, so that a failure to
- * encode is one before anything was sent, as pg's own encoding failures are.
+ * parses none: each element travels as its own bytes, behind its length.
  */
-export function casBatchParams(calls: readonly CasCall[]): { toPostgres(): Buffer }[] {
-  const lazy = (encode: () => Buffer) => ({ toPostgres: encode });
+export function casBatchParams(calls: readonly CasCall[]): Buffer[] {
   return [
-    lazy(() => binaryArray(OID_TEXT, calls.map((c) => Buffer.from(c.key, 'utf8')))),
-    lazy(() => int8Array(calls.map((c) => c.expected))),
-    lazy(() => int8Array(calls.map((c) => c.seqno))),
-    lazy(() => binaryArray(OID_BYTEA, calls.map((c) => c.data))),
+    binaryArray(OID_TEXT, calls.map((c) => Buffer.from(c.key, 'utf8'))),
+    int8Array(calls.map((c) => c.expected)),
+    int8Array(calls.map((c) => c.seqno)),
+    binaryArray(OID_BYTEA, calls.map((c) => c.data)),
   ];
 }
 
