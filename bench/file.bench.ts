@@ -8,6 +8,8 @@
 //     fsync + close + rename over the target + open/fsync/close of the directory,
 //     every call on its own (no grouping).
 //   get 4 KiB, one caller: readFileSync of the file.
+// Beside the 16-caller set, in the same rounds: FileBlob's own protocol written bare
+// with node:fs (floorSet below), what the disk allows that protocol.
 // Rounds alternate baseline / ours (ours first in every other pair) so that drift
 // on a busy machine (or a virtual disk whose fsync latency wanders) hits both alike; the median of the per-round
 // ratios, and their spread, are printed beside the pooled one, as the median is
@@ -27,6 +29,7 @@ import { fileURLToPath } from 'node:url';
 import { performance } from 'node:perf_hooks';
 import { FileBlob } from 'persist-location/file';
 import { rawDurableSet } from '../src/cli/report-baselines.js';
+import { DirSyncer } from '../src/file/dir-sync.js';
 import { fmtLatency, measure, report, type Measured } from './util.js';
 
 const quick = process.argv.includes('--quick');
@@ -35,24 +38,34 @@ const MS = quick ? 1000 : 1200;
 const KEYS_PER_CLIENT = 16;
 const value = Buffer.alloc(4096, 7);
 
-async function rounds(clients: number, baseline: (c: number, i: number) => Promise<unknown>, ours: (c: number, i: number) => Promise<unknown>) {
-  const b: Measured[] = [];
-  const o: Measured[] = [];
+/**
+ * Paired rounds of `baseline` and `ours` (and `floor`, when given, a third side of
+ * the same rounds), each round's order the reverse of the one before, so that drift
+ * within a round favours none. Ratios are ours (or floor) over the baseline of the
+ * same round.
+ */
+async function rounds(
+  clients: number,
+  baseline: (c: number, i: number) => Promise<unknown>,
+  ours: (c: number, i: number) => Promise<unknown>,
+  floor?: (c: number, i: number) => Promise<unknown>,
+) {
+  const sides = [baseline, ours, ...(floor === undefined ? [] : [floor])];
+  const measured: Measured[][] = sides.map(() => []);
   for (let r = 0; r < ROUNDS; r++) {
-    // Which goes first alternates too, so that drift within a pair favours neither.
-    if (r % 2 === 0) {
-      b.push(await measure(clients, MS, baseline));
-      o.push(await measure(clients, MS, ours));
-    } else {
-      o.push(await measure(clients, MS, ours));
-      b.push(await measure(clients, MS, baseline));
-    }
+    const order = sides.map((_, i) => i);
+    if (r % 2 === 1) order.reverse();
+    for (const i of order) measured[i]!.push(await measure(clients, MS, sides[i]!));
   }
   const pool = (ms: Measured[]) => ({ opsPerSec: ms.reduce((s, m) => s + m.ops, 0) / ms.reduce((s, m) => s + m.seconds, 0), last: ms[ms.length - 1]! });
-  const ratios = o.map((m, i) => m.opsPerSec / b[i]!.opsPerSec).sort((x, y) => x - y);
-  const mid = ratios.length >> 1;
-  const median = ratios.length % 2 === 1 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
-  return { baseline: pool(b), ours: pool(o), ratios, median };
+  const versus = (ms: Measured[]) => {
+    const ratios = ms.map((m, i) => m.opsPerSec / measured[0]![i]!.opsPerSec).sort((x, y) => x - y);
+    const mid = ratios.length >> 1;
+    const median = ratios.length % 2 === 1 ? ratios[mid]! : (ratios[mid - 1]! + ratios[mid]!) / 2;
+    return { ratios, median };
+  };
+  const [b, o, f] = measured;
+  return { baseline: pool(b!), ours: pool(o!), ...versus(o!), floor: f === undefined ? undefined : { ...pool(f), ...versus(f) } };
 }
 
 function printRatios(r: { ratios: number[]; median: number }): void {
@@ -133,10 +146,39 @@ function rawSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<
   return rawDurableSet(dir, name, bytes, `.tmp-${tag}`);
 }
 
+const floorSyncer = new DirSyncer();
+const DSYNC_NEW = constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL | (constants.O_DSYNC ?? 0);
+
+/**
+ * FileBlob's write protocol with nothing of FileBlob around it (no key mapping,
+ * directory creation, retries, signals or error mapping): the temporary file opened
+ * O_DSYNC and written, renamed over the value (closed beside the rename), then one
+ * directory fsync shared by every rename that landed before it started (FileBlob's
+ * own DirSyncer, trusting the path as it does for the root). How fast this goes is
+ * what the disk allows the protocol; FileBlob's distance from it is its own cost.
+ */
+async function floorSet(dir: string, name: string, bytes: Buffer, tag: string): Promise<void> {
+  const tmp = join(dir, `.tmp-${tag}`);
+  const fh = await fsp.open(tmp, DSYNC_NEW, 0o644);
+  try {
+    await fh.write(bytes, 0, bytes.length, 0);
+  } catch (err) {
+    await fh.close();
+    throw err;
+  }
+  const renaming = fsp.rename(tmp, join(dir, name));
+  const closing = fh.close();
+  await renaming;
+  await floorSyncer.sync(dir, false);
+  await closing;
+}
+
 const root = mkdtempSync(join(tmpdir(), 'file-bench-'));
 try {
   const rawDir = join(root, 'raw', 'bench');
   mkdirSync(rawDir, { recursive: true });
+  const floorDir = join(root, 'floor', 'bench');
+  mkdirSync(floorDir, { recursive: true });
   const blob = new FileBlob(join(root, 'blob'));
   let unique = 0;
 
@@ -147,15 +189,20 @@ try {
     16,
     (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`),
     (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value),
+    (c, i) => floorSet(floorDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`),
   );
   report('set 4 KiB x16 callers, raw write+fsync+rename+dir fsync', set16.baseline.opsPerSec, 'ops/s');
   report('set 4 KiB x16 callers, FileBlob', set16.ours.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
   printRatios(set16);
+  const floor16 = set16.floor!;
+  report("set 4 KiB x16 callers, FileBlob's protocol bare", floor16.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
+  printRatios(floor16);
   console.log(`  raw:      ${fmtLatency(set16.baseline.last)}`);
   console.log(`  FileBlob: ${fmtLatency(set16.ours.last)}`);
   const COUNTED_MS = 500;
   printCounts('raw', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`), 0)).ops));
   printCounts('FileBlob', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value), 0)).ops));
+  printCounts('bare', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => floorSet(floorDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`), 0)).ops));
 
   // set 4 KiB, one caller (no grouping possible: the price of one durable set)
   const set1 = await rounds(
