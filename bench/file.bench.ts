@@ -10,10 +10,10 @@
 //   get 4 KiB, one caller: readFileSync of the file.
 // Beside the 16-caller set, in the same rounds: FileBlob's own protocol written bare
 // with node:fs (floorSet below), what the disk allows that protocol.
-// Rounds alternate baseline / ours (ours first in every other pair) so that drift
-// on a busy machine (or a virtual disk whose fsync latency wanders) hits both alike; the median of the per-round
-// ratios, and their spread, are printed beside the pooled one, as the median is
-// the steadier of the two.
+// Each round measures every side once, in the reverse order of the round before, so
+// that drift on a busy machine (or a virtual disk whose fsync latency wanders) hits
+// all alike; the median of the per-round ratios, and their spread, are printed beside
+// the pooled one, as the median is the steadier of the two.
 //
 // After the timed rounds of set, a short counted pass (not timed: counting costs)
 // wraps node:fs/promises and prints, per set, the flushes to disk (fsync, fdatasync,
