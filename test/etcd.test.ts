@@ -257,6 +257,29 @@ describe('EtcdConsensus on one etcd member', () => {
     }
   });
 
+  test('listKeys pages through more keys than one page (10,000), each key once, in order', async () => {
+    // The shared suites list 1,200 keys, within one of etcd's listing pages.
+    const c = await openConsensus(etcd.uri());
+    try {
+      const keys = Array.from({ length: 10_050 }, (_, i) => `many/${String(i).padStart(5, '0')}`);
+      let next = 0;
+      await Promise.all(
+        Array.from({ length: 64 }, async () => {
+          while (next < keys.length) {
+            const key = keys[next++]!;
+            assert.equal(await c.compareAndSet(key, undefined, v(1, key)), CaSResult.Committed, key);
+          }
+        }),
+      );
+      const listed: string[] = [];
+      for await (const key of c.listKeys()) listed.push(key);
+      // Hex of UTF-8 keeps byte order, so the listing comes in the keys' order.
+      assert.deepEqual(listed, keys);
+    } finally {
+      await c.close();
+    }
+  });
+
   test('head is right through other handles writing, truncating and a stale guess', async () => {
     const uri = etcd.uri();
     const reader = await openConsensus(uri);

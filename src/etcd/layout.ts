@@ -64,7 +64,7 @@ export class Layout {
 
   /** The user key of a head record's etcd key. */
   keyOfHead(etcdKey: Buffer): string {
-    return Buffer.from(etcdKey.subarray(this.#heads.length).toString('latin1'), 'hex').toString('utf8');
+    return Buffer.from(etcdKey.toString('latin1', this.#heads.length), 'hex').toString('utf8');
   }
 
   /** The record of version `seqno` of `key`. */

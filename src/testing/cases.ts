@@ -114,7 +114,7 @@ function isPromiseLike(value: unknown): value is PromiseLike<unknown> {
   return typeof (value as { then?: unknown } | null)?.then === 'function';
 }
 
-/** More keys than one listing page of any backend here (SQLite 256; PostgreSQL, etcd, S3 1000), bar Azure's 5000. */
+/** More keys than one listing page of most backends here (SQLite 256; PostgreSQL, S3 1000), bar Azure's 5000 and etcd's 10,000. */
 export const MANY_KEYS = 1200;
 
 /** Listings broken off at once: more than the connection pool of a typical handle (PostgreSQL's default is 10). */

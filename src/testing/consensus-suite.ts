@@ -258,7 +258,7 @@ const specCases: ConsensusCase[] = [
 
 const listingCases: ConsensusCase[] = [
   {
-    name: `listing: ${MANY_KEYS} keys, more than one page of any store, are each listed once`,
+    name: `listing: ${MANY_KEYS} keys, more than one page of most stores, are each listed once`,
     run: async ({ consensus: c }) => {
       const keys = Array.from({ length: MANY_KEYS }, (_, i) => `many/${String(i).padStart(4, '0')}`);
       await writeKeys(c, keys);
