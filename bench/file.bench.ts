@@ -188,13 +188,12 @@ try {
 
   console.log(`FileBlob vs raw node:fs (${ROUNDS} alternating rounds of ${MS} ms; disk of ${root})`);
 
-  // set 4 KiB, 16 concurrent callers
-  const set16 = await rounds(
-    16,
-    (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`),
-    (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value),
-    (c, i) => floorSet(floorDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`),
-  );
+  // set 4 KiB, 16 concurrent callers: the same three sets timed in rounds, then counted
+  type Set16 = (c: number, i: number) => Promise<void>;
+  const rawSet16: Set16 = (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`);
+  const blobSet16: Set16 = (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value);
+  const floorSet16: Set16 = (c, i) => floorSet(floorDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`);
+  const set16 = await rounds(16, rawSet16, blobSet16, floorSet16);
   report('set 4 KiB x16 callers, raw write+fsync+rename+dir fsync', set16.baseline.opsPerSec, 'ops/s');
   report('set 4 KiB x16 callers, FileBlob', set16.ours.opsPerSec, 'ops/s', set16.baseline.opsPerSec);
   printRatios(set16);
@@ -204,9 +203,10 @@ try {
   console.log(`  raw:      ${fmtLatency(set16.baseline.last)}`);
   console.log(`  FileBlob: ${fmtLatency(set16.ours.last)}`);
   const COUNTED_MS = 500;
-  printCounts('raw', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => rawSet(rawDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`), 0)).ops));
-  printCounts('FileBlob', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => blob.set(`bench/k${c}-${i % KEYS_PER_CLIENT}`, value), 0)).ops));
-  printCounts('bare', await counted(async () => (await measure(16, COUNTED_MS, (c, i) => floorSet(floorDir, `k${c}-${i % KEYS_PER_CLIENT}`, value, `${c}-${unique++}`), 0)).ops));
+  const countSets = async (set: Set16) => counted(async () => (await measure(16, COUNTED_MS, set, 0)).ops);
+  printCounts('raw', await countSets(rawSet16));
+  printCounts('FileBlob', await countSets(blobSet16));
+  printCounts('bare', await countSets(floorSet16));
 
   // set 4 KiB, one caller (no grouping possible: the price of one durable set)
   const set1 = await rounds(
